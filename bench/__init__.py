@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): commands that print figures with a same-process baseline ratio."""

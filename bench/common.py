@@ -1,0 +1,73 @@
+"""Shared benchmark plumbing: throw-away databases and synthetic session rows."""
+from __future__ import annotations
+
+import random
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from shared.records import MirrorRow
+from shared.settings import load_settings
+from shared.store.engine import create_store_engine
+from shared.store.migrate import migrate
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+EPOCH = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+@contextmanager
+def sqlite_engine() -> Iterator[Engine]:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings(database_url=f"sqlite:///{Path(tmp) / 'bench.db'}")
+        migrate(settings)
+        engine = create_store_engine(settings)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
+@contextmanager
+def postgres_engine(admin_url: str, name: str) -> Iterator[Engine]:
+    """A fresh database ``name`` on the server of ``admin_url``, dropped afterwards."""
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    settings = load_settings(database_url=url)
+    migrate(settings)
+    engine = create_store_engine(settings)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def session_rows(count: int, *, version: int, seed: int = 7, offset: int = 0) -> list[MirrorRow]:
+    """Realistic appointment rows: ids like Halaxy's, a practitioner, a client, a time."""
+    rng = random.Random(seed + version)
+    updated = EPOCH + timedelta(days=version)
+    rows = []
+    for i in range(offset, offset + count):
+        start = EPOCH + timedelta(minutes=30 * rng.randrange(0, 200_000))
+        rows.append(MirrorRow(
+            table="sessions", source_id=f"AP-{1_000_000 + i}", source_updated_at=updated,
+            source_version=str(version),
+            content={
+                "practitioner_id": f"PR-{rng.randrange(1000)}", "practitioner_role_id": None,
+                "client_id": f"PT-{rng.randrange(100_000)}", "client_ids": None,
+                "start_at": start, "end_at": start + timedelta(minutes=50),
+                "status": rng.choice(("booked", "attended", "cancelled")),
+                "source_status": "booked", "service": "Psychology consult",
+            },
+        ))
+    return rows

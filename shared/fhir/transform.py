@@ -1,0 +1,272 @@
+"""Pure transformers: one FHIR R4 resource dict in, one MirrorRow out (no I/O, no clock).
+
+A resource that cannot be mapped raises TransformError naming its type and id — never the
+values it holds, so the message is safe to log.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from shared.fhir import models as m
+from shared.fhir.references import parse_reference
+from shared.records import MirrorRow
+
+# A resource without meta.lastUpdated gets the lowest possible version: any real one wins.
+UNKNOWN_UPDATED_AT = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+APPOINTMENT_STATUS = {
+    "proposed": "pending", "pending": "pending", "waitlist": "pending",
+    "booked": "booked", "arrived": "arrived", "checked-in": "arrived",
+    "fulfilled": "attended", "cancelled": "cancelled", "noshow": "no_show",
+    "entered-in-error": "error",
+}
+INVOICE_STATUS = {
+    "draft": "draft", "issued": "issued", "balanced": "paid",
+    "cancelled": "cancelled", "entered-in-error": "error",
+}
+# Participant statuses (element or modifierExtension) meaning the client will not attend.
+PARTICIPANT_CANCELLED = {"declined", "cancelled"}
+# Sessions that count towards a client's session number.
+COUNTED_STATUSES = {"booked", "arrived", "attended"}
+
+
+class TransformError(ValueError):
+    """A resource that cannot be mapped. Carries type and id, never resource content."""
+
+    def __init__(self, resource_type: str, resource_id: str | None, reason: str) -> None:
+        self.resource_type = resource_type
+        self.resource_id = resource_id
+        self.reason = reason
+        super().__init__(f"{resource_type}/{resource_id or '?'}: {reason}")
+
+
+class UnsupportedResourceType(TransformError):
+    """A resource type the mirror does not store (an Observation in an export, say)."""
+
+
+R = TypeVar("R", bound=m.Resource)
+
+
+def transform_resource(resource: dict[str, Any]) -> MirrorRow:
+    """Map any supported resource; raises TransformError / UnsupportedResourceType."""
+    resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
+    if not isinstance(resource_type, str):
+        raise TransformError("?", None, "not a FHIR resource (no resourceType)")
+    transformer = TRANSFORMERS.get(resource_type)
+    if transformer is None:
+        raise UnsupportedResourceType(resource_type, _raw_id(resource), "resource type is not mirrored")
+    return transformer(resource)
+
+
+def _raw_id(resource: dict[str, Any]) -> str | None:
+    value = resource.get("id")
+    return value if isinstance(value, str) else None
+
+
+def _parse(model: type[R], resource: dict[str, Any]) -> R:
+    try:
+        parsed = model.model_validate(resource)
+    except ValidationError as exc:
+        where = ", ".join(
+            ".".join(str(p) for p in e["loc"]) + f" ({e['type']})"
+            for e in exc.errors(include_input=False, include_context=False, include_url=False)
+        )
+        raise TransformError(model.__name__, _raw_id(resource), f"invalid element(s): {where}") from None
+    if not parsed.id:
+        raise TransformError(model.__name__, None, "missing id")
+    return parsed
+
+
+def _row(table: str, res: m.Resource, content: dict[str, Any]) -> MirrorRow:
+    return MirrorRow(
+        table=table,
+        source_id=res.id or "",
+        source_version=res.meta.versionId,
+        source_updated_at=_utc(res.meta.lastUpdated) or UNKNOWN_UPDATED_AT,
+        content=content,
+    )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # FHIR instants carry an offset; a naive value (a date-only dateTime, a sloppy export) is UTC.
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def choose_name(names: list[m.HumanName]) -> m.HumanName | None:
+    """official, then usual, then the first name given."""
+    for use in ("official", "usual"):
+        for name in names:
+            if name.use == use:
+                return name
+    return names[0] if names else None
+
+
+def initials(name: m.HumanName | None) -> str | None:
+    if name is None:
+        return None
+    words = [g for g in name.given if g.strip()][:1] + ([name.family] if name.family and name.family.strip() else [])
+    if not words and name.text:
+        words = name.text.split()[:1] + name.text.split()[1:][-1:]
+    letters = "".join(w.strip()[0].upper() for w in words if w.strip())
+    return letters or None
+
+
+def display_name(name: m.HumanName | None) -> str | None:
+    if name is None:
+        return None
+    if name.text:
+        return name.text.strip() or None
+    parts = [*name.prefix, *name.given, name.family or ""]
+    return " ".join(p.strip() for p in parts if p and p.strip()) or None
+
+
+def choose_contact(telecom: list[m.ContactPoint], systems: tuple[str, ...], prefer_use: str | None = None) -> str | None:
+    """The best current contact of the given systems: preferred use, then rank, then order."""
+    candidates = [(i, c) for i, c in enumerate(telecom)
+                  if c.system in systems and c.value and c.value.strip() and c.use != "old"]
+    if not candidates:
+        return None
+    best = min(candidates, key=lambda ic: (ic[1].use != prefer_use, ic[1].rank if ic[1].rank is not None else 1 << 30, ic[0]))
+    return best[1].value.strip()  # type: ignore[union-attr]
+
+
+def _birth_date(resource: m.Patient) -> date | None:
+    value = resource.birthDate
+    if value is None or len(value) != 10:
+        return None  # partial dates (year, year-month) are not a day
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise TransformError("Patient", resource.id, "birthDate is not a FHIR date") from None
+
+
+def _money(value: m.Money | None) -> Decimal | None:
+    return None if value is None or value.value is None else value.value.quantize(Decimal("0.01"))
+
+
+def transform_practitioner(resource: dict[str, Any]) -> MirrorRow:
+    res = _parse(m.Practitioner, resource)
+    name = choose_name(res.name)
+    return _row("practitioners", res, {
+        "display_name": display_name(name),
+        "given_name": " ".join(name.given) or None if name else None,
+        "family_name": name.family if name else None,
+        "email": choose_contact(res.telecom, ("email",), "work"),
+        "phone": choose_contact(res.telecom, ("phone", "sms"), "work"),
+        "active": res.active,
+    })
+
+
+def transform_practitioner_role(resource: dict[str, Any]) -> MirrorRow:
+    res = _parse(m.PractitionerRole, resource)
+    code = res.code[0] if res.code else None
+    return _row("practitioner_roles", res, {
+        "practitioner_id": parse_reference(res.practitioner, "Practitioner"),
+        "organization_id": parse_reference(res.organization, "Organization"),
+        "role_code": next((c.code for c in code.coding if c.code), None) if code else None,
+        "role_display": code.label() if code else None,
+        "active": res.active,
+    })
+
+
+def transform_patient(resource: dict[str, Any]) -> MirrorRow:
+    res = _parse(m.Patient, resource)
+    name = choose_name(res.name)
+    carers = [r for r in res.generalPractitioner if parse_reference(r, "Practitioner")]
+    return _row("clients", res, {
+        "practitioner_id": parse_reference(carers[0], "Practitioner") if carers else None,
+        "given_name": " ".join(name.given) or None if name else None,
+        "family_name": name.family if name else None,
+        "initials": initials(name),
+        "birth_date": _birth_date(res),
+        "gender": res.gender,
+        "email": choose_contact(res.telecom, ("email",), "home"),
+        "phone": choose_contact(res.telecom, ("phone", "sms"), "mobile"),
+        "active": res.active,
+    })
+
+
+def _participant_cancelled(participant: m.AppointmentParticipant) -> bool:
+    if participant.status in PARTICIPANT_CANCELLED:
+        return True
+    return any(ext.url.endswith("participant-status") and ext.code() in PARTICIPANT_CANCELLED
+               for ext in participant.modifierExtension)
+
+
+def transform_appointment(resource: dict[str, Any]) -> MirrorRow:
+    res = _parse(m.Appointment, resource)
+    if res.status not in APPOINTMENT_STATUS:
+        raise TransformError("Appointment", res.id, f"unmapped status {res.status!r}")
+    status = APPOINTMENT_STATUS[res.status]
+    patients = [p for p in res.participant if parse_reference(p.actor, "Patient")]
+    if patients and all(_participant_cancelled(p) for p in patients) and status not in ("cancelled", "error"):
+        status = "cancelled"
+    client_ids = [parse_reference(p.actor, "Patient") for p in patients]
+    practitioner = next((r for p in res.participant if (r := parse_reference(p.actor, "Practitioner"))), None)
+    role = next((r for p in res.participant if (r := parse_reference(p.actor, "PractitionerRole"))), None)
+    service = next((c.label() for c in res.serviceType if c.label()), None) or (
+        res.appointmentType.label() if res.appointmentType else None)
+    start, end = _utc(res.start), _utc(res.end)
+    if start and end and end < start:
+        raise TransformError("Appointment", res.id, "end is before start")
+    return _row("sessions", res, {
+        "practitioner_id": practitioner,
+        "practitioner_role_id": role,
+        "client_id": client_ids[0] if client_ids else None,
+        "client_ids": " ".join(c for c in client_ids if c) or None,
+        "start_at": start,
+        "end_at": end,
+        "status": status,
+        "source_status": res.status,
+        "service": service,
+    })
+
+
+def transform_invoice(resource: dict[str, Any]) -> MirrorRow:
+    res = _parse(m.Invoice, resource)
+    if res.status not in INVOICE_STATUS:
+        raise TransformError("Invoice", res.id, f"unmapped status {res.status!r}")
+    actors = [p.actor for p in res.participant]
+    return _row("invoices", res, {
+        "practitioner_id": _first_ref(actors, "Practitioner"),
+        "practitioner_role_id": _first_ref(actors, "PractitionerRole"),
+        "client_id": parse_reference(res.subject, "Patient") or parse_reference(res.recipient, "Patient"),
+        "status": INVOICE_STATUS[res.status],
+        "source_status": res.status,
+        "issued_at": _utc(res.date),
+        "total_net": _money(res.totalNet),
+        "total_gross": _money(res.totalGross),
+        "currency": (res.totalGross or res.totalNet or m.Money()).currency,
+    })
+
+
+def _first_ref(refs: Iterable[m.Reference | None], resource_type: str) -> str | None:
+    return next((r for ref in refs if (r := parse_reference(ref, resource_type))), None)
+
+
+def session_numbers(sessions: Iterable[tuple[str, datetime | None, str]]) -> dict[str, int]:
+    """Number one client's sessions 1, 2, 3… in start order, counting only booked/attended ones.
+
+    Input: (session id, start, status) for every session of the client. Cancelled, no-show,
+    pending and erroneous sessions get no number. Ties in start time are broken by id.
+    """
+    counted = sorted((start, sid) for sid, start, status in sessions if status in COUNTED_STATUSES and start)
+    return {sid: n for n, (_start, sid) in enumerate(counted, start=1)}
+
+
+TRANSFORMERS: dict[str, Callable[[dict[str, Any]], MirrorRow]] = {
+    "Practitioner": transform_practitioner,
+    "PractitionerRole": transform_practitioner_role,
+    "Patient": transform_patient,
+    "Appointment": transform_appointment,
+    "Invoice": transform_invoice,
+}

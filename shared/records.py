@@ -1,0 +1,30 @@
+"""MirrorRow: what a transformer produces and the store writes, for every mirrored table."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorRow:
+    """One source resource as a row of a mirrored table, or its tombstone.
+
+    ``content`` holds the table's own columns; the store adds tenant, hash and sync times.
+    """
+
+    table: str
+    source_id: str
+    source_updated_at: datetime
+    source_version: str | None = None
+    content: dict[str, Any] = field(default_factory=dict)
+    deleted_at: datetime | None = None
+
+    @classmethod
+    def tombstone(cls, table: str, source_id: str, at: datetime, version: str | None = None) -> MirrorRow:
+        """A deletion observed at ``at``: it wins over every stored version not newer than that."""
+        return cls(table=table, source_id=source_id, source_updated_at=at, source_version=version, deleted_at=at)
+
+    @property
+    def is_tombstone(self) -> bool:
+        return self.deleted_at is not None

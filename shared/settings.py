@@ -1,0 +1,183 @@
+"""Settings and tenants: the one reader of environment variables and tenant files."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./.data/mirror.db"
+WebhookScheme = Literal["halaxy", "hmac-sha256", "standard-webhooks"]
+
+# NCRONTAB (6 fields, seconds first, as Azure Functions timers use) or classic 5-field cron.
+_CRON_FIELD = re.compile(r"^[0-9*/,\-]+$")
+
+
+class SettingsError(ValueError):
+    """Invalid configuration. The message names each bad field and never echoes its value."""
+
+
+class TenantConfig(BaseModel):
+    """One practice: its source, credentials, webhook authentication and schedule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    timezone: str = "Australia/Sydney"
+    fhir_base_url: AnyHttpUrl
+    client_id: Annotated[str, Field(min_length=1)]
+    client_secret: SecretStr
+    webhook_scheme: WebhookScheme = "halaxy"
+    webhook_secrets: list[SecretStr] = Field(default_factory=list)
+    schedule: str = "0 */15 * * * *"
+    enabled: bool = True
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown IANA timezone (for example 'Australia/Sydney')") from None
+        return value
+
+    @field_validator("client_secret")
+    @classmethod
+    def _secret_not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _webhook_secrets_not_empty(cls, values: list[SecretStr]) -> list[SecretStr]:
+        if any(not v.get_secret_value().strip() for v in values):
+            raise ValueError("secrets must not be empty strings")
+        return values
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron_shape(cls, value: str) -> str:
+        fields = value.split()
+        if len(fields) not in (5, 6) or not all(_CRON_FIELD.match(f) for f in fields):
+            raise ValueError("expected a cron expression of 5 or 6 fields, e.g. '0 */15 * * * *'")
+        return value
+
+    @model_validator(mode="after")
+    def _standard_webhooks_secret_format(self) -> TenantConfig:
+        if self.webhook_scheme == "standard-webhooks":
+            for secret in self.webhook_secrets:
+                if not secret.get_secret_value().startswith("whsec_"):
+                    raise ValueError("standard-webhooks secrets must start with 'whsec_'")
+        return self
+
+
+class TenantsFile(BaseModel):
+    """The tenants file: ``{"tenants": [...]}`` or a bare list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenants: list[TenantConfig]
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> TenantsFile:
+        seen: set[str] = set()
+        for tenant in self.tenants:
+            if tenant.id in seen:
+                raise ValueError(f"duplicate tenant id {tenant.id!r}")
+            seen.add(tenant.id)
+        return self
+
+
+class Settings(BaseSettings):
+    """Every setting of the app. Environment variables carry the ``SYNC_`` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="SYNC_", extra="ignore", frozen=True)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    tenants_file: Path | None = None
+    # Tenants inline as JSON: how an Azure app setting (with Key Vault references) carries them.
+    tenants_json: SecretStr | None = None
+    # Azure SQL (mssql+pyodbc): the ODBC driver name and how the Entra token is obtained.
+    odbc_driver: str = "ODBC Driver 18 for SQL Server"
+    azure_credential: Literal["managed-identity", "default"] = "managed-identity"
+    azure_client_id: str | None = None
+    upsert_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql", "mssql")):
+            raise ValueError("supported databases: sqlite, postgresql(+psycopg), mssql+pyodbc")
+        return value
+
+    def load_tenants(self) -> list[TenantConfig]:
+        """Tenants from ``tenants_json`` or ``tenants_file``; an empty list when neither is set."""
+        if self.tenants_json is not None:
+            return parse_tenants(self.tenants_json.get_secret_value(), source="SYNC_TENANTS_JSON")
+        if self.tenants_file is None:
+            return []
+        try:
+            text = self.tenants_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SettingsError(f"tenants file {self.tenants_file}: cannot read ({exc.strerror})") from None
+        return parse_tenants(text, source=str(self.tenants_file))
+
+
+def parse_tenants(text: str, *, source: str) -> list[TenantConfig]:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    if isinstance(raw, list):
+        raw = {"tenants": raw}
+    try:
+        return TenantsFile.model_validate(raw).tenants
+    except ValidationError as exc:
+        raise SettingsError(f"{source}: {describe_validation_error(exc, raw)}") from None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings, turning pydantic's errors into a SettingsError that names the field."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(f"invalid settings: {describe_validation_error(exc)}") from None
+
+
+def describe_validation_error(exc: ValidationError, raw: object = None) -> str:
+    """Field paths and messages only: pydantic's default text echoes input values (secrets)."""
+    parts = []
+    for error in exc.errors(include_input=False, include_context=False, include_url=False):
+        parts.append(f"{_field_path(error['loc'], raw)}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def _field_path(loc: tuple[int | str, ...], raw: object) -> str:
+    # Name a tenant by its id rather than its list index where the id is readable.
+    path: list[str] = []
+    node = raw
+    for part in loc:
+        if isinstance(part, int) and isinstance(node, list) and part < len(node):
+            node = node[part]
+            ident = node.get("id") if isinstance(node, dict) else None
+            path.append(f"[{part}]" + (f"(id={ident})" if isinstance(ident, str) else ""))
+            continue
+        node = node.get(part) if isinstance(node, dict) else None
+        path.append(f".{part}" if path else str(part))
+    return "".join(path) or "(root)"

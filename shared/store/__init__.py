@@ -1,0 +1,1 @@
+"""The store: tables, engines, the version-guarded bulk upsert, runs/leases/cursors/inbox."""

@@ -1,0 +1,45 @@
+"""PostgreSQL: the bulk upsert as one constant INSERT … SELECT FROM unnest(arrays) ON CONFLICT.
+
+One typed array per column instead of one parameter per value: the statement text never
+changes and a 1,000-row batch is 17 parameters, not 17,000 (psycopg's parsing of those
+dominated a multi-VALUES insert). The arrays go in binary format (``%(name)b``), which
+SQLAlchemy's text() cannot ask for, so the statement runs on the psycopg connection beneath
+the caller's SQLAlchemy connection — inside the same transaction.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Connection, Table
+from sqlalchemy.dialects import postgresql
+
+_DIALECT = postgresql.dialect()
+
+
+@lru_cache(maxsize=64)
+def upsert_sql(table: Table, update: tuple[str, ...], tombstones: bool) -> str:
+    from shared.store.upsert import guard_condition
+
+    names = [c.name for c in table.columns]
+    arrays = ", ".join(f"CAST(%({n})b AS {table.c[n].type.compile(dialect=_DIALECT)}[])" for n in names)
+    guard = guard_condition(table.c, table.alias("excluded").c, tombstones=tombstones)
+    guard_sql = guard.compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True})
+    return (
+        f"INSERT INTO {table.name} ({', '.join(names)})\n"
+        f"SELECT * FROM unnest({arrays})\n"
+        "ON CONFLICT (tenant_id, source_id) DO UPDATE SET "
+        + ", ".join(f"{n} = excluded.{n}" for n in update)
+        + f"\nWHERE {guard_sql}\nRETURNING source_id"
+    )
+
+
+def upsert_rows_unnest(conn: Connection, table: Table, records: list[dict[str, Any]], update: Sequence[str],
+                       *, tombstones: bool) -> set[str]:
+    from shared.store.upsert import processed_columns
+
+    params = processed_columns(table, conn.dialect, records)
+    with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+        cursor.execute(upsert_sql(table, tuple(update), tombstones), params)
+        return {source_id for (source_id,) in cursor.fetchall()}
