@@ -52,10 +52,18 @@ def postgres_engine(admin_url: str, name: str) -> Iterator[Engine]:
         admin.dispose()
 
 
+STATUSES = ("booked", "attended", "cancelled", "no_show")
+
+
 def session_rows(count: int, *, version: int, seed: int = 7, offset: int = 0) -> list[MirrorRow]:
-    """Realistic appointment rows: ids like Halaxy's, a practitioner, a client, a time."""
-    rng = random.Random(seed + version)
+    """Realistic appointment rows: ids like Halaxy's, a practitioner, a client, a time.
+
+    Who and when stay fixed per id; a new ``version`` changes the status, as a source's
+    updates mostly do (booked -> attended or cancelled), with a newer lastUpdated.
+    """
+    rng = random.Random(seed)
     updated = EPOCH + timedelta(days=version)
+    status = STATUSES[version % len(STATUSES)]
     rows = []
     for i in range(offset, offset + count):
         start = EPOCH + timedelta(minutes=30 * rng.randrange(0, 200_000))
@@ -66,8 +74,7 @@ def session_rows(count: int, *, version: int, seed: int = 7, offset: int = 0) ->
                 "practitioner_id": f"PR-{rng.randrange(1000)}", "practitioner_role_id": None,
                 "client_id": f"PT-{rng.randrange(100_000)}", "client_ids": None,
                 "start_at": start, "end_at": start + timedelta(minutes=50),
-                "status": rng.choice(("booked", "attended", "cancelled")),
-                "source_status": "booked", "service": "Psychology consult",
+                "status": status, "source_status": status, "service": "Psychology consult",
             },
         ))
     return rows

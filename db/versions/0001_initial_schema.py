@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-23 13:35:14.283709
+Create Date: 2026-11-23 13:39:00.912862
 """
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def upgrade() -> None:
     sa.Column('email', sa.Unicode(length=200), nullable=True),
     sa.Column('phone', sa.Unicode(length=50), nullable=True),
     sa.Column('active', sa.Boolean(), nullable=True),
-    sa.PrimaryKeyConstraint('tenant_id', 'source_id', name=op.f('pk_clients'))
+    sa.PrimaryKeyConstraint('tenant_id', 'source_id', name=op.f('pk_clients')),
+    postgresql_with={'fillfactor': 85}
     )
     with op.batch_alter_table('clients', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_clients_tenant_id_practitioner_id'), ['tenant_id', 'practitioner_id'], unique=False)
@@ -71,7 +72,8 @@ def upgrade() -> None:
     sa.Column('total_net', sa.Numeric(precision=12, scale=2), nullable=True),
     sa.Column('total_gross', sa.Numeric(precision=12, scale=2), nullable=True),
     sa.Column('currency', sa.String(length=3), nullable=True),
-    sa.PrimaryKeyConstraint('tenant_id', 'source_id', name=op.f('pk_invoices'))
+    sa.PrimaryKeyConstraint('tenant_id', 'source_id', name=op.f('pk_invoices')),
+    postgresql_with={'fillfactor': 85}
     )
     with op.batch_alter_table('invoices', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_invoices_tenant_id_practitioner_id_issued_at'), ['tenant_id', 'practitioner_id', 'issued_at'], unique=False)
@@ -97,7 +99,8 @@ def upgrade() -> None:
     sa.Column('role_code', sa.Unicode(length=100), nullable=True),
     sa.Column('role_display', sa.Unicode(length=200), nullable=True),
     sa.Column('active', sa.Boolean(), nullable=True),
-    sa.PrimaryKeyConstraint('tenant_id', 'source_id', name=op.f('pk_practitioner_roles'))
+    sa.PrimaryKeyConstraint('tenant_id', 'source_id', name=op.f('pk_practitioner_roles')),
+    postgresql_with={'fillfactor': 85}
     )
     with op.batch_alter_table('practitioner_roles', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_practitioner_roles_tenant_id_practitioner_id'), ['tenant_id', 'practitioner_id'], unique=False)
@@ -117,7 +120,8 @@ def upgrade() -> None:
     sa.Column('email', sa.Unicode(length=200), nullable=True),
     sa.Column('phone', sa.Unicode(length=50), nullable=True),
     sa.Column('active', sa.Boolean(), nullable=True),
-    sa.PrimaryKeyConstraint('tenant_id', 'source_id', name=op.f('pk_practitioners'))
+    sa.PrimaryKeyConstraint('tenant_id', 'source_id', name=op.f('pk_practitioners')),
+    postgresql_with={'fillfactor': 85}
     )
     op.create_table('sessions',
     sa.Column('tenant_id', sa.String(length=64), nullable=False),
@@ -137,7 +141,8 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=16), nullable=True),
     sa.Column('source_status', sa.String(length=32), nullable=True),
     sa.Column('service', sa.Unicode(length=200), nullable=True),
-    sa.PrimaryKeyConstraint('tenant_id', 'source_id', name=op.f('pk_sessions'))
+    sa.PrimaryKeyConstraint('tenant_id', 'source_id', name=op.f('pk_sessions')),
+    postgresql_with={'fillfactor': 85}
     )
     with op.batch_alter_table('sessions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_sessions_tenant_id_client_id_start_at'), ['tenant_id', 'client_id', 'start_at'], unique=False)

@@ -35,6 +35,26 @@ def upsert_sql(table: Table, update: tuple[str, ...], tombstones: bool) -> str:
     )
 
 
+@lru_cache(maxsize=64)
+def _lookup_sql(table: Table, columns: tuple[str, ...]) -> str:
+    # LATERAL + LIMIT 1 on the full primary key is planned as one index probe per id even on a
+    # table without statistics (a fresh tenant mid-load); "= ANY(array)" is then planned as a
+    # scan of the tenant's rows per batch.
+    return (
+        f"SELECT {', '.join('t.' + c for c in columns)} FROM unnest(%(ids)b::varchar[]) AS k(id)\n"
+        f"CROSS JOIN LATERAL (SELECT * FROM {table.name} s WHERE s.tenant_id = %(tenant)s"
+        " AND s.source_id = k.id LIMIT 1) AS t"
+    )
+
+
+def select_by_ids(conn: Connection, table: Table, tenant_id: str, ids: list[str],
+                  columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    """Rows of ``columns`` for these ids of one tenant, raw driver values (naive UTC times)."""
+    with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+        cursor.execute(_lookup_sql(table, columns), {"ids": ids, "tenant": tenant_id})
+        return cursor.fetchall()
+
+
 def upsert_rows_unnest(conn: Connection, table: Table, records: list[dict[str, Any]], update: Sequence[str],
                        *, tombstones: bool) -> set[str]:
     from shared.store.upsert import processed_columns

@@ -29,6 +29,8 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
         if value is None:
             return None
+        if value.tzinfo is timezone.utc:  # the transformers' output: skip the conversion
+            return value.replace(tzinfo=None)
         if value.tzinfo is None:
             raise ValueError("UTCDateTime needs an aware datetime")
         return value.astimezone(timezone.utc).replace(tzinfo=None)
