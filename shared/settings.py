@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -64,9 +65,12 @@ class TenantConfig(BaseModel):
 
     @field_validator("webhook_secrets")
     @classmethod
-    def _webhook_secrets_not_empty(cls, values: list[SecretStr]) -> list[SecretStr]:
+    def _webhook_secrets_valid(cls, values: list[SecretStr], info: ValidationInfo) -> list[SecretStr]:
         if any(not v.get_secret_value().strip() for v in values):
             raise ValueError("secrets must not be empty strings")
+        if info.data.get("webhook_scheme") == "standard-webhooks" and not all(
+                v.get_secret_value().startswith("whsec_") for v in values):
+            raise ValueError("standard-webhooks secrets must start with 'whsec_'")
         return values
 
     @field_validator("schedule")
@@ -76,14 +80,6 @@ class TenantConfig(BaseModel):
         if len(fields) not in (5, 6) or not all(_CRON_FIELD.match(f) for f in fields):
             raise ValueError("expected a cron expression of 5 or 6 fields, e.g. '0 */15 * * * *'")
         return value
-
-    @model_validator(mode="after")
-    def _standard_webhooks_secret_format(self) -> TenantConfig:
-        if self.webhook_scheme == "standard-webhooks":
-            for secret in self.webhook_secrets:
-                if not secret.get_secret_value().startswith("whsec_"):
-                    raise ValueError("standard-webhooks secrets must start with 'whsec_'")
-        return self
 
 
 class TenantsFile(BaseModel):

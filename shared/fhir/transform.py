@@ -101,6 +101,15 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(timezone.utc)
 
 
+def _text(value: str | None) -> str | None:
+    """Trimmed text, or None when blank."""
+    return value.strip() or None if value else None
+
+
+def _given(name: m.HumanName | None) -> str | None:
+    return _text(" ".join(g.strip() for g in name.given)) if name else None
+
+
 def choose_name(names: list[m.HumanName]) -> m.HumanName | None:
     """official, then usual, then the first name given."""
     for use in ("official", "usual"):
@@ -158,8 +167,8 @@ def transform_practitioner(resource: dict[str, Any]) -> MirrorRow:
     name = choose_name(res.name)
     return _row("practitioners", res, {
         "display_name": display_name(name),
-        "given_name": " ".join(name.given) or None if name else None,
-        "family_name": name.family if name else None,
+        "given_name": _given(name),
+        "family_name": _text(name.family) if name else None,
         "email": choose_contact(res.telecom, ("email",), "work"),
         "phone": choose_contact(res.telecom, ("phone", "sms"), "work"),
         "active": res.active,
@@ -184,8 +193,8 @@ def transform_patient(resource: dict[str, Any]) -> MirrorRow:
     carers = [r for r in res.generalPractitioner if parse_reference(r, "Practitioner")]
     return _row("clients", res, {
         "practitioner_id": parse_reference(carers[0], "Practitioner") if carers else None,
-        "given_name": " ".join(name.given) or None if name else None,
-        "family_name": name.family if name else None,
+        "given_name": _given(name),
+        "family_name": _text(name.family) if name else None,
         "initials": initials(name),
         "birth_date": _birth_date(res),
         "gender": res.gender,
@@ -262,6 +271,14 @@ def session_numbers(sessions: Iterable[tuple[str, datetime | None, str]]) -> dic
     counted = sorted((start, sid) for sid, start, status in sessions if status in COUNTED_STATUSES and start)
     return {sid: n for n, (_start, sid) in enumerate(counted, start=1)}
 
+
+TABLE_FOR_TYPE = {
+    "Practitioner": "practitioners",
+    "PractitionerRole": "practitioner_roles",
+    "Patient": "clients",
+    "Appointment": "sessions",
+    "Invoice": "invoices",
+}
 
 TRANSFORMERS: dict[str, Callable[[dict[str, Any]], MirrorRow]] = {
     "Practitioner": transform_practitioner,

@@ -1,0 +1,197 @@
+"""Command line: ``python -m shared.cli [--database-url URL] [--tenants-file F] COMMAND …``.
+
+Exit codes: 0 done; 1 done, but some resources could not be mapped (listed); 2 nothing or only
+part was done because of bad input or configuration (the message says what to fix).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+
+from shared.settings import Settings, SettingsError, TenantConfig, load_settings
+
+EXIT_OK, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2
+
+
+class CliError(Exception):
+    """A failure the user can fix; the message says what and how."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shared.cli", description="FHIR mirror sync service")
+    parser.add_argument("--database-url", help="SQLAlchemy URL (default: SYNC_DATABASE_URL or ./.data/mirror.db)")
+    parser.add_argument("--tenants-file", type=Path, help="tenants JSON file (default: SYNC_TENANTS_FILE)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("migrate", help="create or upgrade the database schema (alembic upgrade head)")
+
+    load = commands.add_parser("load", help="backfill a tenant from FHIR Bundles or NDJSON files")
+    load.add_argument("--tenant", required=True, help="tenant id from the tenants file")
+    load.add_argument("--batch-size", type=int, help="rows per transaction (default: SYNC_UPSERT_BATCH_SIZE)")
+    load.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                      help=".json (Bundle or resource), .ndjson/.jsonl, optionally .gz")
+
+    commands.add_parser("tenants", help="validate the tenants configuration and list tenants (no secrets)")
+
+    generate = commands.add_parser("generate", help="write deterministic synthetic FHIR data (NDJSON or a Bundle)")
+    generate.add_argument("--out", type=Path, required=True, help="output file: .ndjson or .json (a collection Bundle)")
+    generate.add_argument("--seed", type=int, default=1)
+    generate.add_argument("--practitioners", type=int, default=5)
+    generate.add_argument("--patients", type=int, default=50)
+    generate.add_argument("--appointments", type=int, default=200)
+    generate.add_argument("--invoices", type=int, default=100)
+    generate.add_argument("--anchor", help="ISO date the data is centred on (default: today)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        overrides: dict[str, Any] = {}
+        if args.database_url:
+            overrides["database_url"] = args.database_url
+        if args.tenants_file:
+            overrides["tenants_file"] = args.tenants_file
+        settings = load_settings(**overrides)
+        return COMMANDS[args.command](settings, args)
+    except (SettingsError, CliError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except DBAPIError as exc:
+        # Only the driver's first line (no table, cannot connect, value too long): SQLAlchemy's
+        # full text repeats the statement's parameters, which can be patient data.
+        first_line = (str(exc.orig).strip().splitlines() or [""])[0]
+        print(f"error: database: {exc.orig.__class__.__name__}: {first_line}\n"
+              "       check --database-url, and run `python -m shared.cli migrate` first", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 — a bug: say so without echoing data
+        if settings_debug():
+            raise
+        print(f"error: internal error ({exc.__class__.__name__}); rerun with SYNC_LOG_LEVEL=DEBUG "
+              "for a traceback and report it", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def settings_debug() -> bool:
+    try:
+        return load_settings().log_level == "DEBUG"
+    except SettingsError:
+        return False
+
+
+def _find_tenant(settings: Settings, tenant_id: str) -> TenantConfig:
+    tenants = settings.load_tenants()
+    for tenant in tenants:
+        if tenant.id == tenant_id:
+            return tenant
+    known = ", ".join(t.id for t in tenants) or "none configured"
+    raise CliError(f"unknown tenant {tenant_id!r} (known: {known}); add it to the tenants file "
+                   "given by --tenants-file or SYNC_TENANTS_FILE")
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from shared.store.migrate import migrate
+
+    migrate(settings)
+    print(f"database at head: {_safe_url(settings.database_url)}")
+    return EXIT_OK
+
+
+def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
+    from shared.importer.load import LoadAborted, load_files
+    from shared.store.engine import create_store_engine, write_transaction
+    from shared.store.tenants import sync_tenants
+
+    tenant = _find_tenant(settings, args.tenant)
+    for path in args.files:
+        if not path.is_file():
+            raise CliError(f"{path}: no such file")
+    batch_size = args.batch_size or settings.upsert_batch_size
+    if batch_size < 1:
+        raise CliError("--batch-size must be at least 1")
+    engine = create_store_engine(settings)
+    try:
+        with write_transaction(engine) as conn:
+            sync_tenants(conn, [tenant])
+        try:
+            report = load_files(engine, tenant.id, args.files, batch_size=batch_size)
+        except LoadAborted as exc:
+            _print_summary(exc.report)
+            done = exc.report.committed_through
+            raise CliError(
+                f"tenant {tenant.id}: {exc.error}. Nothing of the batch holding it was written"
+                + (f" (committed through {done})" if done else " (nothing was committed)")
+                + ". Fix or remove that entry and run load again: re-loading is idempotent."
+            ) from None
+    finally:
+        engine.dispose()
+    _print_summary(report)
+    return EXIT_PARTIAL if report.errored else EXIT_OK
+
+
+def _print_summary(report: Any) -> None:
+    counts = report.counts.as_dict()
+    print(f"tenant {report.tenant_id}: {report.files} file(s), {report.entries:,} entries")
+    print("  " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + f", errored {report.errored:,}")
+    if report.skipped:
+        print("  skipped (types not mirrored): " + ", ".join(f"{t} {n:,}" for t, n in sorted(report.skipped.items())))
+    for line in report.errors:
+        print(f"  could not map {line}")
+    if report.errored > len(report.errors):
+        print(f"  … and {report.errored - len(report.errors):,} more")
+    if report.errored:
+        print("  fix these resources at the source (or the export) and load again; the others are stored")
+
+
+def cmd_tenants(settings: Settings, _args: argparse.Namespace) -> int:
+    tenants = settings.load_tenants()
+    for t in tenants:
+        print(f"{t.id}\t{t.name}\t{t.timezone}\t{t.webhook_scheme}\t{len(t.webhook_secrets)} webhook secret(s)\t"
+              f"{'enabled' if t.enabled else 'disabled'}\t{t.fhir_base_url}")
+    print(f"{len(tenants)} tenant(s) valid", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_generate(_settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import date, datetime, time, timezone
+
+    from shared.fhir.synthetic import SyntheticCounts, generate
+
+    try:
+        day = date.fromisoformat(args.anchor) if args.anchor else date.today()
+    except ValueError:
+        raise CliError(f"--anchor {args.anchor!r} is not an ISO date (YYYY-MM-DD)") from None
+    anchor = datetime.combine(day, time(9, 0), tzinfo=timezone.utc)
+    counts = SyntheticCounts(args.practitioners, args.patients, args.appointments, args.invoices)
+    resources = generate(counts, seed=args.seed, anchor=anchor)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with args.out.open("w", encoding="utf-8") as out:
+        if args.out.suffix == ".json":
+            out.write('{"resourceType": "Bundle", "type": "collection", "entry": [\n')
+            for n, resource in enumerate(resources, start=1):
+                out.write(("," if n > 1 else "") + json.dumps({"resource": resource}) + "\n")
+            out.write("]}\n")
+        else:
+            for n, resource in enumerate(resources, start=1):
+                out.write(json.dumps(resource) + "\n")
+    print(f"wrote {n:,} resources to {args.out}")
+    return EXIT_OK
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+COMMANDS = {"migrate": cmd_migrate, "load": cmd_load, "tenants": cmd_tenants, "generate": cmd_generate}
+
+if __name__ == "__main__":
+    sys.exit(main())

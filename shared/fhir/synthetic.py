@@ -1,0 +1,150 @@
+"""Deterministic synthetic FHIR R4 data shaped like Halaxy's: for samples, benchmarks and tests.
+
+Same seed, same counts and same anchor: the same resources, byte for byte. Plain dicts and
+integer arithmetic keep 100,000 resources to a couple of seconds.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+GIVEN = ("Olivia", "Jack", "Charlotte", "Noah", "Amelia", "William", "Isla", "Oliver", "Mia", "Leo",
+         "Ava", "Henry", "Grace", "Lucas", "Chloe", "Thomas", "Zoe", "James", "Ruby", "Ethan",
+         "Mei", "Arjun", "Sofia", "Kai", "Priya", "Mateo", "Aisha", "Finn", "Hana", "Liam")
+FAMILY = ("Smith", "Nguyen", "Williams", "Brown", "Wilson", "Taylor", "Johnson", "White", "Martin",
+          "Anderson", "Thompson", "Tran", "Walker", "Harris", "Lee", "Ryan", "Robinson", "Kelly",
+          "King", "Davis", "O'Brien", "Patel", "Singh", "Chen", "Murphy", "Campbell", "Costa")
+SERVICES = ("Psychology consultation", "Initial assessment", "Telehealth consultation",
+            "Couples therapy", "Review session")
+
+
+@dataclass(frozen=True)
+class SyntheticCounts:
+    practitioners: int = 5
+    patients: int = 50
+    appointments: int = 200
+    invoices: int = 100
+
+
+def practitioner_id(n: int) -> str:
+    return f"PR-{1_000_000 + n}"
+
+
+def role_id(n: int) -> str:
+    return f"RO-{1_000_000 + n}"
+
+
+def patient_id(n: int) -> str:
+    return f"PT-{2_000_000 + n}"
+
+
+def appointment_id(n: int) -> str:
+    return f"AP-{3_000_000 + n}"
+
+
+def invoice_id(n: int) -> str:
+    return f"IN-{4_000_000 + n}"
+
+
+def _instant(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _meta(rng: random.Random, anchor: datetime) -> dict[str, Any]:
+    updated = anchor - timedelta(seconds=rng.randrange(1, 90 * 86400))
+    return {"versionId": str(rng.randrange(1, 6)), "lastUpdated": _instant(updated)}
+
+
+def _name(rng: random.Random) -> tuple[str, str]:
+    return rng.choice(GIVEN), rng.choice(FAMILY)
+
+
+def generate(counts: SyntheticCounts, *, seed: int = 1, anchor: datetime | None = None) -> Iterator[dict[str, Any]]:
+    """Practitioners and roles, then patients, appointments and invoices, in that order."""
+    anchor = anchor or datetime(2026, 1, 15, tzinfo=timezone.utc)
+    rng = random.Random(seed)
+    yield from _practitioners(rng, counts, anchor)
+    yield from _patients(rng, counts, anchor)
+    yield from _appointments(rng, counts, anchor)
+    yield from _invoices(rng, counts, anchor)
+
+
+def _practitioners(rng: random.Random, counts: SyntheticCounts, anchor: datetime) -> Iterator[dict[str, Any]]:
+    for n in range(counts.practitioners):
+        given, family = _name(rng)
+        yield {
+            "resourceType": "Practitioner", "id": practitioner_id(n), "meta": _meta(rng, anchor),
+            "active": True,
+            "name": [{"use": "official", "family": family, "given": [given], "prefix": ["Dr"]}],
+            "telecom": [{"system": "email", "value": f"{given}.{family}@clinic.example".lower(), "use": "work"},
+                        {"system": "phone", "value": f"02 9{rng.randrange(10**7):07d}", "use": "work"}],
+        }
+        yield {
+            "resourceType": "PractitionerRole", "id": role_id(n), "meta": _meta(rng, anchor), "active": True,
+            "practitioner": {"reference": f"Practitioner/{practitioner_id(n)}"},
+            "organization": {"reference": "Organization/OR-1000001"},
+            "code": [{"coding": [{"system": "http://snomed.info/sct", "code": "59944000",
+                                  "display": "Psychologist"}]}],
+        }
+
+
+def _patients(rng: random.Random, counts: SyntheticCounts, anchor: datetime) -> Iterator[dict[str, Any]]:
+    for n in range(counts.patients):
+        given, family = _name(rng)
+        names: list[dict[str, Any]] = [{"use": "official", "family": family, "given": [given]}]
+        if n % 7 == 0:  # a preferred name listed first: the official one must still win
+            names.insert(0, {"use": "usual", "given": [rng.choice(GIVEN)]})
+        telecom = [{"system": "phone", "value": f"04{rng.randrange(10**8):08d}", "use": "mobile"},
+                   {"system": "email", "value": f"{given}{n}@mail.example".lower(), "use": "home"}]
+        if n % 5 == 0:
+            telecom.append({"system": "email", "value": f"old{n}@mail.example", "use": "old"})
+        birth = datetime(1950, 1, 1) + timedelta(days=rng.randrange(0, 60 * 365))
+        yield {
+            "resourceType": "Patient", "id": patient_id(n), "meta": _meta(rng, anchor), "active": True,
+            "name": names, "telecom": telecom, "gender": rng.choice(("female", "male", "other")),
+            "birthDate": birth.date().isoformat(),
+            "generalPractitioner": [{"reference": f"Practitioner/{practitioner_id(n % max(counts.practitioners, 1))}"}],
+        }
+
+
+def _appointments(rng: random.Random, counts: SyntheticCounts, anchor: datetime) -> Iterator[dict[str, Any]]:
+    day0 = anchor.replace(hour=0, minute=0, second=0, microsecond=0)
+    for n in range(counts.appointments):
+        # Recurring clients: each patient sees one practitioner, most of them many times.
+        patient = rng.randrange(max(counts.patients, 1))
+        prac = patient % max(counts.practitioners, 1)
+        start = day0 + timedelta(days=rng.randrange(-120, 60), hours=rng.randrange(8, 18) - 10,
+                                 minutes=rng.choice((0, 30)))
+        future = start > anchor
+        status = "booked" if future else rng.choices(("fulfilled", "cancelled", "noshow"), (85, 12, 3))[0]
+        actor = ({"reference": f"PractitionerRole/{role_id(prac)}"} if n % 2
+                 else {"reference": f"Practitioner/{practitioner_id(prac)}"})
+        participants = [{"actor": {"reference": f"Patient/{patient_id(patient)}"}, "status": "accepted"},
+                        {"actor": actor, "status": "accepted"}]
+        if status == "cancelled":
+            participants[0]["status"] = "declined"
+        yield {
+            "resourceType": "Appointment", "id": appointment_id(n), "meta": _meta(rng, anchor),
+            "status": status, "start": _instant(start), "end": _instant(start + timedelta(minutes=50)),
+            "serviceType": [{"text": rng.choice(SERVICES)}], "participant": participants,
+        }
+
+
+def _invoices(rng: random.Random, counts: SyntheticCounts, anchor: datetime) -> Iterator[dict[str, Any]]:
+    for n in range(counts.invoices):
+        patient = rng.randrange(max(counts.patients, 1))
+        prac = patient % max(counts.practitioners, 1)
+        issued = anchor - timedelta(days=rng.randrange(0, 120))
+        fee = rng.choice(("180.00", "220.00", "250.00", "145.50"))
+        yield {
+            "resourceType": "Invoice", "id": invoice_id(n), "meta": _meta(rng, anchor),
+            "status": rng.choices(("balanced", "issued", "cancelled"), (70, 25, 5))[0],
+            "subject": {"reference": f"Patient/{patient_id(patient)}"},
+            "participant": [{"actor": {"reference": f"Practitioner/{practitioner_id(prac)}"}}],
+            "date": _instant(issued),
+            "totalNet": {"value": float(fee), "currency": "AUD"},
+            "totalGross": {"value": float(fee), "currency": "AUD"},
+        }

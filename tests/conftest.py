@@ -1,0 +1,146 @@
+"""Fixtures: real SQLite and PostgreSQL databases, Azurite, and a per-database summary.
+
+PostgreSQL is required: when it cannot be reached the tests that need it fail (never skip).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from shared.settings import load_settings
+from shared.store.engine import create_store_engine
+from shared.store.migrate import migrate
+from shared.store.schema import metadata
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_ADMIN_URL = os.environ.get("SYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session, dropped at the end."""
+    name = f"fhir_mirror_test_{os.getpid()}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL is required at {POSTGRES_ADMIN_URL} ({exc.__class__.__name__}); "
+                    "start it or set SYNC_TEST_POSTGRES_URL", pytrace=False)
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    migrate(load_settings(database_url=url))
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'mirror.db'}"
+    migrate(load_settings(database_url=url))
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each store test runs on both real databases (PostgreSQL emptied before each test)."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    url = request.getfixturevalue("postgresql_clean")
+    return url
+
+
+@pytest.fixture
+def postgresql_clean(postgres_url: str) -> str:
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:
+        names = ", ".join(t.name for t in metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {names}"))
+    engine.dispose()
+    return postgres_url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = create_store_engine(load_settings(database_url=database_url))
+    yield eng
+    eng.dispose()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def azurite_queue_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Azurite's queue service on a free loopback port, in memory, no telemetry."""
+    binary = ROOT / ".tools" / "node_modules" / ".bin" / "azurite-queue"
+    if not binary.exists():
+        binary_on_path = shutil.which("azurite-queue")
+        if binary_on_path is None:
+            pytest.fail("Azurite is not installed: run `make test` (it installs azurite from npm)", pytrace=False)
+        binary = Path(binary_on_path)
+    port = _free_port()
+    log = tmp_path_factory.mktemp("azurite") / "azurite.log"
+    proc = subprocess.Popen(
+        [str(binary), "--queueHost", "127.0.0.1", "--queuePort", str(port), "--inMemoryPersistence",
+         "--disableTelemetry", "--skipApiVersionCheck", "--loose", "--debug", str(log)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"Azurite exited early (code {proc.returncode}); see {log}", pytrace=False)
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("Azurite did not start within 30 s", pytrace=False)
+    yield f"http://127.0.0.1:{port}/devstoreaccount1"
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+_DATABASE_PASSES: Counter[str] = Counter()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.passed:
+        # Test ids name their database: [sqlite] / [postgresql] params, or *_postgresql tests.
+        name = report.nodeid.rsplit("::", 1)[-1]
+        function, _, params = name.partition("[")
+        for db in ("sqlite", "postgresql"):
+            if db in params or function.endswith("_" + db):
+                _DATABASE_PASSES[db] += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _DATABASE_PASSES:
+        terminalreporter.write_line(
+            "database tests passed: " + ", ".join(f"{db} {n}" for db, n in sorted(_DATABASE_PASSES.items()))
+        )

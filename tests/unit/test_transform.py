@@ -1,0 +1,247 @@
+"""FHIR transformers: real-world variety in, explicit rows out, typed errors for the unmappable."""
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from shared.fhir.models import Reference
+from shared.fhir.references import parse_reference
+from shared.fhir.transform import (
+    UNKNOWN_UPDATED_AT,
+    TransformError,
+    UnsupportedResourceType,
+    session_numbers,
+    transform_resource,
+)
+
+UTC = timezone.utc
+META = {"versionId": "7", "lastUpdated": "2025-03-04T05:06:07.123+11:00"}
+
+
+def patient(**fields: Any) -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": "PT-1", "meta": META, **fields}
+
+
+def appointment(**fields: Any) -> dict[str, Any]:
+    base = {"resourceType": "Appointment", "id": "AP-1", "meta": META, "status": "booked",
+            "start": "2025-03-10T09:00:00+11:00", "end": "2025-03-10T09:50:00+11:00",
+            "participant": [{"actor": {"reference": "Patient/PT-1"}, "status": "accepted"},
+                            {"actor": {"reference": "Practitioner/PR-1"}, "status": "accepted"}]}
+    base.update(fields)
+    return base
+
+
+def test_meta_becomes_version_and_utc_time() -> None:
+    row = transform_resource(patient(name=[{"family": "Nguyen", "given": ["Mai"]}]))
+    assert (row.table, row.source_id, row.source_version) == ("clients", "PT-1", "7")
+    assert row.source_updated_at == datetime(2025, 3, 3, 18, 6, 7, 123000, tzinfo=UTC)
+
+
+def test_missing_meta_gets_the_lowest_version_time() -> None:
+    row = transform_resource({"resourceType": "Patient", "id": "PT-2"})
+    assert row.source_updated_at == UNKNOWN_UPDATED_AT and row.source_version is None
+
+
+@pytest.mark.parametrize(("names", "given", "family", "initials"), [
+    ([{"use": "usual", "given": ["Kit"]}, {"use": "official", "given": ["Katherine", "Anne"], "family": "Lee"}],
+     "Katherine Anne", "Lee", "KL"),
+    ([{"use": "nickname", "given": ["Bo"]}, {"use": "usual", "given": ["Robert"], "family": "Ng"}], "Robert", "Ng", "RN"),
+    ([{"use": "maiden", "family": "Smith", "given": ["Jo"]}, {"use": "old", "family": "Brown"}], "Jo", "Smith", "JS"),
+    ([{"use": "official", "family": "Madonna"}], None, "Madonna", "M"),
+    ([{"use": "official", "given": ["Cher"]}], "Cher", None, "C"),
+    ([{"text": "ada   lovelace"}], None, None, "AL"),
+    ([], None, None, None),
+    ([{"use": "official", "given": ["  "], "family": " "}], None, None, None),
+])
+def test_name_choice_and_initials(names: list[dict[str, Any]], given: str | None, family: str | None,
+                                  initials: str | None) -> None:
+    content = transform_resource(patient(name=names)).content
+    assert content["initials"] == initials
+    assert content["family_name"] == family
+    assert content["given_name"] == given
+
+
+def test_telecom_prefers_current_preferred_use_then_rank() -> None:
+    telecom = [
+        {"system": "email", "value": "old@x.example", "use": "old", "rank": 1},
+        {"system": "email", "value": "work@x.example", "use": "work", "rank": 1},
+        {"system": "email", "value": "home2@x.example", "use": "home", "rank": 2},
+        {"system": "email", "value": "home1@x.example", "use": "home", "rank": 1},
+        {"system": "phone", "value": "02 9999 0000", "use": "home"},
+        {"system": "sms", "value": " 0400 000 000 ", "use": "mobile"},
+        {"system": "fax", "value": "02 1111"},
+        {"system": "email"},
+    ]
+    content = transform_resource(patient(telecom=telecom)).content
+    assert content["email"] == "home1@x.example"
+    assert content["phone"] == "0400 000 000"
+
+
+def test_patient_birth_date_partial_dates_and_practitioner() -> None:
+    full = transform_resource(patient(birthDate="1980-05-17", generalPractitioner=[
+        {"reference": "Organization/OR-1"}, {"reference": "https://api.example/main/Practitioner/PR-9"}])).content
+    assert full["birth_date"] == date(1980, 5, 17) and full["practitioner_id"] == "PR-9"
+    assert transform_resource(patient(birthDate="1980")).content["birth_date"] is None
+    with pytest.raises(TransformError, match="Patient/PT-1: birthDate"):
+        transform_resource(patient(birthDate="1980-13-45"))
+
+
+def test_unknown_elements_and_extensions_are_ignored() -> None:
+    row = transform_resource(patient(
+        extension=[{"url": "http://example.org/x", "valueString": "y"}],
+        _birthDate={"extension": []}, contact=[{"name": {"family": "Kin"}}], photo=[{"data": "AAAA"}],
+        name=[{"given": ["Zed"], "family": "Ali", "extension": [{"url": "u"}], "period": {"start": "2020"}}],
+    ))
+    assert row.content["initials"] == "ZA"
+
+
+def test_appointment_instants_with_offsets_are_stored_in_utc() -> None:
+    content = transform_resource(appointment()).content
+    assert content["start_at"] == datetime(2025, 3, 9, 22, 0, tzinfo=UTC)
+    assert content["end_at"] == datetime(2025, 3, 9, 22, 50, tzinfo=UTC)
+    assert (content["client_id"], content["client_ids"], content["practitioner_id"]) == ("PT-1", "PT-1", "PR-1")
+    assert content["status"] == "booked" and content["source_status"] == "booked"
+
+
+def test_participants_without_actor_and_several_patients() -> None:
+    content = transform_resource(appointment(participant=[
+        {"type": [{"text": "interpreter"}], "status": "accepted"},
+        {"actor": {"display": "Room 4"}},
+        {"actor": {"reference": "Patient/PT-2"}, "status": "accepted"},
+        {"actor": {"reference": "Patient/PT-3"}, "status": "tentative"},
+        {"actor": {"reference": "PractitionerRole/RO-5"}},
+        {"actor": {"reference": "Location/L-1"}},
+    ])).content
+    assert content["client_id"] == "PT-2" and content["client_ids"] == "PT-2 PT-3"
+    assert content["practitioner_id"] is None and content["practitioner_role_id"] == "RO-5"
+
+
+def test_appointment_without_any_patient() -> None:
+    content = transform_resource(appointment(participant=[{"actor": {"reference": "Practitioner/PR-1"}}])).content
+    assert content["client_id"] is None and content["client_ids"] is None
+
+
+@pytest.mark.parametrize(("source", "mapped"), [
+    ("proposed", "pending"), ("pending", "pending"), ("waitlist", "pending"), ("booked", "booked"),
+    ("arrived", "arrived"), ("checked-in", "arrived"), ("fulfilled", "attended"),
+    ("cancelled", "cancelled"), ("noshow", "no_show"), ("entered-in-error", "error"),
+])
+def test_every_fhir_appointment_status_is_mapped(source: str, mapped: str) -> None:
+    assert transform_resource(appointment(status=source)).content["status"] == mapped
+
+
+def test_unmapped_status_is_a_typed_error_naming_type_and_id() -> None:
+    with pytest.raises(TransformError) as caught:
+        transform_resource(appointment(status="postponed"))
+    assert (caught.value.resource_type, caught.value.resource_id) == ("Appointment", "AP-1")
+    assert "postponed" in str(caught.value)
+
+
+def test_cancelled_by_the_patient_participant_status() -> None:
+    declined = appointment(participant=[{"actor": {"reference": "Patient/PT-1"}, "status": "declined"},
+                                        {"actor": {"reference": "Practitioner/PR-1"}, "status": "accepted"}])
+    content = transform_resource(declined).content
+    assert content["status"] == "cancelled" and content["source_status"] == "booked"
+
+
+def test_cancelled_by_the_participant_status_modifier_extension() -> None:
+    modifier = {"url": "https://fhir.example/StructureDefinition/participant-status", "valueCode": "cancelled"}
+    cancelled = appointment(participant=[
+        {"actor": {"reference": "Patient/PT-1"}, "status": "accepted", "modifierExtension": [modifier]},
+        {"actor": {"reference": "Practitioner/PR-1"}}])
+    assert transform_resource(cancelled).content["status"] == "cancelled"
+    # Only when every patient is out: a group session with one cancellation still happens.
+    group = appointment(participant=[
+        {"actor": {"reference": "Patient/PT-1"}, "modifierExtension": [modifier]},
+        {"actor": {"reference": "Patient/PT-2"}, "status": "accepted"}])
+    assert transform_resource(group).content["status"] == "booked"
+
+
+def test_invalid_instant_is_a_typed_error_without_the_value() -> None:
+    with pytest.raises(TransformError) as caught:
+        transform_resource(appointment(start="next tuesday at 9, Jane Citizen"))
+    assert "Appointment/AP-1" in str(caught.value) and "start" in str(caught.value)
+    assert "Jane" not in str(caught.value)
+
+
+def test_end_before_start_is_rejected() -> None:
+    with pytest.raises(TransformError, match="end is before start"):
+        transform_resource(appointment(end="2025-03-10T08:00:00+11:00"))
+
+
+def test_missing_id_and_missing_resource_type() -> None:
+    with pytest.raises(TransformError, match="missing id"):
+        transform_resource({"resourceType": "Patient"})
+    with pytest.raises(TransformError, match="no resourceType"):
+        transform_resource({"id": "x"})
+
+
+def test_unsupported_type_is_its_own_error() -> None:
+    with pytest.raises(UnsupportedResourceType) as caught:
+        transform_resource({"resourceType": "Observation", "id": "OB-1"})
+    assert caught.value.resource_type == "Observation" and caught.value.resource_id == "OB-1"
+
+
+def test_practitioner_and_role() -> None:
+    prac = transform_resource({
+        "resourceType": "Practitioner", "id": "PR-1", "meta": META, "active": True,
+        "name": [{"use": "official", "prefix": ["Dr"], "given": ["Ana"], "family": "Costa"}],
+        "telecom": [{"system": "email", "value": "home@x", "use": "home"}, {"system": "email", "value": "w@x", "use": "work"}],
+    })
+    assert prac.table == "practitioners"
+    assert prac.content["display_name"] == "Dr Ana Costa" and prac.content["email"] == "w@x"
+    role = transform_resource({
+        "resourceType": "PractitionerRole", "id": "RO-1", "meta": META, "active": True,
+        "practitioner": {"reference": "Practitioner/PR-1"}, "organization": {"reference": "Organization/OR-1"},
+        "code": [{"coding": [{"system": "http://snomed.info/sct", "code": "59944000", "display": "Psychologist"}]}],
+    })
+    assert role.table == "practitioner_roles"
+    assert (role.content["practitioner_id"], role.content["organization_id"], role.content["role_code"],
+            role.content["role_display"]) == ("PR-1", "OR-1", "59944000", "Psychologist")
+
+
+def test_invoice_money_status_and_date_only_issue_date() -> None:
+    row = transform_resource({
+        "resourceType": "Invoice", "id": "IN-1", "meta": META, "status": "balanced", "date": "2025-03-10",
+        "subject": {"reference": "Patient/PT-1"},
+        "participant": [{"actor": {"reference": "PractitionerRole/RO-1"}}],
+        "totalNet": {"value": 180, "currency": "AUD"}, "totalGross": {"value": 198.005, "currency": "AUD"},
+    })
+    assert row.table == "invoices"
+    c = row.content
+    assert (c["status"], c["source_status"], c["client_id"], c["practitioner_role_id"]) == ("paid", "balanced", "PT-1", "RO-1")
+    assert c["issued_at"] == datetime(2025, 3, 10, tzinfo=UTC)
+    assert c["total_net"] == Decimal("180.00") and c["total_gross"] == Decimal("198.00") and c["currency"] == "AUD"
+    with pytest.raises(TransformError, match="Invoice/IN-2: unmapped status"):
+        transform_resource({"resourceType": "Invoice", "id": "IN-2", "status": "paid"})
+
+
+@pytest.mark.parametrize(("reference", "kind", "expected"), [
+    ("Patient/PT-1", "Patient", "PT-1"),
+    ("https://au-api.halaxy.com/main/Patient/PT-1", "Patient", "PT-1"),
+    ("https://au-api.halaxy.com/main/Patient/PT-1/_history/4", "Patient", "PT-1"),
+    ("PractitionerRole/RO-2", "PractitionerRole", "RO-2"),
+    ("PractitionerRole/RO-2", "Practitioner", None),
+    ("#contained-1", "Patient", None),
+    ("", "Patient", None),
+    ("Patient?identifier=x", "Patient", None),
+])
+def test_references(reference: str, kind: str, expected: str | None) -> None:
+    assert parse_reference(Reference(reference=reference), kind) == expected
+
+
+def test_reference_by_type_and_bare_id() -> None:
+    assert parse_reference(Reference(reference="PT-1", type="Patient"), "Patient") == "PT-1"
+    assert parse_reference(None, "Patient") is None
+
+
+def test_session_numbers_count_held_and_booked_sessions_in_order() -> None:
+    t = lambda d: datetime(2025, 1, d, tzinfo=UTC)  # noqa: E731
+    numbers = session_numbers([
+        ("AP-3", t(3), "attended"), ("AP-1", t(1), "attended"), ("AP-2", t(2), "cancelled"),
+        ("AP-4", t(4), "no_show"), ("AP-5", t(5), "booked"), ("AP-0", None, "pending"), ("AP-6", t(5), "arrived"),
+    ])
+    assert numbers == {"AP-1": 1, "AP-3": 2, "AP-5": 3, "AP-6": 4}
