@@ -53,7 +53,7 @@ def _stored_roles(conn: Connection, tenant_id: str, ids: list[str]) -> dict[str,
     for start in range(0, len(ids), KEY_CHUNK):
         query = select(c.source_id, c.practitioner_id).where(
             c.tenant_id == tenant_id, c.source_id.in_(ids[start:start + KEY_CHUNK]), c.deleted_at.is_(None))
-        found.update(conn.execute(query).tuples())
+        found.update((role, practitioner) for role, practitioner in conn.execute(query))
     return found
 
 

@@ -70,6 +70,6 @@ def _json_value(value: Any) -> Any:
 
 
 def merge_rows(conn: Connection, table: Table, records: list[dict[str, Any]], update: Sequence[str],
-               *, tombstones: bool) -> set[str]:
+               *, tombstones: bool) -> dict[str, bool]:
     result = conn.execute(merge_statement(table, update, tombstones=tombstones), {"rows": rows_json(records)})
-    return {source_id for _action, source_id in result}
+    return {source_id: action == "INSERT" for action, source_id in result}

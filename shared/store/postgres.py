@@ -31,7 +31,8 @@ def upsert_sql(table: Table, update: tuple[str, ...], tombstones: bool) -> str:
         f"SELECT * FROM unnest({arrays})\n"
         "ON CONFLICT (tenant_id, source_id) DO UPDATE SET "
         + ", ".join(f"{n} = excluded.{n}" for n in update)
-        + f"\nWHERE {guard_sql}\nRETURNING source_id"
+        # xmax = 0 on a returned row means the INSERT branch ran (else the UPDATE branch).
+        + f"\nWHERE {guard_sql}\nRETURNING source_id, (xmax = 0) AS inserted"
     )
 
 
@@ -56,10 +57,10 @@ def select_by_ids(conn: Connection, table: Table, tenant_id: str, ids: list[str]
 
 
 def upsert_rows_unnest(conn: Connection, table: Table, records: list[dict[str, Any]], update: Sequence[str],
-                       *, tombstones: bool) -> set[str]:
+                       *, tombstones: bool) -> dict[str, bool]:
     from shared.store.upsert import processed_columns
 
     params = processed_columns(table, conn.dialect, records)
     with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
         cursor.execute(upsert_sql(table, tuple(update), tombstones), params)
-        return {source_id for (source_id,) in cursor.fetchall()}
+        return {source_id: inserted for source_id, inserted in cursor.fetchall()}

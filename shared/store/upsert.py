@@ -100,15 +100,19 @@ def _upsert_table(
         planned[source_id] = outcome
         (dead if record["deleted_at"] is not None else live).append(record)
 
-    written: set[str] = set()
+    written: dict[str, bool | None] = {}
     if live:
-        written |= _write(conn, layout.table, live, layout.live_update, tombstones=False)
+        written.update(_write(conn, layout.table, live, layout.live_update, tombstones=False))
     if dead:
-        written |= _write(conn, layout.table, dead, TOMBSTONE_UPDATE, tombstones=True)
+        written.update(_write(conn, layout.table, dead, TOMBSTONE_UPDATE, tombstones=True))
     for source_id, outcome in planned.items():
-        # Not written: a concurrent writer stored an equal or newer version between our read
-        # and our write, and the SQL guard kept it.
-        counts.add(outcome if source_id in written else Outcome.STALE)
+        if source_id not in written:
+            # Not written: a concurrent writer stored an equal or newer version between our
+            # read and our write, and the SQL guard kept it.
+            outcome = Outcome.STALE
+        elif outcome is Outcome.INSERTED and written[source_id] is False:
+            outcome = Outcome.UPDATED  # another writer inserted it first; ours was newer
+        counts.add(outcome)
     return counts
 
 
@@ -183,8 +187,12 @@ def guard_condition(target: Any, incoming: Any, *, tombstones: bool) -> ColumnEl
 
 
 def _write(conn: Connection, table: Table, records: list[dict[str, Any]], update: Sequence[str],
-           *, tombstones: bool) -> set[str]:
-    """Write rows with the guard re-checked in SQL; returns the ids actually written."""
+           *, tombstones: bool) -> dict[str, bool | None]:
+    """Write rows with the guard re-checked in SQL.
+
+    Returns {id written: whether the INSERT branch ran, or None where that is the plan by
+    construction}; ids missing from it lost to a concurrent newer write.
+    """
     dialect = conn.dialect.name
     if dialect == "postgresql":
         from shared.store.postgres import upsert_rows_unnest
@@ -230,7 +238,7 @@ def _sqlite_upsert_sql(table: Table, update: tuple[str, ...], tombstones: bool, 
 
 
 def _sqlite_upsert(conn: Connection, table: Table, records: list[dict[str, Any]], update: Sequence[str],
-                   *, tombstones: bool) -> set[str]:
+                   *, tombstones: bool) -> dict[str, bool | None]:
     # SQLite has one writer at a time and write_transaction takes the lock at BEGIN, so the
     # versions read above cannot change before this write: every planned row is written. The
     # guard stays in the statement as a safety net for callers that did not begin IMMEDIATE.
@@ -242,4 +250,5 @@ def _sqlite_upsert(conn: Connection, table: Table, records: list[dict[str, Any]]
         cursor.executemany(sql, list(zip(*columns.values())))
     finally:
         cursor.close()
-    return {r["source_id"] for r in records}
+    # Exact under the write lock: the outcome planned from the versions read is what happened.
+    return dict.fromkeys((r["source_id"] for r in records), None)

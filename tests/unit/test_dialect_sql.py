@@ -65,7 +65,7 @@ def test_postgresql_upsert_is_one_constant_unnest_statement() -> None:
     assert "CAST(%(start_at)b AS TIMESTAMP WITHOUT TIME ZONE[])" in sql
     assert "ON CONFLICT (tenant_id, source_id) DO UPDATE SET source_version = excluded.source_version" in sql
     assert "WHERE excluded.source_updated_at > sessions.source_updated_at" in sql
-    assert sql.endswith("RETURNING source_id")
+    assert sql.endswith("RETURNING source_id, (xmax = 0) AS inserted")
 
 
 def test_access_token_is_packed_as_msodbcsql_expects() -> None:
