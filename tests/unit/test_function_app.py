@@ -1,0 +1,45 @@
+"""The function app loads without settings, network or database, as Azure and the local host do."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_function_app_is_import_safe_in_an_empty_environment(tmp_path: Path) -> None:
+    code = "import function_app; print(len(function_app.app.get_functions()))"
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "SYNC_DATABASE_URL": "postgresql://nobody@192.0.2.1/x"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"  # no blueprints registered until the sync engine lands
+    assert not (tmp_path / ".data").exists()  # importing created no database
+
+
+def test_only_blueprints_import_azure_functions() -> None:
+    pattern = re.compile(r"^\s*(import azure\.functions|from azure\.functions |from azure import functions)", re.M)
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "shared").rglob("*.py")
+                 if "blueprints" not in p.parts and pattern.search(p.read_text())]
+    assert offenders == []
+    assert pattern.search((ROOT / "function_app.py").read_text())  # the pattern does match an import
+
+
+def test_host_json_declares_queue_encoding_and_poison_threshold() -> None:
+    host = json.loads((ROOT / "host.json").read_text())
+    queues = host["extensions"]["queues"]
+    assert host["version"] == "2.0"
+    assert queues["messageEncoding"] in ("none", "base64")
+    assert queues["maxDequeueCount"] >= 1
+
+
+def test_local_settings_example_names_only_known_settings() -> None:
+    from shared.settings import Settings
+
+    values = json.loads((ROOT / "local.settings.json.example").read_text())["Values"]
+    ours = {k.removeprefix("SYNC_").lower() for k in values if k.startswith("SYNC_")}
+    assert ours <= set(Settings.model_fields), ours - set(Settings.model_fields)
