@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-23 13:39:00.912862
+Create Date: 2026-11-23 13:54:49.985233
 """
 from __future__ import annotations
 
@@ -71,6 +71,8 @@ def upgrade() -> None:
     sa.Column('issued_at', shared.store.types.UTCDateTime(), nullable=True),
     sa.Column('total_net', sa.Numeric(precision=12, scale=2), nullable=True),
     sa.Column('total_gross', sa.Numeric(precision=12, scale=2), nullable=True),
+    sa.Column('total_paid', sa.Numeric(precision=12, scale=2), nullable=True),
+    sa.Column('total_balance', sa.Numeric(precision=12, scale=2), nullable=True),
     sa.Column('currency', sa.String(length=3), nullable=True),
     sa.PrimaryKeyConstraint('tenant_id', 'source_id', name=op.f('pk_invoices')),
     postgresql_with={'fillfactor': 85}

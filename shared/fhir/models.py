@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Element(BaseModel):
@@ -110,6 +110,8 @@ class Patient(Resource):
 class AppointmentParticipant(Element):
     actor: Reference | None = None
     status: str | None = None
+    # Halaxy puts the client's attendance in an appointment-participant-status extension.
+    extension: list[Extension] = Field(default_factory=list)
     modifierExtension: list[Extension] = Field(default_factory=list)
 
 
@@ -128,14 +130,31 @@ class InvoiceParticipant(Element):
 
 
 class Invoice(Resource):
+    """R4 Invoice, plus Halaxy's shape: ``practitioner`` (PractitionerRole references), a list
+    ``recipient``, amounts as Money or plain numbers, ``totalPaid`` / ``totalBalance``. Halaxy's
+    ``title`` (the client's name) is deliberately not read."""
+
     status: str | None = None
     subject: Reference | None = None
-    recipient: Reference | None = None
+    recipient: list[Reference] = Field(default_factory=list)
     date: datetime | None = None
     participant: list[InvoiceParticipant] = Field(default_factory=list)
+    practitioner: list[Reference] = Field(default_factory=list)
     issuer: Reference | None = None
     totalNet: Money | None = None
     totalGross: Money | None = None
+    totalPaid: Money | None = None
+    totalBalance: Money | None = None
+
+    @field_validator("recipient", "practitioner", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+    @field_validator("totalNet", "totalGross", "totalPaid", "totalBalance", mode="before")
+    @classmethod
+    def _number_or_money(cls, value: Any) -> Any:
+        return {"value": value} if isinstance(value, (int, float, str)) else value
 
 
 MODELS: dict[str, type[Resource]] = {

@@ -2,6 +2,12 @@
 
 Same seed, same counts and same anchor: the same resources, byte for byte. Plain dicts and
 integer arithmetic keep 100,000 resources to a couple of seconds.
+
+Shaped after Halaxy's published API reference: PractitionerRole ids share the ``PR-`` prefix,
+appointments and invoices name the practitioner only through a PractitionerRole, references
+look like ``/main/Patient/123`` with a ``type``, the client's attendance is an
+``appointment-participant-status`` extension, invoices carry ``practitioner``, ``recipient``,
+``totalPaid`` and ``totalBalance`` and a status of ``active``/``issued``/``write-off``.
 """
 from __future__ import annotations
 
@@ -34,7 +40,16 @@ def practitioner_id(n: int) -> str:
 
 
 def role_id(n: int) -> str:
-    return f"RO-{1_000_000 + n}"
+    return f"PR-{1_500_000 + n}"  # Halaxy: roles and practitioners share the prefix
+
+
+# The extension's URL as this generator writes it; the transformer matches on the
+# "participant-status" suffix, so the exact base does not matter.
+PARTICIPANT_STATUS_URL = "https://fhir.halaxy.example/StructureDefinition/appointment-participant-status"
+
+
+def ref(resource_type: str, resource_id: str) -> dict[str, str]:
+    return {"reference": f"/main/{resource_type}/{resource_id}", "type": resource_type}
 
 
 def patient_id(n: int) -> str:
@@ -84,8 +99,8 @@ def _practitioners(rng: random.Random, counts: SyntheticCounts, anchor: datetime
         }
         yield {
             "resourceType": "PractitionerRole", "id": role_id(n), "meta": _meta(rng, anchor), "active": True,
-            "practitioner": {"reference": f"Practitioner/{practitioner_id(n)}"},
-            "organization": {"reference": "Organization/OR-1000001"},
+            "practitioner": ref("Practitioner", practitioner_id(n)),
+            "organization": ref("Organization", "CL-100001"),
             "code": [{"coding": [{"system": "http://snomed.info/sct", "code": "59944000",
                                   "display": "Psychologist"}]}],
         }
@@ -106,7 +121,7 @@ def _patients(rng: random.Random, counts: SyntheticCounts, anchor: datetime) -> 
             "resourceType": "Patient", "id": patient_id(n), "meta": _meta(rng, anchor), "active": True,
             "name": names, "telecom": telecom, "gender": rng.choice(("female", "male", "other")),
             "birthDate": birth.date().isoformat(),
-            "generalPractitioner": [{"reference": f"Practitioner/{practitioner_id(n % max(counts.practitioners, 1))}"}],
+            "generalPractitioner": [ref("Practitioner", practitioner_id(n % max(counts.practitioners, 1)))],
         }
 
 
@@ -119,16 +134,18 @@ def _appointments(rng: random.Random, counts: SyntheticCounts, anchor: datetime)
         start = day0 + timedelta(days=rng.randrange(-120, 60), hours=rng.randrange(8, 18) - 10,
                                  minutes=rng.choice((0, 30)))
         future = start > anchor
-        status = "booked" if future else rng.choices(("fulfilled", "cancelled", "noshow"), (85, 12, 3))[0]
-        actor = ({"reference": f"PractitionerRole/{role_id(prac)}"} if n % 2
-                 else {"reference": f"Practitioner/{practitioner_id(prac)}"})
-        participants = [{"actor": {"reference": f"Patient/{patient_id(patient)}"}, "status": "accepted"},
-                        {"actor": actor, "status": "accepted"}]
-        if status == "cancelled":
-            participants[0]["status"] = "declined"
+        attendance = (rng.choices(("booked", "confirmed", "cancelled"), (70, 25, 5))[0] if future
+                      else rng.choices(("attended", "cancelled", "did-not-attend"), (85, 12, 3))[0])
+        participants = [
+            {"actor": ref("Patient", patient_id(patient)), "status": "accepted",
+             "extension": [{"url": PARTICIPANT_STATUS_URL, "valueCode": attendance}]},
+            {"actor": ref("PractitionerRole", role_id(prac)), "status": "accepted",
+             "type": [{"coding": [{"code": "ATND"}]}]},
+        ]
         yield {
             "resourceType": "Appointment", "id": appointment_id(n), "meta": _meta(rng, anchor),
-            "status": status, "start": _instant(start), "end": _instant(start + timedelta(minutes=50)),
+            "status": "cancelled" if attendance == "cancelled" else "booked",
+            "start": _instant(start), "end": _instant(start + timedelta(minutes=50)), "minutesDuration": 50,
             "serviceType": [{"text": rng.choice(SERVICES)}], "participant": participants,
         }
 
@@ -138,13 +155,16 @@ def _invoices(rng: random.Random, counts: SyntheticCounts, anchor: datetime) -> 
         patient = rng.randrange(max(counts.patients, 1))
         prac = patient % max(counts.practitioners, 1)
         issued = anchor - timedelta(days=rng.randrange(0, 120))
-        fee = rng.choice(("180.00", "220.00", "250.00", "145.50"))
+        fee = float(rng.choice(("180.00", "220.00", "250.00", "145.50")))
+        status = rng.choices(("active", "issued", "write-off"), (80, 17, 3))[0]
+        paid = fee if status == "active" and rng.random() < 0.85 else 0.0
         yield {
             "resourceType": "Invoice", "id": invoice_id(n), "meta": _meta(rng, anchor),
-            "status": rng.choices(("balanced", "issued", "cancelled"), (70, 25, 5))[0],
-            "subject": {"reference": f"Patient/{patient_id(patient)}"},
-            "participant": [{"actor": {"reference": f"Practitioner/{practitioner_id(prac)}"}}],
-            "date": _instant(issued),
-            "totalNet": {"value": float(fee), "currency": "AUD"},
-            "totalGross": {"value": float(fee), "currency": "AUD"},
+            "status": status, "type": "invoice", "payorType": "patient",
+            "recipient": [ref("Patient", patient_id(patient))],
+            "practitioner": [ref("PractitionerRole", role_id(prac))],
+            "date": issued.date().isoformat(),
+            "totalNet": {"value": fee, "currency": "AUD"}, "totalGross": {"value": fee, "currency": "AUD"},
+            "totalPaid": {"value": paid, "currency": "AUD"},
+            "totalBalance": {"value": round(fee - paid, 2), "currency": "AUD"},
         }

@@ -25,12 +25,23 @@ APPOINTMENT_STATUS = {
     "fulfilled": "attended", "cancelled": "cancelled", "noshow": "no_show",
     "entered-in-error": "error",
 }
+# FHIR R4 InvoiceStatus plus Halaxy's own ("active", "write-off").
 INVOICE_STATUS = {
-    "draft": "draft", "issued": "issued", "balanced": "paid",
-    "cancelled": "cancelled", "entered-in-error": "error",
+    "draft": "draft", "issued": "issued", "active": "issued", "balanced": "paid",
+    "write-off": "written_off", "cancelled": "cancelled", "entered-in-error": "error",
 }
-# Participant statuses (element or modifierExtension) meaning the client will not attend.
-PARTICIPANT_CANCELLED = {"declined", "cancelled"}
+# Halaxy's appointment-participant-status extension: the client's attendance, which is what
+# the practice sees as the appointment's status (Appointment.status stays "booked").
+ATTENDANCE_STATUS = {
+    "booked": "booked", "confirmed": "booked", "pending": "pending", "arrived": "arrived",
+    "attended": "attended", "cancelled": "cancelled", "rejected": "cancelled",
+    "did-not-attend": "no_show", "did not attend": "no_show", "dna": "no_show",
+    "noshow": "no_show", "no-show": "no_show",
+}
+# A group session takes the "most held" attendance of its clients.
+ATTENDANCE_RANK = ("attended", "arrived", "booked", "pending", "no_show", "cancelled")
+# FHIR participant statuses meaning the client will not attend.
+PARTICIPANT_CANCELLED = {"declined"}
 # Sessions that count towards a client's session number.
 COUNTED_STATUSES = {"booked", "arrived", "attended"}
 
@@ -204,11 +215,16 @@ def transform_patient(resource: dict[str, Any]) -> MirrorRow:
     })
 
 
-def _participant_cancelled(participant: m.AppointmentParticipant) -> bool:
-    if participant.status in PARTICIPANT_CANCELLED:
-        return True
-    return any(ext.url.endswith("participant-status") and ext.code() in PARTICIPANT_CANCELLED
-               for ext in participant.modifierExtension)
+def _attendance(res: m.Appointment, participant: m.AppointmentParticipant) -> str | None:
+    """A client's attendance from Halaxy's participant-status extension (or modifierExtension),
+    else from the FHIR participant status; None when neither says anything."""
+    for ext in (*participant.modifierExtension, *participant.extension):
+        if ext.url.rstrip("/").endswith("participant-status"):
+            code = (ext.code() or "").strip().lower()
+            if code not in ATTENDANCE_STATUS:
+                raise TransformError("Appointment", res.id, f"unmapped participant status {code!r}")
+            return ATTENDANCE_STATUS[code]
+    return "cancelled" if participant.status in PARTICIPANT_CANCELLED else None
 
 
 def transform_appointment(resource: dict[str, Any]) -> MirrorRow:
@@ -217,8 +233,11 @@ def transform_appointment(resource: dict[str, Any]) -> MirrorRow:
         raise TransformError("Appointment", res.id, f"unmapped status {res.status!r}")
     status = APPOINTMENT_STATUS[res.status]
     patients = [p for p in res.participant if parse_reference(p.actor, "Patient")]
-    if patients and all(_participant_cancelled(p) for p in patients) and status not in ("cancelled", "error"):
-        status = "cancelled"
+    attendance = [a for p in patients if (a := _attendance(res, p))]
+    if status not in ("cancelled", "error") and attendance and (
+            len(attendance) == len(patients) or "cancelled" not in attendance):
+        # Every client's attendance known (or news that someone came): it decides the status.
+        status = min(attendance, key=ATTENDANCE_RANK.index)
     client_ids = [parse_reference(p.actor, "Patient") for p in patients]
     practitioner = next((r for p in res.participant if (r := parse_reference(p.actor, "Practitioner"))), None)
     role = next((r for p in res.participant if (r := parse_reference(p.actor, "PractitionerRole"))), None)
@@ -244,17 +263,23 @@ def transform_invoice(resource: dict[str, Any]) -> MirrorRow:
     res = _parse(m.Invoice, resource)
     if res.status not in INVOICE_STATUS:
         raise TransformError("Invoice", res.id, f"unmapped status {res.status!r}")
-    actors = [p.actor for p in res.participant]
+    actors = [*res.practitioner, *(p.actor for p in res.participant)]
+    gross, balance = _money(res.totalGross), _money(res.totalBalance)
+    status = INVOICE_STATUS[res.status]
+    if status == "issued" and balance == 0 and gross:
+        status = "paid"  # Halaxy keeps a settled invoice "active"; its balance says it is paid
     return _row("invoices", res, {
         "practitioner_id": _first_ref(actors, "Practitioner"),
         "practitioner_role_id": _first_ref(actors, "PractitionerRole"),
-        "client_id": parse_reference(res.subject, "Patient") or parse_reference(res.recipient, "Patient"),
-        "status": INVOICE_STATUS[res.status],
+        "client_id": parse_reference(res.subject, "Patient") or _first_ref(res.recipient, "Patient"),
+        "status": status,
         "source_status": res.status,
         "issued_at": _utc(res.date),
         "total_net": _money(res.totalNet),
-        "total_gross": _money(res.totalGross),
-        "currency": (res.totalGross or res.totalNet or m.Money()).currency,
+        "total_gross": gross,
+        "total_paid": _money(res.totalPaid),
+        "total_balance": balance,
+        "currency": next((x.currency for x in (res.totalGross, res.totalNet) if x and x.currency), None),
     })
 
 

@@ -133,6 +133,8 @@ invoices = _mirrored(
     Column("issued_at", UTCDateTime()),
     Column("total_net", Numeric(12, 2)),
     Column("total_gross", Numeric(12, 2)),
+    Column("total_paid", Numeric(12, 2)),
+    Column("total_balance", Numeric(12, 2)),
     Column("currency", String(3)),
     indexes=(Index(None, "tenant_id", "practitioner_id", "issued_at"),),
 )

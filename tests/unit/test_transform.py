@@ -245,3 +245,63 @@ def test_session_numbers_count_held_and_booked_sessions_in_order() -> None:
         ("AP-4", t(4), "no_show"), ("AP-5", t(5), "booked"), ("AP-0", None, "pending"), ("AP-6", t(5), "arrived"),
     ])
     assert numbers == {"AP-1": 1, "AP-3": 2, "AP-5": 3, "AP-6": 4}
+
+
+HALAXY_STATUS = "https://fhir.example/StructureDefinition/appointment-participant-status"
+
+
+def halaxy_appointment(*codes: str, status: str = "booked") -> dict[str, Any]:
+    patients = [{"actor": {"reference": f"/main/Patient/PT-{n}", "type": "Patient"},
+                 "extension": [{"url": HALAXY_STATUS, "valueCode": code}]} for n, code in enumerate(codes)]
+    return appointment(status=status, participant=[
+        *patients, {"actor": {"reference": "/main/PractitionerRole/PR-1650721", "type": "PractitionerRole"}}])
+
+
+@pytest.mark.parametrize(("code", "mapped"), [
+    ("booked", "booked"), ("confirmed", "booked"), ("arrived", "arrived"), ("attended", "attended"),
+    ("cancelled", "cancelled"), ("rejected", "cancelled"), ("did-not-attend", "no_show"), ("Did Not Attend", "no_show"),
+])
+def test_halaxy_attendance_extension_decides_the_status(code: str, mapped: str) -> None:
+    content = transform_resource(halaxy_appointment(code)).content
+    assert content["status"] == mapped and content["source_status"] == "booked"
+    assert content["practitioner_role_id"] == "PR-1650721" and content["client_id"] == "PT-0"
+
+
+def test_halaxy_group_session_takes_the_most_held_attendance() -> None:
+    assert transform_resource(halaxy_appointment("cancelled", "attended")).content["status"] == "attended"
+    assert transform_resource(halaxy_appointment("did-not-attend", "cancelled")).content["status"] == "no_show"
+    # An appointment cancelled as a whole stays cancelled whatever a client's status says.
+    assert transform_resource(halaxy_appointment("attended", status="cancelled")).content["status"] == "cancelled"
+
+
+def test_unknown_attendance_code_is_a_typed_error() -> None:
+    with pytest.raises(TransformError, match="Appointment/AP-1: unmapped participant status 'teleported'"):
+        transform_resource(halaxy_appointment("teleported"))
+
+
+def test_halaxy_invoice_shape() -> None:
+    base = {"resourceType": "Invoice", "id": "IN-9", "meta": META, "date": "2025-03-10", "type": "invoice",
+            "title": "Zebedee Client", "recipient": [{"reference": "/main/Patient/PT-4", "type": "Patient"}],
+            "practitioner": [{"reference": "/main/PractitionerRole/PR-1650721", "type": "PractitionerRole"}],
+            "totalGross": {"value": 220, "currency": "AUD"}, "totalNet": 200, "totalPaid": 220, "totalBalance": 0}
+    paid = transform_resource({**base, "status": "active"}).content
+    assert (paid["status"], paid["source_status"], paid["client_id"], paid["practitioner_role_id"]) == (
+        "paid", "active", "PT-4", "PR-1650721")
+    assert (paid["total_gross"], paid["total_net"], paid["total_paid"], paid["total_balance"], paid["currency"]) == (
+        Decimal("220.00"), Decimal("200.00"), Decimal("220.00"), Decimal("0.00"), "AUD")
+    assert "Zebedee" not in repr(paid)  # Halaxy's title is the client's name: never stored
+    owing = transform_resource({**base, "status": "active", "totalPaid": 0, "totalBalance": 220}).content
+    assert owing["status"] == "issued"
+    assert transform_resource({**base, "status": "write-off"}).content["status"] == "written_off"
+    single = transform_resource({**base, "status": "issued", "recipient": {"reference": "Patient/PT-5"}}).content
+    assert single["client_id"] == "PT-5"
+
+
+def test_synthetic_data_maps_without_errors() -> None:
+    from shared.fhir.synthetic import SyntheticCounts, generate
+
+    rows = [transform_resource(r) for r in generate(SyntheticCounts(3, 30, 200, 60), seed=4)]
+    sessions = [r for r in rows if r.table == "sessions"]
+    assert {r.content["status"] for r in sessions} >= {"attended", "booked", "cancelled"}
+    assert all(r.content["practitioner_role_id"] and not r.content["practitioner_id"] for r in sessions)
+    assert {r.content["status"] for r in rows if r.table == "invoices"} >= {"paid", "issued"}
