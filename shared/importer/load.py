@@ -2,12 +2,13 @@
 
 A batch is written only once every entry in it has been read and mapped, in one transaction:
 malformed input stops the load before its batch is written, so the database holds exactly the
-batches before it, and re-running after a fix is safe (the upsert is idempotent).
+batches before it, and re-running after a fix is safe (the upsert is idempotent). Reading and
+mapping the next batch overlaps with writing the previous one (BulkWriter).
 """
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,9 +20,8 @@ from shared.fhir.transform import TABLE_FOR_TYPE, TransformError, UnsupportedRes
 from shared.importer.progress import Progress
 from shared.importer.readers import Entry, MalformedInput, open_export, read_entries
 from shared.records import MirrorRow
-from shared.store.engine import write_transaction
+from shared.store.bulk import BulkWriter
 from shared.store.guard import UpsertCounts
-from shared.store.mirror import write_rows
 
 MAX_LISTED_ERRORS = 20
 
@@ -52,48 +52,40 @@ class LoadAborted(Exception):
 
 
 def load_files(engine: Engine, tenant_id: str, paths: Iterable[Path], *, batch_size: int = 1000,
-               progress_stream: TextIO | None = None,
-               write: Callable[..., UpsertCounts] = write_rows) -> LoadReport:
+               progress_stream: TextIO | None = None) -> LoadReport:
     """Load every file in order; raises LoadAborted on malformed input, after earlier batches."""
     report = LoadReport(tenant_id)
     started = datetime.now(timezone.utc)
-    for path in paths:
-        report.files += 1
+
+    def committed(marker: str | None) -> None:
+        report.committed_through = marker
+
+    with BulkWriter(engine, tenant_id, batch_size=batch_size, on_commit=committed) as writer:
         try:
-            _load_file(engine, tenant_id, path, batch_size, started, report, progress_stream, write)
+            for path in paths:
+                report.files += 1
+                _load_file(writer, path, started, report, progress_stream)
         except MalformedInput as exc:
+            report.counts = writer.abort()  # the batch holding the bad entry is never sent
             raise LoadAborted(exc, report) from None
+    report.counts = writer.counts
     return report
 
 
-def _load_file(engine: Engine, tenant_id: str, path: Path, batch_size: int, started: datetime,
-               report: LoadReport, progress_stream: TextIO | None, write: Callable[..., UpsertCounts]) -> None:
+def _load_file(writer: BulkWriter, path: Path, started: datetime, report: LoadReport,
+               progress_stream: TextIO | None) -> None:
     stream, counter = open_export(path)
     progress = Progress(str(path), path.stat().st_size, stream=progress_stream)
-    batch: list[MirrorRow] = []
     records = 0
-    last_location = None
-
-    def flush() -> None:
-        if batch:
-            with write_transaction(engine) as conn:
-                report.counts += write(conn, tenant_id, batch)
-            batch.clear()
-        if last_location:
-            report.committed_through = f"{path}: {last_location}"
-
     with stream:
         for entry in read_entries(path, stream, default_deleted_at=started):
             records += 1
             report.entries += 1
-            last_location = entry.location
             row = _to_row(entry, report)
             if row is not None:
-                batch.append(row)
-            if len(batch) >= batch_size:
-                flush()
+                writer.add(row, marker=f"{path}: {entry.location}")
+            if records % writer.batch_size == 0:
                 progress.update(records, counter.position)
-        flush()
         progress.update(records, counter.position, final=True)
 
 

@@ -30,7 +30,8 @@ def create_store_engine(settings: Settings, *, token_provider: Callable[[], str]
         # costed on stale statistics while a table fills) scans the array once per row —
         # 100x slower than the custom plan that hashes it or probes the key index.
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
-                             connect_args={"options": "-c plan_cache_mode=force_custom_plan"})
+                             # UTC sessions: timestamptz values become naive UTC columns.
+                             connect_args={"options": "-c plan_cache_mode=force_custom_plan -c TimeZone=UTC"})
     if backend == "mssql":
         return _azure_sql_engine(url, settings, token_provider)
     raise ValueError(f"unsupported database backend {backend!r}")

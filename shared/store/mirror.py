@@ -1,14 +1,14 @@
-"""Writing a batch of mirrored rows: role resolution around the version-guarded upsert.
+"""Writing mirrored rows: role resolution around the version-guarded upsert.
 
-Appointments and invoices may name only a PractitionerRole. The dashboard reads sessions by
-practitioner, so the writer fills ``practitioner_id`` from the mirrored role before the upsert
-(so the content hash covers it) and, when roles arrive after the rows that name them, fills the
-rows already stored.
+Halaxy names the practitioner of an appointment or invoice only through a PractitionerRole
+(the practitioner at one clinic). The dashboard reads sessions by practitioner, so the writer
+fills ``practitioner_id`` from the mirrored role before the upsert (the content hash covers
+it) and, when a role arrives after rows that name it, fills the rows already stored.
 """
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import Connection, select, update
@@ -21,47 +21,64 @@ from shared.store.upsert import KEY_CHUNK, upsert_rows
 ROLE_TABLES = ("sessions", "invoices")
 
 
-def write_rows(conn: Connection, tenant_id: str, rows: Sequence[MirrorRow], *, now: datetime | None = None) -> UpsertCounts:
-    """Upsert one tenant's rows (any tables) in the caller's transaction; returns the counts."""
-    roles = {r.source_id: r.content.get("practitioner_id") for r in rows
-             if r.table == "practitioner_roles" and not r.is_tombstone}
-    wanted = {r.content["practitioner_role_id"] for r in rows
-              if r.table in ROLE_TABLES and r.content.get("practitioner_role_id")
-              and not r.content.get("practitioner_id")}
-    missing = sorted(wanted - roles.keys())
-    if missing:
-        roles.update(_stored_roles(conn, tenant_id, missing))
-    if wanted:
-        rows = [_with_practitioner(r, roles) for r in rows]
-    counts = upsert_rows(conn, tenant_id, rows, now=now)
-    written_roles = {k: v for k, v in roles.items() if v and k not in missing}
-    if written_roles:
-        _backfill(conn, tenant_id, written_roles)
-    return counts
+def roles_in(rows: Iterable[MirrorRow]) -> dict[str, str]:
+    """role id -> practitioner id, for the live role rows among ``rows``."""
+    return {r.source_id: r.content["practitioner_id"] for r in rows
+            if r.table == "practitioner_roles" and not r.is_tombstone and r.content.get("practitioner_id")}
 
 
-def _with_practitioner(row: MirrorRow, roles: dict[str, str | None]) -> MirrorRow:
-    role = row.content.get("practitioner_role_id") if row.table in ROLE_TABLES else None
-    if not role or row.content.get("practitioner_id") or not roles.get(role):
+def unresolved_roles(rows: Iterable[MirrorRow]) -> set[str]:
+    return {r.content["practitioner_role_id"] for r in rows
+            if r.table in ROLE_TABLES and r.content.get("practitioner_role_id") and not r.content.get("practitioner_id")}
+
+
+def resolve_roles(rows: Sequence[MirrorRow], roles: Mapping[str, str | None]) -> list[MirrorRow]:
+    """Rows naming only a role get that role's practitioner, when it is known. Pure."""
+    return [_with_practitioner(r, roles) for r in rows]
+
+
+def _with_practitioner(row: MirrorRow, roles: Mapping[str, str | None]) -> MirrorRow:
+    if row.table not in ROLE_TABLES or row.content.get("practitioner_id"):
         return row
-    return dataclasses.replace(row, content={**row.content, "practitioner_id": roles[role]})
+    practitioner = roles.get(row.content.get("practitioner_role_id") or "")
+    if not practitioner:
+        return row
+    return dataclasses.replace(row, content={**row.content, "practitioner_id": practitioner})
 
 
-def _stored_roles(conn: Connection, tenant_id: str, ids: list[str]) -> dict[str, str | None]:
+def stored_roles(conn: Connection, tenant_id: str, ids: Sequence[str] | None = None) -> dict[str, str]:
+    """The tenant's mirrored roles (all of them, or these ids): role id -> practitioner id."""
     c = practitioner_roles.c
-    found: dict[str, str | None] = {}
+    base = select(c.source_id, c.practitioner_id).where(
+        c.tenant_id == tenant_id, c.deleted_at.is_(None), c.practitioner_id.is_not(None))
+    if ids is None:
+        return {role: practitioner for role, practitioner in conn.execute(base)}
+    found: dict[str, str] = {}
     for start in range(0, len(ids), KEY_CHUNK):
-        query = select(c.source_id, c.practitioner_id).where(
-            c.tenant_id == tenant_id, c.source_id.in_(ids[start:start + KEY_CHUNK]), c.deleted_at.is_(None))
+        query = base.where(c.source_id.in_(ids[start:start + KEY_CHUNK]))
         found.update((role, practitioner) for role, practitioner in conn.execute(query))
     return found
 
 
-def _backfill(conn: Connection, tenant_id: str, roles: dict[str, str]) -> None:
-    # Only rows still without a practitioner: nothing already resolved is rewritten.
+def backfill_practitioners(conn: Connection, tenant_id: str, roles: Mapping[str, str]) -> None:
+    """Fill rows stored before their role was: only rows still without a practitioner."""
     for name in ROLE_TABLES:
-        c = MIRRORED_TABLES[name].c
+        table = MIRRORED_TABLES[name]
         for role, practitioner in roles.items():
-            conn.execute(update(MIRRORED_TABLES[name]).where(
-                c.tenant_id == tenant_id, c.practitioner_role_id == role, c.practitioner_id.is_(None),
+            conn.execute(update(table).where(
+                table.c.tenant_id == tenant_id, table.c.practitioner_role_id == role,
+                table.c.practitioner_id.is_(None),
             ).values(practitioner_id=practitioner))
+
+
+def write_rows(conn: Connection, tenant_id: str, rows: Sequence[MirrorRow], *, now: datetime | None = None) -> UpsertCounts:
+    """Upsert one tenant's rows (any tables) in the caller's transaction; returns the counts."""
+    new_roles = roles_in(rows)
+    roles: dict[str, str | None] = dict(new_roles)
+    missing = sorted(unresolved_roles(rows) - roles.keys())
+    if missing:
+        roles.update(stored_roles(conn, tenant_id, missing))
+    counts = upsert_rows(conn, tenant_id, resolve_roles(rows, roles) if len(roles) else rows, now=now)
+    if new_roles:
+        backfill_practitioners(conn, tenant_id, new_roles)
+    return counts

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
@@ -52,41 +53,68 @@ def content_hash(layout: TableLayout, content: dict[str, Any]) -> str:
     return hashlib.blake2b(repr(values).encode(), digest_size=16).hexdigest()
 
 
+@dataclass
+class PreparedTable:
+    """One table's share of a batch: the winning record per id, and the in-batch losers' counts."""
+
+    layout: TableLayout
+    records: dict[str, dict[str, Any]]
+    counts: UpsertCounts
+
+
+@dataclass
+class PreparedBatch:
+    """A batch ready to apply: pure data, built without a connection (see BulkWriter)."""
+
+    tenant_id: str
+    tables: list[PreparedTable]
+
+
 def upsert_rows(
     conn: Connection, tenant_id: str, rows: Iterable[MirrorRow], *, now: datetime | None = None
 ) -> UpsertCounts:
     """Upsert rows of one tenant (any mix of tables) inside the caller's transaction."""
-    by_table: dict[str, list[MirrorRow]] = {}
-    for row in rows:
-        by_table.setdefault(row.table, []).append(row)
-    counts = UpsertCounts()
-    for table_name, table_rows in by_table.items():
-        layout = _LAYOUTS.get(table_name)
-        if layout is None:
-            raise ValueError(f"not a mirrored table: {table_name!r}")
-        counts += _upsert_table(conn, layout, tenant_id, table_rows, now or datetime.now(timezone.utc))
-    return counts
+    return apply_prepared(conn, prepare_rows(tenant_id, rows, now=now))
 
 
-def _upsert_table(
-    conn: Connection, layout: TableLayout, tenant_id: str, rows: Sequence[MirrorRow], now: datetime
-) -> UpsertCounts:
-    counts = UpsertCounts()
-    batch: dict[str, dict[str, Any]] = {}
+def prepare_rows(tenant_id: str, rows: Iterable[MirrorRow], *, now: datetime | None = None) -> PreparedBatch:
+    """Records with hashes and sync time, one per id (the newest), grouped by table. No I/O."""
+    now = now or datetime.now(timezone.utc)
+    tables: dict[str, PreparedTable] = {}
     for row in rows:
-        record = _record(layout, tenant_id, row, now)
-        previous = batch.get(row.source_id)
+        prepared = tables.get(row.table)
+        if prepared is None:
+            layout = _LAYOUTS.get(row.table)
+            if layout is None:
+                raise ValueError(f"not a mirrored table: {row.table!r}")
+            prepared = tables[row.table] = PreparedTable(layout, {}, UpsertCounts())
+        record = _record(prepared.layout, tenant_id, row, now)
+        previous = prepared.records.get(row.source_id)
         if previous is None:
-            batch[row.source_id] = record
+            prepared.records[row.source_id] = record
             continue
         # The same id twice in one batch: keep the winner, count the loser as the guard would.
         outcome = decide(_version(record), _version(previous))
         if outcome in (Outcome.UNCHANGED, Outcome.STALE):
-            counts.add(outcome)
+            prepared.counts.add(outcome)
         else:
-            counts.add(Outcome.STALE)
-            batch[row.source_id] = record
+            prepared.counts.add(Outcome.STALE)
+            prepared.records[row.source_id] = record
+    return PreparedBatch(tenant_id, list(tables.values()))
 
+
+def apply_prepared(conn: Connection, batch: PreparedBatch) -> UpsertCounts:
+    """Read stored versions, decide per row, write what must be written. Caller's transaction."""
+    counts = UpsertCounts()
+    for prepared in batch.tables:
+        counts += prepared.counts
+        counts += _apply_table(conn, prepared.layout, batch.tenant_id, prepared.records)
+    return counts
+
+
+def _apply_table(conn: Connection, layout: TableLayout, tenant_id: str,
+                 batch: dict[str, dict[str, Any]]) -> UpsertCounts:
+    counts = UpsertCounts()
     stored = _stored_versions(conn, layout.table, tenant_id, list(batch))
     planned: dict[str, Outcome] = {}
     live: list[dict[str, Any]] = []
@@ -105,6 +133,8 @@ def _upsert_table(
         written.update(_write(conn, layout.table, live, layout.live_update, tombstones=False))
     if dead:
         written.update(_write(conn, layout.table, dead, TOMBSTONE_UPDATE, tombstones=True))
+    if dead or live:
+        _after_write(conn, layout.table, sum(1 for v in written.values() if v))
     for source_id, outcome in planned.items():
         if source_id not in written:
             # Not written: a concurrent writer stored an equal or newer version between our
@@ -166,6 +196,13 @@ def _stored_versions(conn: Connection, table: Table, tenant_id: str, ids: list[s
     return found
 
 
+def _after_write(conn: Connection, table: Table, inserted: int) -> None:
+    if conn.dialect.name == "postgresql":
+        from shared.store.postgres import analyze_if_young
+
+        analyze_if_young(conn, table, inserted)
+
+
 def _aware(value: datetime | None) -> datetime | None:
     return None if value is None else value.replace(tzinfo=timezone.utc)
 
@@ -195,9 +232,9 @@ def _write(conn: Connection, table: Table, records: list[dict[str, Any]], update
     """
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        from shared.store.postgres import upsert_rows_unnest
+        from shared.store.postgres import upsert_rows_copy
 
-        return upsert_rows_unnest(conn, table, records, update, tombstones=tombstones)
+        return upsert_rows_copy(conn, table, records, update, tombstones=tombstones)
     if dialect == "mssql":
         from shared.store.mssql import merge_rows
 

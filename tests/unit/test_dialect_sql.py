@@ -14,7 +14,7 @@ from sqlalchemy.dialects import mssql
 from shared.settings import load_settings
 from shared.store.engine import SQL_COPT_SS_ACCESS_TOKEN, access_token_attrs, create_store_engine
 from shared.store.mssql import merge_statement, rows_json
-from shared.store.postgres import upsert_sql
+from shared.store.postgres import copy_sql, create_stage_sql, upsert_sql
 from shared.store.schema import MIRRORED_TABLES, sessions
 from shared.store.upsert import TOMBSTONE_UPDATE, TableLayout
 
@@ -58,11 +58,16 @@ def test_mssql_rows_travel_as_json_with_naive_utc_times() -> None:
         rows_json([{"x": object()}])
 
 
-def test_postgresql_upsert_is_one_constant_unnest_statement() -> None:
+def test_postgresql_upsert_is_copy_then_one_constant_statement() -> None:
+    assert create_stage_sql(sessions).startswith(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS stage_sessions (tenant_id VARCHAR(64), source_id VARCHAR(64),")
+    assert "start_at TIMESTAMPTZ" in create_stage_sql(sessions)
+    assert create_stage_sql(sessions).endswith("ON COMMIT DELETE ROWS")
+    assert copy_sql(sessions).startswith("COPY stage_sessions (tenant_id, source_id, source_version,")
+    assert copy_sql(sessions).endswith("FROM STDIN (FORMAT BINARY)")
     sql = upsert_sql(sessions, TableLayout(sessions).live_update, False)
     assert sql.startswith("INSERT INTO sessions (tenant_id, source_id,")
-    assert "SELECT * FROM unnest(CAST(%(tenant_id)b AS VARCHAR(64)[])" in sql
-    assert "CAST(%(start_at)b AS TIMESTAMP WITHOUT TIME ZONE[])" in sql
+    assert "FROM stage_sessions ORDER BY tenant_id, source_id\n" in sql
     assert "ON CONFLICT (tenant_id, source_id) DO UPDATE SET source_version = excluded.source_version" in sql
     assert "WHERE excluded.source_updated_at > sessions.source_updated_at" in sql
     assert sql.endswith("RETURNING source_id, (xmax = 0) AS inserted")
