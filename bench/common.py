@@ -21,15 +21,20 @@ EPOCH = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 
 @contextmanager
+def migrated_engine(url: str) -> Iterator[Engine]:
+    settings = load_settings(database_url=url)
+    migrate(settings)
+    engine = create_store_engine(settings)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@contextmanager
 def sqlite_engine() -> Iterator[Engine]:
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(database_url=f"sqlite:///{Path(tmp) / 'bench.db'}")
-        migrate(settings)
-        engine = create_store_engine(settings)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
+    with tempfile.TemporaryDirectory() as tmp, migrated_engine(f"sqlite:///{Path(tmp) / 'bench.db'}") as engine:
+        yield engine
 
 
 @contextmanager
@@ -40,13 +45,10 @@ def postgres_engine(admin_url: str, name: str) -> Iterator[Engine]:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    settings = load_settings(database_url=url)
-    migrate(settings)
-    engine = create_store_engine(settings)
     try:
-        yield engine
+        with migrated_engine(url) as engine:
+            yield engine
     finally:
-        engine.dispose()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()

@@ -11,11 +11,9 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Table, and_, func, literal_column, or_, select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Table, and_, func, literal_column, or_, select
 from sqlalchemy.sql import ColumnElement
 
 from shared.records import MirrorRow
@@ -240,52 +238,7 @@ def _write(conn: Connection, table: Table, records: list[dict[str, Any]], update
 
         return merge_rows(conn, table, records, update, tombstones=tombstones)
     if dialect == "sqlite":
-        return _sqlite_upsert(conn, table, records, update, tombstones=tombstones)
+        from shared.store.sqlite import upsert_rows_executemany
+
+        return upsert_rows_executemany(conn, table, records, update, tombstones=tombstones)
     raise ValueError(f"upsert does not support the {dialect!r} dialect")
-
-
-@lru_cache(maxsize=128)
-def _bind_processors(table: Table, dialect: Dialect) -> tuple[tuple[str, Any], ...]:
-    return tuple((c.name, c.type.bind_processor(dialect)) for c in table.columns)
-
-
-def processed_columns(table: Table, dialect: Dialect, records: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Column-wise values with each column type's bind processing applied (UTCDateTime's
-    aware -> naive UTC, Boolean, Date, …), for the fast paths that bypass SQLAlchemy's
-    per-value processing."""
-    columns = {}
-    for name, process in _bind_processors(table, dialect):
-        values = [r[name] for r in records]
-        columns[name] = [None if v is None else process(v) for v in values] if process else values
-    return columns
-
-
-@lru_cache(maxsize=64)
-def _sqlite_upsert_sql(table: Table, update: tuple[str, ...], tombstones: bool, dialect: Dialect) -> str:
-    stmt = sqlite_insert(table)
-    excluded = stmt.excluded
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.tenant_id, table.c.source_id],
-        set_={name: excluded[name] for name in update},
-        where=guard_condition(table.c, excluded, tombstones=tombstones),
-    )
-    compiled = stmt.compile(dialect=dialect, column_keys=[c.name for c in table.columns])
-    assert compiled.positiontup == [c.name for c in table.columns]
-    return str(compiled)
-
-
-def _sqlite_upsert(conn: Connection, table: Table, records: list[dict[str, Any]], update: Sequence[str],
-                   *, tombstones: bool) -> dict[str, bool | None]:
-    # SQLite has one writer at a time and write_transaction takes the lock at BEGIN, so the
-    # versions read above cannot change before this write: every planned row is written. The
-    # guard stays in the statement as a safety net for callers that did not begin IMMEDIATE.
-    # A constant statement through the driver's executemany is SQLite's fastest path.
-    sql = _sqlite_upsert_sql(table, tuple(update), tombstones, conn.dialect)
-    columns = processed_columns(table, conn.dialect, records)
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.executemany(sql, list(zip(*columns.values())))
-    finally:
-        cursor.close()
-    # Exact under the write lock: the outcome planned from the versions read is what happened.
-    return dict.fromkeys((r["source_id"] for r in records), None)
