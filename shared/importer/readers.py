@@ -95,6 +95,10 @@ def _json_entries(path: Path, stream: IO[bytes], default_deleted_at: datetime) -
         for prefix, event, value in events:
             if prefix == "" and event != "start_map" and top.value is None:
                 raise MalformedInput(path, "document", "expected a JSON object (a Bundle or a resource)")
+            if prefix == "entry" and event not in ("start_array", "end_array"):
+                raise MalformedInput(path, "document", "Bundle.entry must be an array")
+            if prefix == "entry.item" and event != "start_map":
+                raise MalformedInput(path, f"entry {index + 1}", "expected a JSON object (a Bundle entry)")
             if prefix == "entry.item" and event == "start_map":
                 index += 1
                 kind = top.value.get("resourceType") if isinstance(top.value, dict) else None

@@ -147,12 +147,15 @@ def test_malformed_bundle_entry_is_named(database_url: str, tenants_file: Path, 
         "no-type.json": json.dumps({"resourceType": "Bundle", "entry": [{"resource": {"id": "x"}}]}),
         "empty-entry.json": json.dumps({"resourceType": "Bundle", "entry": [{"fullUrl": "x"}]}),
         "array.json": "[1, 2]",
+        "entry-scalar.json": json.dumps({"resourceType": "Bundle", "entry": [{"resource": data[0]}, 7]}),
+        "entry-object.json": json.dumps({"resourceType": "Bundle", "entry": {"resource": data[0]}}),
         "binary.json": b"\xff\xfe{\x00",
     }
     expected = {
         "truncated.json": "invalid JSON", "not-object.json": "entry 2: expected a JSON object",
         "no-type.json": "entry 1: not a FHIR resource", "empty-entry.json": "entry 1: entry has neither",
         "array.json": "document: expected a JSON object", "binary.json": "document:",
+        "entry-scalar.json": "entry 2: expected a JSON object", "entry-object.json": "Bundle.entry must be an array",
     }
     for name, content in cases.items():
         path = tmp_path / name
