@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from datetime import datetime
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--appointments", type=int, default=200)
     generate.add_argument("--invoices", type=int, default=100)
     generate.add_argument("--anchor", help="ISO date the data is centred on (default: today)")
+    sandbox = commands.add_parser("sandbox", help="serve a Halaxy-like FHIR R4 sandbox on 127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=7072)
+    sandbox.add_argument("--seed", type=int, default=1)
+    sandbox.add_argument("--practitioners", type=int, default=5)
+    sandbox.add_argument("--patients", type=int, default=200)
+    sandbox.add_argument("--appointments", type=int, default=1000)
+    sandbox.add_argument("--invoices", type=int, default=400)
+    sandbox.add_argument("--anchor", help="ISO date the data is centred on (default: today)")
+    sandbox.add_argument("--client-id", default="sandbox-client")
+    sandbox.add_argument("--client-secret", default="sandbox-secret")
+    sandbox.add_argument("--token-ttl", type=float, default=900.0, help="seconds a token lives (Halaxy: 900)")
+    sandbox.add_argument("--rate-limit", default="500/min", help="requests per minute per client, e.g. 300/min; 0 = none")
+    sandbox.add_argument("--fault-rate", type=float, default=0.0, help="share of requests answered 500/502/503")
+    sandbox.add_argument("--drop-rate", type=float, default=0.0, help="share of connections reset without answer")
+    sandbox.add_argument("--latency-ms", type=int, default=0, help="added to every request")
+    sandbox.add_argument("--expired-style", choices=("401", "outcome", "mixed"), default="mixed")
     return parser
 
 
@@ -159,15 +177,9 @@ def cmd_tenants(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_generate(_settings: Settings, args: argparse.Namespace) -> int:
-    from datetime import date, datetime, time, timezone
-
     from shared.fhir.synthetic import SyntheticCounts, generate
 
-    try:
-        day = date.fromisoformat(args.anchor) if args.anchor else date.today()
-    except ValueError:
-        raise CliError(f"--anchor {args.anchor!r} is not an ISO date (YYYY-MM-DD)") from None
-    anchor = datetime.combine(day, time(9, 0), tzinfo=timezone.utc)
+    anchor = _anchor(args.anchor)
     counts = SyntheticCounts(args.practitioners, args.patients, args.appointments, args.invoices)
     resources = generate(counts, seed=args.seed, anchor=anchor)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -185,13 +197,61 @@ def cmd_generate(_settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_sandbox(_settings: Settings, args: argparse.Namespace) -> int:
+    import random
+
+    from shared.fhir.synthetic import SyntheticCounts
+    from shared.sandbox.data import SandboxData
+    from shared.sandbox.gates import Faults
+    from shared.sandbox.server import Sandbox, SandboxConfig
+
+    rate = str(args.rate_limit).removesuffix("/min")
+    if not rate.isdigit():
+        raise CliError(f"--rate-limit {args.rate_limit!r}: expected requests per minute, e.g. 300/min")
+    for name in ("fault_rate", "drop_rate"):
+        if not 0 <= getattr(args, name) <= 1:
+            raise CliError(f"--{name.replace('_', '-')} must be between 0 and 1")
+    anchor = _anchor(args.anchor)
+    started = time.monotonic()
+    counts = SyntheticCounts(args.practitioners, args.patients, args.appointments, args.invoices)
+    data = SandboxData(counts, seed=args.seed, anchor=anchor)
+    config = SandboxConfig(
+        client_id=args.client_id, client_secret=args.client_secret, token_ttl=args.token_ttl,
+        rate_limit=int(rate), expired_style=args.expired_style,
+        faults=Faults(args.fault_rate, args.drop_rate, args.latency_ms, random.Random(args.seed)),
+    )
+    try:
+        sandbox = Sandbox(data, config, port=args.port)
+    except OSError as exc:
+        raise CliError(f"cannot listen on 127.0.0.1:{args.port} ({exc.strerror}); choose another --port") from None
+    total = sum(len(v) for v in data.by_type.values())
+    print(f"sandbox: {total:,} resources generated in {time.monotonic() - started:.1f} s; "
+          f"FHIR base {sandbox.base_url}, token endpoint {sandbox.base_url}/oauth/token", flush=True)
+    try:
+        sandbox.serve()
+    except KeyboardInterrupt:
+        sandbox.stop()
+    return EXIT_OK
+
+
+def _anchor(text: str | None) -> datetime:
+    from datetime import date, time as day_time, timezone
+
+    try:
+        day = date.fromisoformat(text) if text else date.today()
+    except ValueError:
+        raise CliError(f"--anchor {text!r} is not an ISO date (YYYY-MM-DD)") from None
+    return datetime.combine(day, day_time(9, 0), tzinfo=timezone.utc)
+
+
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
 
 
-COMMANDS = {"migrate": cmd_migrate, "load": cmd_load, "tenants": cmd_tenants, "generate": cmd_generate}
+COMMANDS = {"migrate": cmd_migrate, "load": cmd_load, "tenants": cmd_tenants, "generate": cmd_generate,
+            "sandbox": cmd_sandbox}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,198 @@
+"""The sandbox's data: resources by type, ordered by lastUpdated, with versions and deletions.
+
+Thread-safe (one lock); each resource is kept with its JSON encoding so pages are assembled
+from bytes. Search results are ordered by (lastUpdated, id), as a FHIR server's default sort
+may be, which makes paging stable while nothing changes.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import random
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from shared.fhir.synthetic import (
+    PARTICIPANT_STATUS_URL,
+    SyntheticCounts,
+    appointment_id,
+    generate,
+    invoice_id,
+    patient_id,
+)
+from shared.sandbox.search import BadSearch, date_range
+
+TYPES = ("Practitioner", "PractitionerRole", "Patient", "Appointment", "Invoice")
+
+
+def _instant(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass
+class Stored:
+    resource: dict[str, Any]
+    encoded: bytes
+    updated: datetime
+    version: int
+    deleted_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    type: str
+    id: str
+    action: str  # create | update | delete
+    version: int
+    at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "id": self.id, "action": self.action, "versionId": str(self.version),
+                "lastUpdated": _instant(self.at)}
+
+
+class SandboxData:
+    def __init__(self, counts: SyntheticCounts, *, seed: int = 1, anchor: datetime | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.lock = threading.RLock()
+        self.rng = random.Random(seed * 7919)
+        self.by_type: dict[str, dict[str, Stored]] = {t: {} for t in TYPES}
+        self.order: dict[str, list[tuple[datetime, str]]] = {t: [] for t in TYPES}
+        self.counts = counts
+        self._next_id = {"Patient": counts.patients, "Appointment": counts.appointments, "Invoice": counts.invoices}
+        for resource in generate(counts, seed=seed, anchor=anchor):
+            meta = resource["meta"]
+            self._put(resource, _parse_time(meta["lastUpdated"]), int(meta["versionId"]))
+        for kind in TYPES:
+            self.order[kind].sort()
+
+    # -- storage ---------------------------------------------------------------------------
+    def _put(self, resource: dict[str, Any], updated: datetime, version: int, *, index: bool = False) -> Stored:
+        kind, rid = resource["resourceType"], resource["id"]
+        resource["meta"] = {"versionId": str(version), "lastUpdated": _instant(updated)}
+        stored = Stored(resource, json.dumps(resource, separators=(",", ":")).encode(), updated, version)
+        previous = self.by_type[kind].get(rid)
+        if index and previous is not None and previous.deleted_at is None:
+            self.order[kind].remove((previous.updated, rid))
+        self.by_type[kind][rid] = stored
+        if index:
+            bisect.insort(self.order[kind], (updated, rid))
+        else:
+            self.order[kind].append((updated, rid))
+        return stored
+
+    def read(self, kind: str, rid: str) -> Stored | None:
+        with self.lock:
+            return self.by_type.get(kind, {}).get(rid)
+
+    # -- search ----------------------------------------------------------------------------
+    def search(self, kind: str, params: dict[str, list[str]]) -> list[Stored]:
+        """Every live match, in (lastUpdated, id) order."""
+        if kind not in self.by_type:
+            raise BadSearch(f"unknown resource type {kind!r}")
+        lo, hi = date_range(params.get("_lastUpdated", []))
+        by_start = kind == "Appointment" and bool(params.get("date"))
+        start_lo, start_hi = date_range(params.get("date", []) if by_start else [])
+        ids = {i for v in params.get("_id", []) for i in v.split(",") if i}
+        with self.lock:
+            order = self.order[kind]
+            found = []
+            for at, rid in order[bisect.bisect_left(order, (lo, "")):]:
+                if at >= hi:
+                    break
+                if ids and rid not in ids:
+                    continue
+                stored = self.by_type[kind][rid]
+                if by_start and not start_lo <= _parse_time(stored.resource["start"]) < start_hi:
+                    continue
+                found.append(stored)
+            return found
+
+    # -- changes ---------------------------------------------------------------------------
+    def churn(self, creates: int = 0, updates: int = 0, deletes: int = 0) -> list[Change]:
+        """Mutate like a busy practice: new appointments/patients/invoices, status changes, deletions."""
+        changes: list[Change] = []
+        with self.lock:
+            for _ in range(creates):
+                changes.append(self._create(self.rng.choice(("Appointment", "Appointment", "Patient", "Invoice"))))
+            for _ in range(updates):
+                change = self._update()
+                if change:
+                    changes.append(change)
+            for _ in range(deletes):
+                change = self._delete()
+                if change:
+                    changes.append(change)
+        return changes
+
+    def _now_after(self, kind: str) -> datetime:
+        # Strictly increasing per type, so each change has its own lastUpdated.
+        now = self.clock()
+        order = self.order[kind]
+        if order and order[-1][0] >= now:
+            now = order[-1][0] + timedelta(milliseconds=1)
+        return now
+
+    def _create(self, kind: str) -> Change:
+        n = self._next_id[kind]
+        self._next_id[kind] += 1
+        template_id = {"Patient": patient_id, "Appointment": appointment_id, "Invoice": invoice_id}[kind]
+        live = [s for s in self.by_type[kind].values() if s.deleted_at is None]
+        source = json.loads(self.rng.choice(live).encoded) if live else None
+        if source is None:
+            raise ValueError(f"no {kind} to model a new one on")
+        source["id"] = template_id(n)
+        at = self._now_after(kind)
+        self._put(source, at, 1, index=True)
+        return Change(kind, source["id"], "create", 1, at)
+
+    def _live(self, kinds: Iterable[str]) -> list[tuple[str, Stored]]:
+        return [(k, s) for k in kinds for s in self.by_type[k].values() if s.deleted_at is None]
+
+    def _update(self) -> Change | None:
+        kind = self.rng.choice(("Appointment", "Appointment", "Patient", "Invoice"))
+        candidates = [s for s in self.by_type[kind].values() if s.deleted_at is None]
+        if not candidates:
+            return None
+        stored = self.rng.choice(candidates)
+        resource = json.loads(stored.encoded)
+        if kind == "Appointment":
+            code = self.rng.choice(("attended", "cancelled", "did-not-attend", "confirmed"))
+            resource["status"] = "cancelled" if code == "cancelled" else "booked"
+            for participant in resource["participant"]:
+                for ext in participant.get("extension", []):
+                    if ext["url"] == PARTICIPANT_STATUS_URL:
+                        ext["valueCode"] = code
+        elif kind == "Patient":
+            resource["telecom"][0]["value"] = f"04{self.rng.randrange(10**8):08d}"
+        else:
+            resource["status"] = self.rng.choice(("active", "issued", "write-off"))
+        at = self._now_after(kind)
+        self._put(resource, at, stored.version + 1, index=True)
+        return Change(kind, resource["id"], "update", stored.version + 1, at)
+
+    def _delete(self) -> Change | None:
+        kind = self.rng.choice(("Appointment", "Invoice", "Patient"))
+        candidates = [s for s in self.by_type[kind].values() if s.deleted_at is None]
+        if not candidates:
+            return None
+        stored = self.rng.choice(candidates)
+        at = self._now_after(kind)
+        self.order[kind].remove((stored.updated, stored.resource["id"]))
+        stored.deleted_at, stored.updated, stored.version = at, at, stored.version + 1
+        return Change(kind, stored.resource["id"], "delete", stored.version, at)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [{"type": kind, "id": rid, "versionId": str(s.version), "lastUpdated": _instant(s.updated),
+                     "deleted": s.deleted_at is not None}
+                    for kind in TYPES for rid, s in sorted(self.by_type[kind].items())]
+

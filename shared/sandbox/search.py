@@ -1,0 +1,46 @@
+"""FHIR date search for the sandbox: ``_lastUpdated`` / ``date`` values with prefixes.
+
+A date-only value is a whole UTC day, an instant a point. Every prefix (ge, gt, le, lt, eq; none
+means eq) narrows one half-open range [lo, hi), which both filters and bounds a sorted scan.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+PREFIXES = ("ge", "gt", "le", "lt", "eq")
+EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
+LATEST = datetime.max.replace(tzinfo=timezone.utc)
+
+
+class BadSearch(ValueError):
+    """A search parameter the sandbox cannot read: answered with 400 and an OperationOutcome."""
+
+
+def parse_instant(text: str) -> tuple[datetime, datetime]:
+    """The range [start, end) a FHIR date/dateTime/instant value covers, in UTC."""
+    try:
+        if len(text) == 10:
+            day = datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+            return day, day + timedelta(days=1)
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadSearch(f"not a FHIR date or instant: {text[:40]!r}") from None
+    value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value, value + timedelta(microseconds=1)
+
+
+def date_range(raws: list[str]) -> tuple[datetime, datetime]:
+    """[lo, hi) satisfying every value (they are ANDed, as repeated FHIR parameters are)."""
+    lo, hi = EARLIEST, LATEST
+    for raw in raws:
+        prefix, value = (raw[:2], raw[2:]) if raw[:2] in PREFIXES else ("eq", raw)
+        start, end = parse_instant(value)
+        if prefix in ("ge", "eq"):
+            lo = max(lo, start)
+        if prefix == "gt":
+            lo = max(lo, end)
+        if prefix in ("le", "eq"):
+            hi = min(hi, end)
+        if prefix == "lt":
+            hi = min(hi, start)
+    return lo, hi

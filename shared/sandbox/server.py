@@ -1,0 +1,278 @@
+"""The sandbox's HTTP face: a Halaxy-like FHIR R4 API on 127.0.0.1.
+
+Built on the standard library's ThreadingHTTPServer rather than an ASGI stack: its faults need
+the raw socket (a connection dropped with a TCP reset, no response at all), and it adds nothing
+to what Azure installs. Routes:
+
+    POST /main/oauth/token             client credentials (form or JSON) -> bearer token
+    GET  /main/{Type}?_count&page&_lastUpdated&date&_id   searchset Bundle, total, next link
+    GET  /main/{Type}/{id}             the resource; 404 unknown, 410 deleted
+    GET  /_sandbox/snapshot            the truth: type, id, versionId, lastUpdated, deleted
+    POST /_sandbox/churn               {"creates": n, "updates": n, "deletes": n}
+    GET|POST /_sandbox/faults          read / change fault_rate, drop_rate, latency_ms, rate_limit
+"""
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from shared.sandbox.data import TYPES, SandboxData
+from shared.sandbox.gates import Faults, SlidingWindow, TokenStore
+from shared.sandbox.search import BadSearch
+
+FHIR_JSON = "application/fhir+json"
+DEFAULT_COUNT, MAX_COUNT = 100, 1000
+MAX_BODY = 1 << 20
+
+
+@dataclass
+class SandboxConfig:
+    client_id: str = "sandbox-client"
+    client_secret: str = "sandbox-secret"
+    token_ttl: float = 900.0
+    rate_limit: int = 500  # requests per minute per client; 0 = unlimited
+    faults: Faults = field(default_factory=Faults)
+    # How an expired token is answered: "401", "outcome" (403 + OperationOutcome 'expired'),
+    # or "mixed" (alternating), since Halaxy is documented to do either.
+    expired_style: str = "mixed"
+
+
+def outcome(code: str, diagnostics: str) -> dict[str, Any]:
+    return {"resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}]}
+
+
+class Sandbox:
+    """The server and its state; start() runs it in a background thread (tests), serve() in front."""
+
+    def __init__(self, data: SandboxData, config: SandboxConfig, *, host: str = "127.0.0.1", port: int = 0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.data, self.config = data, config
+        self.tokens = TokenStore(config.token_ttl, clock)
+        self.limiter = SlidingWindow(config.rate_limit, 60.0, clock)
+        self.requests = 0
+        self._expired_answers = 0
+        self._lock = threading.Lock()
+        handler = type("Handler", (_Handler,), {"sandbox": self})
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/main"
+
+    def start(self) -> Sandbox:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="sandbox", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve(self) -> None:
+        self.httpd.serve_forever()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def next_expired_style(self) -> str:
+        if self.config.expired_style != "mixed":
+            return self.config.expired_style
+        with self._lock:
+            self._expired_answers += 1
+            return "401" if self._expired_answers % 2 else "outcome"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    sandbox: Sandbox
+    protocol_version = "HTTP/1.1"
+    server_version = "FhirSandbox/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — quiet by default
+        pass
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _send(self, status: int, body: bytes | dict[str, Any] | list[Any], headers: dict[str, str] | None = None,
+              content_type: str = FHIR_JSON) -> None:
+        payload = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _drop(self) -> None:
+        # A TCP reset, no response: what a crashed proxy or an idle-timeout looks like.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.connection.close()
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            raise BadSearch("request body too large")
+        return self.rfile.read(length) if length else b""
+
+    def _faulted(self) -> bool:
+        sandbox = self.sandbox
+        with sandbox._lock:
+            sandbox.requests += 1
+        faults = sandbox.config.faults
+        if faults.latency_ms:
+            time.sleep(faults.latency_ms / 1000)
+        fault = faults.draw()
+        if fault == "drop":
+            self._drop()
+            return True
+        if isinstance(fault, int):
+            self._send(fault, outcome("transient", "injected fault"))
+            return True
+        return False
+
+    # -- routes -----------------------------------------------------------------------------
+    def do_GET(self) -> None:  # noqa: N802 — http.server's naming
+        self._route("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._route("POST")
+
+    def _route(self, method: str) -> None:
+        url = urlsplit(self.path)
+        parts = [p for p in url.path.split("/") if p]
+        try:
+            if parts[:1] == ["_sandbox"]:
+                self._admin(method, parts[1:])
+                return
+            if parts[:1] != ["main"]:
+                self._send(404, outcome("not-found", "unknown path"))
+                return
+            if self._faulted():
+                return
+            if not self.headers.get("User-Agent"):
+                self._send(403, outcome("forbidden", "a User-Agent header is required"))
+                return
+            if method == "POST" and parts[1:] == ["oauth", "token"]:
+                self._token()
+                return
+            client = self._authorised()
+            if client is None:
+                return
+            admitted, remaining, retry_after = self.sandbox.limiter.admit(client)
+            limits = {"x-ratelimit-limit": str(self.sandbox.config.rate_limit), "x-ratelimit-remaining": str(remaining)}
+            if not admitted:
+                self._send(429, outcome("throttled", "rate limit exceeded"), {**limits, "retry-after": str(retry_after)})
+                return
+            if method == "GET" and len(parts) == 2:
+                self._search(parts[1], parse_qs(url.query, keep_blank_values=True), limits)
+            elif method == "GET" and len(parts) == 3:
+                self._read(parts[1], parts[2], limits)
+            else:
+                self._send(405 if len(parts) in (2, 3) else 404, outcome("not-supported", "not supported"), limits)
+        except BadSearch as exc:
+            self._send(400, outcome("invalid", str(exc)))
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _token(self) -> None:
+        body = self._body()
+        content_type = self.headers.get("Content-Type", "")
+        try:
+            if "json" in content_type:
+                form = {k: str(v) for k, v in json.loads(body or b"{}").items()}
+            else:
+                form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+        except (ValueError, AttributeError):
+            self._send(400, {"error": "invalid_request"}, content_type="application/json")
+            return
+        config = self.sandbox.config
+        if form.get("grant_type") != "client_credentials":
+            self._send(400, {"error": "unsupported_grant_type"}, content_type="application/json")
+            return
+        if form.get("client_id") != config.client_id or form.get("client_secret") != config.client_secret:
+            self._send(401, {"error": "invalid_client"}, content_type="application/json")
+            return
+        # Like Halaxy: expires_in says an hour whatever the token's real life.
+        self._send(200, {"access_token": self.sandbox.tokens.issue(), "token_type": "Bearer", "expires_in": 3600},
+                   content_type="application/json")
+
+    def _authorised(self) -> str | None:
+        header = self.headers.get("Authorization", "")
+        token = header[7:] if header.lower().startswith("bearer ") else ""
+        state = self.sandbox.tokens.check(token) if token else "unknown"
+        if state == "ok":
+            return self.sandbox.config.client_id
+        if state == "expired" and self.sandbox.next_expired_style() == "outcome":
+            self._send(403, outcome("expired", "access token expired"))
+        else:
+            self._send(401, outcome("login", "invalid or expired access token"),
+                       {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return None
+
+    def _search(self, kind: str, params: dict[str, list[str]], headers: dict[str, str]) -> None:
+        if kind not in TYPES:
+            self._send(404, outcome("not-supported", f"unknown resource type {kind[:40]}"), headers)
+            return
+        try:
+            count = min(int(params.get("_count", [DEFAULT_COUNT])[0]), MAX_COUNT)
+            page = int(params.get("page", ["1"])[0])
+        except ValueError:
+            raise BadSearch("_count and page must be integers") from None
+        if count < 1 or page < 1:
+            raise BadSearch("_count and page must be positive")
+        matches = self.sandbox.data.search(kind, params)
+        chunk = matches[(page - 1) * count: page * count]
+        base = self.sandbox.base_url
+        query = {k: v for k, v in params.items() if k != "page"}
+        links = [{"relation": "self", "url": f"{base}/{kind}?{urlencode({**query, 'page': page}, doseq=True)}"}]
+        if page * count < len(matches):
+            links.append({"relation": "next", "url": f"{base}/{kind}?{urlencode({**query, 'page': page + 1}, doseq=True)}"})
+        entries = b",".join(
+            b'{"fullUrl":"%s/%s/%s","resource":%s,"search":{"mode":"match"}}'
+            % (base.encode(), kind.encode(), s.resource["id"].encode(), s.encoded) for s in chunk)
+        head = json.dumps({"resourceType": "Bundle", "type": "searchset", "total": len(matches), "link": links},
+                          separators=(",", ":")).encode()
+        self._send(200, head[:-1] + b',"entry":[' + entries + b"]}", headers)
+
+    def _read(self, kind: str, rid: str, headers: dict[str, str]) -> None:
+        stored = self.sandbox.data.read(kind, rid)
+        if stored is None:
+            self._send(404, outcome("not-found", f"{kind[:40]}/{rid[:64]} is not known"), headers)
+        elif stored.deleted_at is not None:
+            self._send(410, outcome("deleted", f"{kind}/{rid} was deleted"), headers)
+        else:
+            self._send(200, stored.encoded, {**headers, "ETag": f'W/"{stored.version}"'})
+
+    def _admin(self, method: str, parts: list[str]) -> None:
+        sandbox = self.sandbox
+        if method == "GET" and parts == ["snapshot"]:
+            self._send(200, sandbox.data.snapshot(), content_type="application/json")
+        elif method == "POST" and parts == ["churn"]:
+            spec = json.loads(self._body() or b"{}")
+            changes = sandbox.data.churn(**{k: int(spec.get(k, 0)) for k in ("creates", "updates", "deletes")})
+            self._send(200, {"changes": [c.as_dict() for c in changes]}, content_type="application/json")
+        elif parts == ["faults"]:
+            faults = sandbox.config.faults
+            if method == "POST":
+                spec = json.loads(self._body() or b"{}")
+                faults.error_rate = float(spec.get("fault_rate", faults.error_rate))
+                faults.drop_rate = float(spec.get("drop_rate", faults.drop_rate))
+                faults.latency_ms = int(spec.get("latency_ms", faults.latency_ms))
+                if "rate_limit" in spec:
+                    sandbox.config.rate_limit = sandbox.limiter.limit = int(spec["rate_limit"])
+            self._send(200, {**faults.settings(), "rate_limit": sandbox.config.rate_limit,
+                             "requests": sandbox.requests}, content_type="application/json")
+        else:
+            self._send(404, outcome("not-found", "unknown sandbox endpoint"))
