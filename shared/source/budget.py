@@ -1,0 +1,50 @@
+"""A per-tenant request budget shared by every caller, fed by the source's x-ratelimit headers.
+
+Real-time work (applying a webhook) may spend the budget to the last request; bulk work
+(reconcile, replay) stops at a reserve, so a backfill cannot starve real-time updates. Between
+observations the budget refills at limit/window per second. Pure arithmetic on an injected clock.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+REALTIME, BULK = "realtime", "bulk"
+
+
+class RateBudget:
+    def __init__(self, limit: int = 500, window: float = 60.0, reserve_share: float = 0.2,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window, self.reserve_share, self.clock = limit, window, reserve_share, clock
+        self._remaining = float(limit)
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def _estimate(self, now: float) -> float:
+        refill = (now - self._at) * self.limit / self.window
+        return min(float(self.limit), self._remaining + refill)
+
+    def observe(self, limit: str | None, remaining: str | None) -> None:
+        """Take the source's word for it (x-ratelimit-limit / x-ratelimit-remaining)."""
+        with self._lock:
+            now = self.clock()
+            if limit and limit.isdigit() and int(limit) > 0:
+                self.limit = int(limit)
+            if remaining and remaining.lstrip("-").isdigit():
+                self._remaining, self._at = float(max(int(remaining), 0)), now
+
+    def take(self, priority: str) -> float:
+        """Spend one request now and return 0, or return how long to wait first (nothing spent)."""
+        floor = self.limit * self.reserve_share if priority == BULK else 0.0
+        with self._lock:
+            now = self.clock()
+            available = self._estimate(now)
+            if available - 1 >= floor:
+                self._remaining, self._at = available - 1, now
+                return 0.0
+            return (floor + 1 - available) * self.window / self.limit
+
+    def remaining(self) -> float:
+        with self._lock:
+            return self._estimate(self.clock())

@@ -1,0 +1,52 @@
+"""One small hierarchy for everything that can go wrong talking to a source.
+
+Retry decisions key off these classes, never off message strings. Every error names the tenant
+and, where there is one, the resource path and status — never a token, secret or body.
+"""
+from __future__ import annotations
+
+
+class SourceError(Exception):
+    """Base: a source could not give us what we asked for."""
+
+    retryable = False
+
+    def __init__(self, tenant: str, message: str, *, path: str | None = None, status: int | None = None) -> None:
+        self.tenant, self.path, self.status = tenant, path, status
+        where = f" {path}" if path else ""
+        code = f" (HTTP {status})" if status else ""
+        super().__init__(f"tenant {tenant}:{where}{code}: {message}")
+
+
+class TokenError(SourceError):
+    """No access token: wrong credentials, a missing scope, or the token endpoint failing."""
+
+
+class NotFound(SourceError):
+    """404: the source does not know this id."""
+
+
+class Gone(SourceError):
+    """410: the resource was deleted at the source."""
+
+
+class Rejected(SourceError):
+    """A 4xx other than 401/404/410/429: our request is wrong; retrying will not help."""
+
+
+class BadResponse(SourceError):
+    """The answer is not what FHIR promises (not JSON, wrong type, too large, redirected away)."""
+
+
+class TransientError(SourceError):
+    """429, 5xx, timeouts and connection errors: worth retrying later."""
+
+    retryable = True
+
+
+class SourceUnavailable(TransientError):
+    """Retries exhausted or the circuit is open: skip this tenant's work until ``retry_at``."""
+
+    def __init__(self, tenant: str, message: str, *, retry_at: float | None = None, **kwargs: object) -> None:
+        super().__init__(tenant, message, **kwargs)  # type: ignore[arg-type]
+        self.retry_at = retry_at

@@ -1,0 +1,101 @@
+"""TokenManager: OAuth2 client-credentials tokens per tenant, cached and refreshed single-flight.
+
+Halaxy's tokens live 15 minutes whatever ``expires_in`` says, so a token is cached for
+``min(expires_in, 900) - 60`` seconds. Concurrent callers that find no valid token wait for one
+refresh (a per-tenant lock) and re-check the cache after taking it. A caller whose token was
+refused invalidates exactly that token, so a fresh one fetched meanwhile is kept.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from shared.settings import TenantConfig
+from shared.source.errors import TokenError, TransientError
+
+MAX_TOKEN_LIFE = 900.0
+REFRESH_MARGIN = 60.0
+MIN_CACHE = 5.0
+
+
+class TokenUnavailable(TokenError, TransientError):
+    """The token endpoint failed in a way worth retrying (5xx, timeout, connection)."""
+
+
+@dataclass(frozen=True)
+class CachedToken:
+    value: str
+    expires_at: float
+
+
+def token_url(tenant: TenantConfig) -> str:
+    return str(tenant.fhir_base_url).rstrip("/") + "/oauth/token"
+
+
+def cache_seconds(expires_in: object) -> float:
+    life = float(expires_in) if isinstance(expires_in, (int, float)) and expires_in > 0 else MAX_TOKEN_LIFE
+    return max(min(life, MAX_TOKEN_LIFE) - REFRESH_MARGIN, MIN_CACHE)
+
+
+class TokenManager:
+    def __init__(self, http: httpx.AsyncClient, *, user_agent: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.http, self.user_agent, self.clock = http, user_agent, clock
+        self._cache: dict[str, CachedToken] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.fetches = 0  # token requests sent: for tests and telemetry
+
+    def _valid(self, tenant_id: str) -> str | None:
+        cached = self._cache.get(tenant_id)
+        return cached.value if cached and self.clock() < cached.expires_at else None
+
+    async def token(self, tenant: TenantConfig) -> str:
+        value = self._valid(tenant.id)
+        if value:
+            return value
+        lock = self._locks.setdefault(tenant.id, asyncio.Lock())
+        async with lock:
+            value = self._valid(tenant.id)  # someone refreshed while we waited
+            if value:
+                return value
+            value, seconds = await self._fetch(tenant)
+            self._cache[tenant.id] = CachedToken(value, self.clock() + seconds)
+            return value
+
+    def invalidate(self, tenant_id: str, value: str) -> None:
+        cached = self._cache.get(tenant_id)
+        if cached is not None and cached.value == value:
+            del self._cache[tenant_id]
+
+    async def _fetch(self, tenant: TenantConfig) -> tuple[str, float]:
+        self.fetches += 1
+        form = {"grant_type": "client_credentials", "client_id": tenant.client_id,
+                "client_secret": tenant.client_secret.get_secret_value()}
+        try:
+            response = await self.http.post(token_url(tenant), data=form, headers={
+                "User-Agent": self.user_agent, "Accept": "application/json"}, follow_redirects=False)
+        except httpx.TimeoutException:
+            raise TokenUnavailable(tenant.id, "token endpoint timed out", path="/oauth/token") from None
+        except httpx.TransportError as exc:
+            raise TokenUnavailable(tenant.id, f"token endpoint unreachable ({exc.__class__.__name__})",
+                                   path="/oauth/token") from None
+        status = response.status_code
+        if status >= 500 or status == 429:
+            raise TokenUnavailable(tenant.id, "token endpoint failed; will retry", path="/oauth/token", status=status)
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if status != 200 or not isinstance(payload, dict) or not isinstance(payload.get("access_token"), str):
+            reason = payload.get("error") if isinstance(payload, dict) and isinstance(payload.get("error"), str) else None
+            hint = {"invalid_client": "check client_id and client_secret",
+                    "invalid_scope": "the API key lacks a scope this service needs",
+                    "unauthorized_client": "the client may not use client credentials"}.get(reason or "",
+                                                                                           "check the tenant's credentials")
+            raise TokenError(tenant.id, f"token refused ({reason or 'no token in answer'}): {hint}",
+                             path="/oauth/token", status=status)
+        return payload["access_token"], cache_seconds(payload.get("expires_in"))
