@@ -94,8 +94,9 @@ class SandboxData:
             return self.by_type.get(kind, {}).get(rid)
 
     # -- search ----------------------------------------------------------------------------
-    def search(self, kind: str, params: dict[str, list[str]]) -> list[Stored]:
-        """Every live match, in (lastUpdated, id) order."""
+    def search(self, kind: str, params: dict[str, list[str]], offset: int = 0,
+               limit: int | None = None) -> tuple[int, list[Stored]]:
+        """(total matches, the live matches from ``offset``, at most ``limit``), in (lastUpdated, id) order."""
         if kind not in self.by_type:
             raise BadSearch(f"unknown resource type {kind!r}")
         lo, hi = date_range(params.get("_lastUpdated", []))
@@ -104,17 +105,20 @@ class SandboxData:
         ids = {i for v in params.get("_id", []) for i in v.split(",") if i}
         with self.lock:
             order = self.order[kind]
+            first, last = bisect.bisect_left(order, (lo, "")), bisect.bisect_left(order, (hi, ""))
+            if not ids and not by_start:  # a range of the sorted index: no scan
+                window = order[first + offset: last if limit is None else min(last, first + offset + limit)]
+                return max(last - first, 0), [self.by_type[kind][rid] for _at, rid in window]
             found = []
-            for at, rid in order[bisect.bisect_left(order, (lo, "")):]:
-                if at >= hi:
-                    break
+            for _at, rid in order[first:last]:
                 if ids and rid not in ids:
                     continue
                 stored = self.by_type[kind][rid]
                 if by_start and not start_lo <= _parse_time(stored.resource["start"]) < start_hi:
                     continue
                 found.append(stored)
-            return found
+            end_at = None if limit is None else offset + limit
+            return len(found), found[offset:end_at]
 
     # -- changes ---------------------------------------------------------------------------
     def churn(self, creates: int = 0, updates: int = 0, deletes: int = 0) -> list[Change]:

@@ -171,7 +171,8 @@ class _Handler(BaseHTTPRequestHandler):
             if client is None:
                 return
             admitted, remaining, retry_after = self.sandbox.limiter.admit(client)
-            limits = {"x-ratelimit-limit": str(self.sandbox.config.rate_limit), "x-ratelimit-remaining": str(remaining)}
+            limit = self.sandbox.config.rate_limit
+            limits = {"x-ratelimit-limit": str(limit), "x-ratelimit-remaining": str(remaining)} if limit > 0 else {}
             if not admitted:
                 self._send(429, outcome("throttled", "rate limit exceeded"), {**limits, "retry-after": str(retry_after)})
                 return
@@ -232,17 +233,16 @@ class _Handler(BaseHTTPRequestHandler):
             raise BadSearch("_count and page must be integers") from None
         if count < 1 or page < 1:
             raise BadSearch("_count and page must be positive")
-        matches = self.sandbox.data.search(kind, params)
-        chunk = matches[(page - 1) * count: page * count]
+        total, chunk = self.sandbox.data.search(kind, params, offset=(page - 1) * count, limit=count)
         base = self.sandbox.base_url
         query = {k: v for k, v in params.items() if k != "page"}
         links = [{"relation": "self", "url": f"{base}/{kind}?{urlencode({**query, 'page': page}, doseq=True)}"}]
-        if page * count < len(matches):
+        if page * count < total:
             links.append({"relation": "next", "url": f"{base}/{kind}?{urlencode({**query, 'page': page + 1}, doseq=True)}"})
         entries = b",".join(
             b'{"fullUrl":"%s/%s/%s","resource":%s,"search":{"mode":"match"}}'
             % (base.encode(), kind.encode(), s.resource["id"].encode(), s.encoded) for s in chunk)
-        head = json.dumps({"resourceType": "Bundle", "type": "searchset", "total": len(matches), "link": links},
+        head = json.dumps({"resourceType": "Bundle", "type": "searchset", "total": total, "link": links},
                           separators=(",", ":")).encode()
         self._send(200, head[:-1] + b',"entry":[' + entries + b"]}", headers)
 

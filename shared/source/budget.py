@@ -27,12 +27,12 @@ class RateBudget:
 
     def observe(self, limit: str | None, remaining: str | None) -> None:
         """Take the source's word for it (x-ratelimit-limit / x-ratelimit-remaining)."""
+        if not (limit and limit.isdigit() and int(limit) > 0):
+            return  # no (or a meaningless) limit: a remaining count alone says nothing
         with self._lock:
-            now = self.clock()
-            if limit and limit.isdigit() and int(limit) > 0:
-                self.limit = int(limit)
+            self.limit = int(limit)
             if remaining and remaining.lstrip("-").isdigit():
-                self._remaining, self._at = float(max(int(remaining), 0)), now
+                self._remaining, self._at = float(max(int(remaining), 0)), self.clock()
 
     def take(self, priority: str) -> float:
         """Spend one request now and return 0, or return how long to wait first (nothing spent)."""

@@ -313,6 +313,10 @@ def test_budget_keeps_a_reserve_for_realtime_work() -> None:
     assert budget.take(REALTIME) == 0  # real-time may spend it
     time.now += wait + 1  # refilled meanwhile
     assert budget.take(BULK) == 0
+    time.now += 60  # full again
+    budget.observe("0", "0")  # "no limit": ignored, not read as an empty budget
+    budget.observe(None, "0")
+    assert budget.remaining() == 100 and budget.take(BULK) == 0
 
 
 def test_windows_are_half_open_and_end_two_minutes_before_now() -> None:
