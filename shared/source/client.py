@@ -6,6 +6,9 @@ shared.source.errors. Only 429, 5xx, timeouts and connection errors are retried,
 jitter; 401 or an ``expired`` OperationOutcome refreshes the token once. Pages are streamed
 (an async generator following Bundle.link[next]); nothing loads a whole result set.
 Requests never leave the configured host: redirects and next links elsewhere are refused.
+
+Two clocks: ``clock`` (monotonic) for waits inside this process, ``wall`` (epoch seconds) for
+the breaker and every ``retry_at`` — those are shared with other instances through the database.
 """
 from __future__ import annotations
 
@@ -126,7 +129,7 @@ class FhirClient:
 
     def is_open(self) -> bool:
         """True while the breaker would refuse: the engine skips this tenant's work early."""
-        return self.breaker.is_open(self.breaker_key, self.clock())
+        return self.breaker.is_open(self.breaker_key, self.wall())
 
     # -- the one request path ---------------------------------------------------------------
     async def _get(self, url: str, params: dict[str, Any] | None, priority: str) -> Any:
@@ -143,7 +146,7 @@ class FhirClient:
                 failure: TransientError = exc  # type: ignore[assignment]
                 retry_after = None
             except TransientError as exc:
-                self.breaker.record(self.breaker_key, False, self.clock())
+                self.breaker.record(self.breaker_key, False, self.wall())
                 failure, retry_after = exc, None
             else:
                 status = response.status_code
@@ -154,11 +157,11 @@ class FhirClient:
                 if status == 401 or _expired_outcome(body):
                     raise TokenError(self.tenant.id, "a fresh token was refused too", path=path, status=status)
                 if not is_retryable_status(status):
-                    self.breaker.record(self.breaker_key, True, self.clock())
+                    self.breaker.record(self.breaker_key, True, self.wall())
                     return self._classify(status, body, path)
                 retry_after = parse_retry_after(response.headers.get("retry-after"), self.wall())
                 if status != 429:  # a throttle is the source being careful, not failing
-                    self.breaker.record(self.breaker_key, False, self.clock())
+                    self.breaker.record(self.breaker_key, False, self.wall())
                 failure = TransientError(self.tenant.id, "source busy or failing", path=path, status=status)
             attempt += 1
             delay = self.policy.delay(attempt - 1, self.rng, retry_after)
@@ -166,14 +169,14 @@ class FhirClient:
                 self.not_before = max(self.not_before, self.clock() + retry_after)
             if attempt >= self.policy.max_attempts or delay > self.policy.max_wait:
                 raise SourceUnavailable(self.tenant.id, f"giving up after {attempt} attempt(s): {failure}",
-                                        path=path, status=failure.status, retry_at=self.clock() + delay)
+                                        path=path, status=failure.status, retry_at=self.wall() + delay)
             log.info("tenant=%s path=%s retry=%d delay=%.2fs status=%s", self.tenant.id, path, attempt, delay,
                      failure.status)
             await self.sleep(delay)
 
     async def _wait_for_gates(self, priority: str, path: str) -> None:
         while True:
-            allowed, retry_at = self.breaker.admit(self.breaker_key, self.clock())
+            allowed, retry_at = self.breaker.admit(self.breaker_key, self.wall())
             if not allowed:
                 raise SourceUnavailable(self.tenant.id, "circuit open: the source failed repeatedly", path=path,
                                         retry_at=retry_at)
@@ -184,7 +187,7 @@ class FhirClient:
                 return
             if wait > self.policy.max_wait:
                 raise SourceUnavailable(self.tenant.id, "source asked us to wait", path=path,
-                                        retry_at=self.clock() + wait)
+                                        retry_at=self.wall() + wait)
             await self.sleep(wait)
 
     async def _send(self, url: str, params: dict[str, Any] | None, token: str, path: str) -> tuple[httpx.Response, Any]:

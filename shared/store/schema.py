@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -216,4 +217,17 @@ leases = Table(
     Column("holder", String(200)),
     Column("fencing_token", BigInteger, nullable=False),
     Column("expires_at", UTCDateTime()),
+)
+
+# Circuit-breaker state per (tenant, source host), shared by every worker instance.
+source_health = Table(
+    "source_health",
+    metadata,
+    Column("breaker_key", String(300), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("failures", Integer, nullable=False),
+    # Monotonic-free times: seconds since the epoch, as floats (every instance's wall clock).
+    Column("opened_at", Float, nullable=False),
+    Column("probe_until", Float, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
 )

@@ -187,3 +187,4 @@ def test_postgresql_rows_are_not_touched_when_unchanged(postgresql_clean: str) -
             assert conn.execute(query).all() == before
     finally:
         engine.dispose()
+

@@ -330,3 +330,15 @@ def test_windows_are_half_open_and_end_two_minutes_before_now() -> None:
 def test_urls_are_masked_for_logs() -> None:
     masked = mask_url("https://user:pw@api.example/main/Patient?access_token=abc123&_count=5&code=xyz")
     assert masked == "https://api.example/main/Patient?access_token=***&_count=5&code=***"
+
+
+def test_registry_shares_one_client_per_tenant() -> None:
+    from shared.source.registry import SourceRegistry
+
+    registry = SourceRegistry(httpx.AsyncClient(), MemoryBreakerStore())
+    first = registry.client(TENANT)
+    assert registry.client(TENANT) is first  # apply and reconcile share gate, budget, tokens
+    other = registry.client(TenantConfig(id="south", name="S", fhir_base_url=BASE, client_id="c", client_secret="s"))
+    assert other is not first and other.tokens is first.tokens and other.budget is not first.budget
+    changed = TenantConfig(id="north", name="North", fhir_base_url=BASE, client_id="new", client_secret=SECRET)
+    assert registry.client(changed) is not first  # configuration changed: a fresh client

@@ -1,0 +1,36 @@
+"""One FhirClient per tenant per process, sharing what must be shared.
+
+Webhook apply and reconcile in the same process get the same client, so they share the token
+cache (single-flight refresh), the Retry-After gate and the rate budget (with its real-time
+reserve). Across instances the breaker is shared through the database; the budget coordinates
+through the source itself, since every instance reads the same x-ratelimit-remaining.
+"""
+from __future__ import annotations
+
+import httpx
+
+from shared.settings import TenantConfig
+from shared.source.breaker import BreakerPolicy, BreakerStore, CircuitBreaker
+from shared.source.budget import RateBudget
+from shared.source.client import FhirClient
+from shared.source.tokens import TokenManager
+
+USER_AGENT = "fhir-mirror/0.1 (+sync service)"
+
+
+class SourceRegistry:
+    def __init__(self, http: httpx.AsyncClient, breaker_store: BreakerStore, *,
+                 breaker_policy: BreakerPolicy = BreakerPolicy(), user_agent: str = USER_AGENT) -> None:
+        self.http, self.user_agent = http, user_agent
+        self.tokens = TokenManager(http, user_agent=user_agent)
+        self.breaker = CircuitBreaker(breaker_policy, breaker_store)
+        self._clients: dict[str, FhirClient] = {}
+
+    def client(self, tenant: TenantConfig) -> FhirClient:
+        existing = self._clients.get(tenant.id)
+        if existing is not None and existing.tenant == tenant:
+            return existing
+        client = FhirClient(tenant, self.http, self.tokens, self.breaker, budget=RateBudget(),
+                            user_agent=self.user_agent)
+        self._clients[tenant.id] = client
+        return client
