@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--drop-rate", type=float, default=0.0, help="share of connections reset without answer")
     sandbox.add_argument("--latency-ms", type=int, default=0, help="added to every request")
     sandbox.add_argument("--expired-style", choices=("401", "outcome", "mixed"), default="mixed")
+    sandbox.add_argument("--webhook-url", help="where churn sends notifications ({event} is replaced), loopback only")
+    sandbox.add_argument("--webhook-scheme", choices=("halaxy", "hmac-sha256", "standard-webhooks"), default="halaxy")
+    sandbox.add_argument("--webhook-secret", help="static secret, HMAC key, or whsec_… secret")
+    sandbox.add_argument("--webhook-header", default="", help="header for the halaxy secret / the hex HMAC")
     return parser
 
 
@@ -203,7 +207,9 @@ def cmd_sandbox(_settings: Settings, args: argparse.Namespace) -> int:
     from shared.fhir.synthetic import SyntheticCounts
     from shared.sandbox.data import SandboxData
     from shared.sandbox.gates import Faults
+    from shared.sandbox.notify import WebhookConfig
     from shared.sandbox.server import Sandbox, SandboxConfig
+    from shared.webhooks.signatures import standard_webhooks_key
 
     rate = str(args.rate_limit).removesuffix("/min")
     if not rate.isdigit():
@@ -211,13 +217,23 @@ def cmd_sandbox(_settings: Settings, args: argparse.Namespace) -> int:
     for name in ("fault_rate", "drop_rate"):
         if not 0 <= getattr(args, name) <= 1:
             raise CliError(f"--{name.replace('_', '-')} must be between 0 and 1")
+    webhook = None
+    if args.webhook_url:
+        if not args.webhook_secret:
+            raise CliError("--webhook-url needs --webhook-secret")
+        try:
+            webhook = WebhookConfig(args.webhook_url, args.webhook_scheme, args.webhook_secret, args.webhook_header)
+            if args.webhook_scheme == "standard-webhooks":
+                standard_webhooks_key(args.webhook_secret)
+        except ValueError as exc:
+            raise CliError(f"--webhook-*: {exc}") from None
     anchor = _anchor(args.anchor)
     started = time.monotonic()
     counts = SyntheticCounts(args.practitioners, args.patients, args.appointments, args.invoices)
     data = SandboxData(counts, seed=args.seed, anchor=anchor)
     config = SandboxConfig(
         client_id=args.client_id, client_secret=args.client_secret, token_ttl=args.token_ttl,
-        rate_limit=int(rate), expired_style=args.expired_style,
+        rate_limit=int(rate), expired_style=args.expired_style, webhook=webhook,
         faults=Faults(args.fault_rate, args.drop_rate, args.latency_ms, random.Random(args.seed)),
     )
     try:

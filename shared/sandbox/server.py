@@ -10,6 +10,7 @@ to what Azure installs. Routes:
     GET  /_sandbox/snapshot            the truth: type, id, versionId, lastUpdated, deleted
     POST /_sandbox/churn               {"creates": n, "updates": n, "deletes": n}
     GET|POST /_sandbox/faults          read / change fault_rate, drop_rate, latency_ms, rate_limit
+    GET  /_sandbox/deliveries          every webhook notification sent: event, id, attempts, status
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from shared.sandbox.data import TYPES, SandboxData
 from shared.sandbox.gates import Faults, SlidingWindow, TokenStore
+from shared.sandbox.notify import Notifier, WebhookConfig
 from shared.sandbox.search import BadSearch
 
 FHIR_JSON = "application/fhir+json"
@@ -43,6 +45,7 @@ class SandboxConfig:
     # How an expired token is answered: "401", "outcome" (403 + OperationOutcome 'expired'),
     # or "mixed" (alternating), since Halaxy is documented to do either.
     expired_style: str = "mixed"
+    webhook: WebhookConfig | None = None
 
 
 def outcome(code: str, diagnostics: str) -> dict[str, Any]:
@@ -65,6 +68,7 @@ class Sandbox:
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self.notifier = Notifier(config.webhook, self.base_url) if config.webhook else None
 
     @property
     def port(self) -> int:
@@ -85,6 +89,8 @@ class Sandbox:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        if self.notifier is not None:
+            self.notifier.close()
 
     def next_expired_style(self) -> str:
         if self.config.expired_style != "mixed":
@@ -262,7 +268,12 @@ class _Handler(BaseHTTPRequestHandler):
         elif method == "POST" and parts == ["churn"]:
             spec = json.loads(self._body() or b"{}")
             changes = sandbox.data.churn(**{k: int(spec.get(k, 0)) for k in ("creates", "updates", "deletes")})
+            if sandbox.notifier is not None:
+                sandbox.notifier.notify(changes)
             self._send(200, {"changes": [c.as_dict() for c in changes]}, content_type="application/json")
+        elif method == "GET" and parts == ["deliveries"]:
+            log = sandbox.notifier.deliveries() if sandbox.notifier else []
+            self._send(200, log, content_type="application/json")
         elif parts == ["faults"]:
             faults = sandbox.config.faults
             if method == "POST":

@@ -1,0 +1,1 @@
+"""Webhooks: authentication schemes (halaxy, hmac-sha256, standard-webhooks) and notifications."""
