@@ -41,6 +41,7 @@ test: $(VENV)/.dev system-deps azurite
 bench: $(VENV)/.dev
 	$(PY) -m bench.upsert
 	$(PY) -m bench.load_memory
+	$(PY) -m bench.sandbox
 
 clean:
 	rm -rf $(VENV) .tools .data .pytest_cache
