@@ -190,6 +190,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(405 if len(parts) in (2, 3) else 404, outcome("not-supported", "not supported"), limits)
         except BadSearch as exc:
             self._send(400, outcome("invalid", str(exc)))
+        except (ValueError, TypeError, AttributeError):
+            # Malformed admin JSON or values of the wrong type: say so, change nothing.
+            self._send(400, outcome("invalid", "malformed request"))
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
@@ -267,6 +270,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, sandbox.data.snapshot(), content_type="application/json")
         elif method == "POST" and parts == ["churn"]:
             spec = json.loads(self._body() or b"{}")
+            if not isinstance(spec, dict):
+                raise ValueError("expected a JSON object")
             changes = sandbox.data.churn(**{k: int(spec.get(k, 0)) for k in ("creates", "updates", "deletes")})
             if sandbox.notifier is not None:
                 sandbox.notifier.notify(changes)
@@ -278,11 +283,17 @@ class _Handler(BaseHTTPRequestHandler):
             faults = sandbox.config.faults
             if method == "POST":
                 spec = json.loads(self._body() or b"{}")
-                faults.error_rate = float(spec.get("fault_rate", faults.error_rate))
-                faults.drop_rate = float(spec.get("drop_rate", faults.drop_rate))
-                faults.latency_ms = int(spec.get("latency_ms", faults.latency_ms))
-                if "rate_limit" in spec:
-                    sandbox.config.rate_limit = sandbox.limiter.limit = int(spec["rate_limit"])
+                if not isinstance(spec, dict):
+                    raise ValueError("expected a JSON object")
+                # Parse everything before changing anything: a bad value leaves all as it was.
+                error_rate = float(spec.get("fault_rate", faults.error_rate))
+                drop_rate = float(spec.get("drop_rate", faults.drop_rate))
+                latency_ms = int(spec.get("latency_ms", faults.latency_ms))
+                rate_limit = int(spec.get("rate_limit", sandbox.config.rate_limit))
+                if not (0 <= error_rate <= 1 and 0 <= drop_rate <= 1 and latency_ms >= 0 and rate_limit >= 0):
+                    raise ValueError("rates are shares between 0 and 1; latency and limit are not negative")
+                faults.error_rate, faults.drop_rate, faults.latency_ms = error_rate, drop_rate, latency_ms
+                sandbox.config.rate_limit = sandbox.limiter.limit = rate_limit
             self._send(200, {**faults.settings(), "rate_limit": sandbox.config.rate_limit,
                              "requests": sandbox.requests}, content_type="application/json")
         else:

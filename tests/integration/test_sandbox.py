@@ -160,3 +160,15 @@ def test_generation_is_deterministic() -> None:
 
 def test_faults_default_to_none() -> None:
     assert Faults(rng=random.Random(1)).settings() == {"fault_rate": 0.0, "drop_rate": 0.0, "latency_ms": 0}
+
+
+def test_bad_admin_input_is_a_400_and_changes_nothing(sandbox: Sandbox, http: httpx.Client) -> None:
+    admin = f"http://127.0.0.1:{sandbox.port}/_sandbox"
+    before = http.get(f"{admin}/snapshot").json()
+    for path, body in (("churn", b"{not json"), ("churn", b"[1]"), ("churn", b'{"creates": "many"}'),
+                       ("faults", b'{"fault_rate": 3}'), ("faults", b'{"fault_rate": 0.5, "latency_ms": "slow"}'),
+                       ("faults", b'{"rate_limit": -1}')):
+        response = http.post(f"{admin}/{path}", content=body)
+        assert response.status_code == 400, (path, body)
+    assert http.get(f"{admin}/snapshot").json() == before
+    assert http.get(f"{admin}/faults").json()["fault_rate"] == 0.0
