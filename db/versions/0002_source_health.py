@@ -1,8 +1,8 @@
-"""source health: circuit breaker state shared by instances
+"""source health: circuit breaker and Retry-After shared by instances
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-23 14:43:03.466687
+Create Date: 2026-11-23 14:49:12.724454
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def upgrade() -> None:
     sa.Column('failures', sa.Integer(), nullable=False),
     sa.Column('opened_at', sa.Float(), nullable=False),
     sa.Column('probe_until', sa.Float(), nullable=False),
+    sa.Column('not_before', sa.Float(), nullable=False),
     sa.Column('updated_at', shared.store.types.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('breaker_key', name=op.f('pk_source_health'))
     )

@@ -1,7 +1,8 @@
 """Circuit breaker per (tenant, host): a pure state machine plus a store for its state.
 
 closed --K consecutive failures--> open --cooldown passed, one caller claims the probe-->
-half_open --probe succeeds--> closed / --probe fails--> open again. Exactly one probe runs in
+half_open --probe succeeds--> closed / --probe fails--> open again. The same record carries the
+source's Retry-After (``not_before``), so that gate too holds across instances. Exactly one probe runs in
 half-open however many callers ask at once: claiming it is an atomic compare-and-set in the
 store. The in-memory store serves one process; the database store (shared by every worker
 instance) implements the same two operations.
@@ -21,6 +22,7 @@ class BreakerState:
     failures: int = 0
     opened_at: float = 0.0
     probe_until: float = 0.0  # half-open: the probe's lease; another may probe after it lapses
+    not_before: float = 0.0  # a source's Retry-After: no request to it before then
 
 
 @dataclass(frozen=True)
@@ -40,14 +42,14 @@ class BreakerPolicy:
         return False, s
 
     def on_success(self, s: BreakerState) -> BreakerState:
-        return BreakerState()
+        return BreakerState(not_before=s.not_before)
 
     def on_failure(self, s: BreakerState, now: float) -> BreakerState:
         if s.state == HALF_OPEN:
-            return BreakerState(OPEN, s.failures + 1, now)
+            return BreakerState(OPEN, s.failures + 1, now, not_before=s.not_before)
         failures = s.failures + 1
         if failures >= self.failure_threshold:
-            return BreakerState(OPEN, failures, now)
+            return BreakerState(OPEN, failures, now, not_before=s.not_before)
         return replace(s, failures=failures)
 
     def retry_at(self, s: BreakerState) -> float:
@@ -99,6 +101,22 @@ class CircuitBreaker:
             current = self.store.load(key)
             new = self.policy.on_success(current) if success else self.policy.on_failure(current, now)
             if new == current or self.store.compare_and_set(key, current, new):
+                return
+
+    def gate(self, key: str, now: float) -> tuple[str, float]:
+        """'go' (a request may be sent; the probe is claimed if half-open), 'wait' until a
+        Retry-After passes, or 'open' until the breaker lets a probe through."""
+        held = self.store.load(key).not_before
+        if now < held:
+            return "wait", held
+        allowed, retry_at = self.admit(key, now)
+        return ("go", now) if allowed else ("open", retry_at)
+
+    def hold(self, key: str, until: float) -> None:
+        """Honour a Retry-After for every caller of this source, in every instance."""
+        while True:
+            current = self.store.load(key)
+            if current.not_before >= until or self.store.compare_and_set(key, current, replace(current, not_before=until)):
                 return
 
     def is_open(self, key: str, now: float) -> bool:

@@ -167,6 +167,7 @@ class FhirClient:
             delay = self.policy.delay(attempt - 1, self.rng, retry_after)
             if retry_after is not None:
                 self.not_before = max(self.not_before, self.clock() + retry_after)
+                self.breaker.hold(self.breaker_key, self.wall() + retry_after)
             if attempt >= self.policy.max_attempts or delay > self.policy.max_wait:
                 raise SourceUnavailable(self.tenant.id, f"giving up after {attempt} attempt(s): {failure}",
                                         path=path, status=failure.status, retry_at=self.wall() + delay)
@@ -176,11 +177,12 @@ class FhirClient:
 
     async def _wait_for_gates(self, priority: str, path: str) -> None:
         while True:
-            allowed, retry_at = self.breaker.admit(self.breaker_key, self.wall())
-            if not allowed:
+            verdict, until = self.breaker.gate(self.breaker_key, self.wall())
+            if verdict == "open":
                 raise SourceUnavailable(self.tenant.id, "circuit open: the source failed repeatedly", path=path,
-                                        retry_at=retry_at)
-            wait = self.not_before - self.clock()
+                                        retry_at=until)
+            # Retry-After, as this process saw it or as any instance recorded it.
+            wait = max(self.not_before - self.clock(), until - self.wall() if verdict == "wait" else 0.0)
             if wait <= 0:
                 wait = self.budget.take(priority)
             if wait <= 0:

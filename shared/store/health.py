@@ -16,7 +16,7 @@ from shared.source.breaker import BreakerState
 from shared.store.engine import write_transaction
 from shared.store.schema import source_health
 
-_FIELDS = ("state", "failures", "opened_at", "probe_until")
+_FIELDS = ("state", "failures", "opened_at", "probe_until", "not_before")
 
 
 class DatabaseBreakerStore:

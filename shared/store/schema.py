@@ -229,5 +229,6 @@ source_health = Table(
     # Monotonic-free times: seconds since the epoch, as floats (every instance's wall clock).
     Column("opened_at", Float, nullable=False),
     Column("probe_until", Float, nullable=False),
+    Column("not_before", Float, nullable=False),  # a source's Retry-After, for every instance
     Column("updated_at", UTCDateTime(), nullable=False),
 )

@@ -31,3 +31,10 @@ def test_breaker_state_in_the_database_gives_one_probe_across_instances(engine: 
     assert sorted(admitted) == [False] * 7 + [True]
     instances[3].record(key, True, 1041.0)
     assert not instances[7].is_open(key, 1041.0)
+
+
+def test_retry_after_hold_is_shared_through_the_database(engine: Engine) -> None:
+    one, two = (CircuitBreaker(BreakerPolicy(), DatabaseBreakerStore(engine)) for _ in range(2))
+    one.hold("t1|api.example", 2000.5)
+    assert two.gate("t1|api.example", 1990.0) == ("wait", 2000.5)
+    assert two.gate("t1|api.example", 2000.5)[0] == "go"

@@ -342,3 +342,33 @@ def test_registry_shares_one_client_per_tenant() -> None:
     assert other is not first and other.tokens is first.tokens and other.budget is not first.budget
     changed = TenantConfig(id="north", name="North", fhir_base_url=BASE, client_id="new", client_secret=SECRET)
     assert registry.client(changed) is not first  # configuration changed: a fresh client
+
+
+@pytest.mark.asyncio
+async def test_retry_after_holds_back_other_instances_through_the_shared_store() -> None:
+    time = FakeTime()
+    store = MemoryBreakerStore()  # what instances share (the database in production)
+    answers = iter([httpx.Response(429, headers={"retry-after": "10"})] + [httpx.Response(200, json=patient())] * 5)
+    source = Source(lambda r: next(answers), time)
+    first = make_client(source, time, breaker=CircuitBreaker(BreakerPolicy(), store))
+    other = make_client(source, time, breaker=CircuitBreaker(BreakerPolicy(), store))
+    task = asyncio.create_task(first.read("Patient", "PT-1"))
+    await asyncio.sleep(0)
+    while not source.fhir_requests():
+        await asyncio.sleep(0)
+    await task
+    time.now = 2
+    other.not_before = 0  # a fresh instance knows nothing in-process
+    await other.read("Patient", "PT-1")
+    assert [t for t, _ in source.fhir_requests()][-1] >= 10
+
+
+def test_hold_survives_breaker_transitions() -> None:
+    breaker = CircuitBreaker(BreakerPolicy(failure_threshold=1, cooldown=5), MemoryBreakerStore())
+    breaker.hold("k", 100.0)
+    breaker.record("k", False, 50.0)  # opens
+    assert breaker.gate("k", 60.0) == ("wait", 100.0)
+    breaker.record("k", True, 61.0)
+    assert breaker.store.load("k").not_before == 100.0
+    breaker.hold("k", 90.0)  # an earlier Retry-After does not shorten the wait
+    assert breaker.gate("k", 99.0) == ("wait", 100.0) and breaker.gate("k", 100.0) == ("go", 100.0)
