@@ -1,0 +1,56 @@
+"""Azure Storage Queues through azure-storage-queue: Azurite locally (a connection string),
+Azure with an identity (issue 8 wires managed identity).
+
+The message text goes as is (no base64): host.json says ``messageEncoding: none``, and
+tests/integration/test_queues.py proves producer and host agree.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.queue import QueueServiceClient
+
+from shared.queues.port import ReceivedMessage
+
+
+class AzureQueues:
+    def __init__(self, service: QueueServiceClient) -> None:
+        self.service = service
+        self._clients: dict[str, Any] = {}
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str) -> AzureQueues:
+        return cls(QueueServiceClient.from_connection_string(connection_string))
+
+    def _queue(self, name: str) -> Any:
+        client = self._clients.get(name)
+        if client is None:
+            client = self.service.get_queue_client(name)  # no encode/decode policy: text as is
+            try:
+                client.create_queue()
+            except ResourceExistsError:
+                pass
+            self._clients[name] = client
+        return client
+
+    def send(self, queue: str, text: str, *, delay: float = 0) -> None:
+        self._queue(queue).send_message(text, visibility_timeout=int(delay) or None)
+
+    def receive(self, queue: str, *, max_messages: int, visibility_timeout: float) -> list[ReceivedMessage]:
+        if max_messages < 1:
+            return []
+        # One round trip: the first page only (iterating the pager would keep polling).
+        pager = self._queue(queue).receive_messages(messages_per_page=max_messages, max_messages=max_messages,
+                                                    visibility_timeout=max(int(visibility_timeout), 1))
+        page = next(pager.by_page(), [])
+        return [ReceivedMessage(m.id, m.pop_receipt, m.content, m.dequeue_count) for m in page]
+
+    def delete(self, queue: str, message: ReceivedMessage) -> None:
+        try:
+            self._queue(queue).delete_message(message.id, message.receipt)
+        except ResourceNotFoundError:
+            pass  # already gone: its visibility lapsed and another consumer finished it
+
+    def count(self, queue: str) -> int:
+        return self._queue(queue).get_queue_properties().approximate_message_count

@@ -1,0 +1,54 @@
+"""An in-memory queue with Azure Storage Queue semantics, for tests and the local host."""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from shared.queues.port import ReceivedMessage
+
+
+@dataclass
+class _Stored:
+    id: str
+    text: str
+    visible_at: float
+    dequeue_count: int = 0
+    receipt: str = ""
+
+
+class InMemoryQueues:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._queues: dict[str, list[_Stored]] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def send(self, queue: str, text: str, *, delay: float = 0) -> None:
+        with self._lock:
+            self._queues.setdefault(queue, []).append(_Stored(str(next(self._ids)), text, self.clock() + delay))
+
+    def receive(self, queue: str, *, max_messages: int, visibility_timeout: float) -> list[ReceivedMessage]:
+        now, out = self.clock(), []
+        with self._lock:
+            for stored in self._queues.get(queue, []):
+                if len(out) >= max_messages:
+                    break
+                if stored.visible_at <= now:
+                    stored.visible_at = now + visibility_timeout
+                    stored.dequeue_count += 1
+                    stored.receipt = str(next(self._ids))
+                    out.append(ReceivedMessage(stored.id, stored.receipt, stored.text, stored.dequeue_count))
+        return out
+
+    def delete(self, queue: str, message: ReceivedMessage) -> None:
+        with self._lock:
+            items = self._queues.get(queue, [])
+            # Only the holder of the latest receipt may delete, as with Azure's pop receipts.
+            self._queues[queue] = [s for s in items if not (s.id == message.id and s.receipt == message.receipt)]
+
+    def count(self, queue: str) -> int:
+        with self._lock:
+            return len(self._queues.get(queue, []))

@@ -1,0 +1,72 @@
+"""Queue messages: JSON validated by pydantic, small by design (ids, never resource bodies).
+
+Encoding is the one choice host.json makes (``messageEncoding: none``): the message text is the
+JSON itself, which the Functions host hands to the function unchanged.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+CHANGES_QUEUE = "changes"
+RECONCILE_QUEUE = "reconcile"
+# Azure Storage allows 64 KiB per message; ids-only messages stay far below, and a message over
+# this cap is refused at the producer rather than truncated by the service.
+MAX_MESSAGE_BYTES = 48 * 1024
+
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-.]+$")]
+TenantId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+ResourceType = Literal["Practitioner", "PractitionerRole", "Patient", "Appointment", "Invoice"]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChangeMessage(Message):
+    """One change to apply: re-read ``type/id`` from the source and upsert it (or tombstone it)."""
+
+    kind: Literal["change"] = "change"
+    tenant: TenantId
+    type: ResourceType
+    id: Id
+    action: Literal["create", "update", "delete"] | None = None
+    version: Annotated[str, Field(max_length=64)] | None = None
+    event_key: Annotated[str, Field(max_length=200)] | None = None  # the webhook's idempotency key
+    received_at: datetime | None = None
+
+
+class ReconcileMessage(Message):
+    """Run (or continue) a reconcile of one tenant."""
+
+    kind: Literal["reconcile"] = "reconcile"
+    tenant: TenantId
+    reconcile: Literal["full", "incremental", "hot"]
+    run_id: Annotated[str, Field(max_length=36)] | None = None  # set on continuations
+
+
+class InvalidMessage(ValueError):
+    """A message that is not one of ours: it goes to the poison queue, counted, never retried."""
+
+
+M = TypeVar("M", bound=Message)
+
+
+def encode(message: Message) -> str:
+    text = message.model_dump_json(exclude_none=True)
+    if len(text.encode()) > MAX_MESSAGE_BYTES:
+        raise ValueError(f"queue message of {len(text.encode()):,} bytes is over {MAX_MESSAGE_BYTES:,}")
+    return text
+
+
+def decode(text: str | bytes, model: type[M]) -> M:
+    try:
+        return model.model_validate(json.loads(text))
+    except (ValueError, ValidationError) as exc:
+        if isinstance(exc, ValidationError):
+            fields = ", ".join(".".join(map(str, e["loc"])) or "(root)" for e in exc.errors(include_input=False))
+            raise InvalidMessage(f"not a {model.__name__}: {fields}") from None
+        raise InvalidMessage(f"not a {model.__name__}: not JSON") from None

@@ -1,0 +1,57 @@
+"""The queue port: what the engine and the local host need of a queue, and the poison rule.
+
+Semantics are Azure Storage Queues': a received message is invisible for a visibility timeout,
+deleted when handled, and seen again (dequeue_count + 1) when not. After ``max_dequeue_count``
+attempts it moves to ``<queue>-poison``, as the Functions host does per host.json.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    id: str
+    receipt: str
+    text: str
+    dequeue_count: int
+
+
+class QueuePort(Protocol):
+    def send(self, queue: str, text: str, *, delay: float = 0) -> None: ...
+
+    def receive(self, queue: str, *, max_messages: int, visibility_timeout: float) -> list[ReceivedMessage]: ...
+
+    def delete(self, queue: str, message: ReceivedMessage) -> None: ...
+
+    def count(self, queue: str) -> int: ...
+
+
+def poison_name(queue: str) -> str:
+    return f"{queue}-poison"
+
+
+def pump_once(port: QueuePort, queue: str, handle: Callable[[str], None], *, max_dequeue_count: int,
+              visibility_timeout: float = 30, max_messages: int = 16) -> tuple[int, int, int]:
+    """Receive a batch and handle each message: (handled, failed, poisoned).
+
+    A message whose handler raises stays on the queue and reappears after the visibility
+    timeout; the attempt that reaches ``max_dequeue_count`` moves it to the poison queue.
+    """
+    handled = failed = poisoned = 0
+    for message in port.receive(queue, max_messages=max_messages, visibility_timeout=visibility_timeout):
+        try:
+            handle(message.text)
+        except Exception:  # noqa: BLE001 — any failure counts as an attempt, as in the Functions host
+            if message.dequeue_count >= max_dequeue_count:
+                port.send(poison_name(queue), message.text)
+                port.delete(queue, message)
+                poisoned += 1
+            else:
+                failed += 1
+            continue
+        port.delete(queue, message)
+        handled += 1
+    return handled, failed, poisoned

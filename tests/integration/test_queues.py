@@ -1,0 +1,68 @@
+"""Azure Storage Queues on Azurite: the adapter, redelivery and poison, and the encoding proof."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from azure.storage.queue import QueueClient
+
+from shared.queues.azure import AzureQueues
+from shared.queues.messages import ChangeMessage, decode, encode
+from shared.queues.port import pump_once
+
+ROOT = Path(__file__).resolve().parents[2]
+DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def connection_string(url: str) -> str:
+    return f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY};QueueEndpoint={url};"
+
+
+@pytest.mark.azurite
+def test_producer_encoding_is_what_host_json_tells_the_functions_host(azurite_queue_url: str) -> None:
+    """host.json's messageEncoding and the producer agree: the host hands the function our JSON."""
+    encoding = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]["messageEncoding"]
+    assert encoding == "none"
+    queues = AzureQueues.from_connection_string(connection_string(azurite_queue_url))
+    message = ChangeMessage(tenant="north", type="Patient", id="PT-1", action="update")
+    queues.send("encoding-proof", encode(message))
+    # Read it back as the Functions host does with messageEncoding=none: raw text, no decoding.
+    raw = QueueClient.from_connection_string(connection_string(azurite_queue_url), "encoding-proof")
+    (stored,) = list(raw.receive_messages(max_messages=1))
+    assert stored.content == encode(message)
+    assert decode(stored.content, ChangeMessage) == message
+
+
+@pytest.mark.azurite
+def test_send_receive_delete_count(azurite_queue_url: str) -> None:
+    queues = AzureQueues.from_connection_string(connection_string(azurite_queue_url))
+    for n in range(3):
+        queues.send("roundtrip", f'{{"n": {n}}}')
+    assert queues.count("roundtrip") == 3
+    received = queues.receive("roundtrip", max_messages=2, visibility_timeout=30)
+    assert len(received) == 2 and all(m.dequeue_count == 1 for m in received)
+    for message in received:
+        queues.delete("roundtrip", message)
+    assert queues.count("roundtrip") == 1
+
+
+@pytest.mark.azurite
+@pytest.mark.timeout(60)
+def test_failing_message_reappears_and_lands_in_poison(azurite_queue_url: str) -> None:
+    queues = AzureQueues.from_connection_string(connection_string(azurite_queue_url))
+    queues.send("apply", "always fails")
+
+    def handle(text: str) -> None:
+        raise RuntimeError("cannot apply")
+
+    outcomes = []
+    deadline = time.monotonic() + 30
+    while queues.count("apply-poison") == 0 and time.monotonic() < deadline:
+        outcomes.append(pump_once(queues, "apply", handle, max_dequeue_count=3, visibility_timeout=1))
+        time.sleep(0.3)
+    assert [o for o in outcomes if o != (0, 0, 0)] == [(0, 1, 0), (0, 1, 0), (0, 0, 1)]
+    assert queues.count("apply") == 0
+    (poisoned,) = queues.receive("apply-poison", max_messages=5, visibility_timeout=5)
+    assert poisoned.text == "always fails"
