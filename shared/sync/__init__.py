@@ -1,0 +1,1 @@
+"""Sync: reconcile runs (lifecycle, checkpoints, cursors) and, next, reconcile and apply."""

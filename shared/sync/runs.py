@@ -1,0 +1,144 @@
+"""Reconcile runs in ``sync_runs``: one active run per (tenant, kind), fenced checkpoints.
+
+- Starting a run inserts it as ``running``; the filtered unique index on (tenant, kind) while
+  ``queued``/``running`` makes the database refuse a second one, whoever races: RunActive
+  names the run that holds the slot.
+- Every invocation that works on a run (the first, or a continuation) claims it, which bumps
+  the fencing token. Checkpoints, heartbeats and the finish write only where the token still
+  matches, so a stale worker that lost the run can never overwrite the new holder's progress.
+- The reaper marks running runs without a heartbeat for too long as ``failed_stale``, which
+  frees the slot.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from shared.store.schema import ACTIVE_RUN_STATUSES, sync_runs
+
+KINDS = ("full", "incremental", "hot")
+FINAL_STATUSES = ("completed", "failed", "cancelled", "failed_stale")
+
+
+class RunActive(Exception):
+    """A run of this kind is already active for the tenant."""
+
+    def __init__(self, tenant_id: str, kind: str, run_id: str | None) -> None:
+        self.tenant_id, self.kind, self.run_id = tenant_id, kind, run_id
+        super().__init__(f"tenant {tenant_id}: a {kind} reconcile is already running ({run_id})")
+
+
+class LeaseLost(Exception):
+    """The run was claimed by another worker, reaped or cancelled: stop without writing."""
+
+
+@dataclass
+class RunCounts:
+    processed: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    stale: int = 0
+    deleted: int = 0
+    errored: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class RunLease:
+    run_id: str
+    tenant_id: str
+    kind: str
+    fencing_token: int
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def start_run(conn: Connection, tenant_id: str, kind: str, *, now: datetime | None = None) -> RunLease:
+    if kind not in KINDS:
+        raise ValueError(f"unknown reconcile kind {kind!r}; one of {', '.join(KINDS)}")
+    now = now or _now()
+    run_id = str(uuid.uuid4())
+    savepoint = conn.begin_nested()
+    try:
+        conn.execute(insert(sync_runs).values(id=run_id, tenant_id=tenant_id, kind=kind, status="running",
+                                              fencing_token=1, started_at=now, heartbeat_at=now))
+        savepoint.commit()
+    except IntegrityError:
+        savepoint.rollback()
+        raise RunActive(tenant_id, kind, active_run(conn, tenant_id, kind)) from None
+    return RunLease(run_id, tenant_id, kind, 1)
+
+
+def active_run(conn: Connection, tenant_id: str, kind: str) -> str | None:
+    c = sync_runs.c
+    return conn.execute(select(c.id).where(c.tenant_id == tenant_id, c.kind == kind,
+                                           c.status.in_(ACTIVE_RUN_STATUSES))).scalar()
+
+
+def claim(conn: Connection, run_id: str, *, now: datetime | None = None) -> RunLease:
+    """Take over an active run (a continuation): bumps the fencing token; the old holder is out."""
+    c = sync_runs.c
+    row = conn.execute(select(c.tenant_id, c.kind, c.fencing_token, c.status).where(c.id == run_id)).first()
+    if row is None or row.status not in ACTIVE_RUN_STATUSES:
+        raise LeaseLost(f"run {run_id} is not active")
+    token = row.fencing_token + 1
+    changed = conn.execute(update(sync_runs).where(c.id == run_id, c.fencing_token == row.fencing_token,
+                                                   c.status.in_(ACTIVE_RUN_STATUSES))
+                           .values(fencing_token=token, status="running", heartbeat_at=now or _now())).rowcount
+    if changed != 1:
+        raise LeaseLost(f"run {run_id} was claimed by another worker")
+    return RunLease(run_id, row.tenant_id, row.kind, token)
+
+
+def _fenced(lease: RunLease) -> Any:
+    c = sync_runs.c
+    return (c.id == lease.run_id) & (c.fencing_token == lease.fencing_token) & (c.status == "running")
+
+
+def checkpoint(conn: Connection, lease: RunLease, *, counts: RunCounts, position: dict[str, Any], step: str,
+               records_total: int | None = None, now: datetime | None = None) -> None:
+    """Record progress in the caller's transaction (with the page's rows): all or nothing."""
+    changed = conn.execute(update(sync_runs).where(_fenced(lease)).values(
+        checkpoint=json.dumps(position, separators=(",", ":")), step=step[:200], records_total=records_total,
+        heartbeat_at=now or _now(), **counts.as_dict())).rowcount
+    if changed != 1:
+        raise LeaseLost(f"run {lease.run_id}: lost the run before checkpointing")
+
+
+def load_position(conn: Connection, lease: RunLease) -> tuple[dict[str, Any], RunCounts]:
+    c = sync_runs.c
+    row = conn.execute(select(c.checkpoint, *(c[f.name] for f in fields(RunCounts))).where(c.id == lease.run_id)).one()
+    position = json.loads(row.checkpoint) if row.checkpoint else {}
+    return position, RunCounts(*row[1:])
+
+
+def finish(conn: Connection, lease: RunLease, status: str, *, error: str | None = None,
+           now: datetime | None = None) -> None:
+    if status not in FINAL_STATUSES:
+        raise ValueError(f"not a final status: {status!r}")
+    changed = conn.execute(update(sync_runs).where(_fenced(lease)).values(
+        status=status, error=error[:2000] if error else None, finished_at=now or _now())).rowcount
+    if changed != 1:
+        raise LeaseLost(f"run {lease.run_id}: lost the run before finishing")
+
+
+def reap_stale(conn: Connection, *, older_than: timedelta, now: datetime | None = None) -> list[str]:
+    """Mark running runs silent for ``older_than`` as failed_stale; returns their ids."""
+    c = sync_runs.c
+    cutoff = (now or _now()) - older_than
+    stale = [r for (r,) in conn.execute(select(c.id).where(c.status.in_(ACTIVE_RUN_STATUSES), c.heartbeat_at < cutoff))]
+    if stale:
+        conn.execute(update(sync_runs).where(c.id.in_(stale), c.status.in_(ACTIVE_RUN_STATUSES)).values(
+            status="failed_stale", finished_at=now or _now(), error="no heartbeat: the worker stopped"))
+    return stale
