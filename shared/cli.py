@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("files", nargs="+", type=Path, metavar="FILE",
                       help=".json (Bundle or resource), .ndjson/.jsonl, optionally .gz")
 
+    reconcile = commands.add_parser("reconcile", help="run one reconcile of a tenant in the foreground")
+    reconcile.add_argument("--tenant", required=True, help="tenant id from the tenants file")
+    reconcile.add_argument("--kind", choices=("incremental", "hot", "full"), default="incremental")
+    reconcile.add_argument("--page-size", type=int, default=100, help="_count per page (1-1000)")
+
     commands.add_parser("tenants", help="validate the tenants configuration and list tenants (no secrets)")
 
     generate = commands.add_parser("generate", help="write deterministic synthetic FHIR data (NDJSON or a Bundle)")
@@ -171,6 +176,57 @@ def _print_summary(report: Any) -> None:
         print("  fix these resources at the source (or the export) and load again; the others are stored")
 
 
+def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+    from datetime import timedelta
+
+    import httpx
+
+    from shared.importer.progress import CountProgress
+    from shared.source.errors import SourceError
+    from shared.source.registry import SourceRegistry
+    from shared.store.engine import create_store_engine, write_transaction
+    from shared.store.health import DatabaseBreakerStore
+    from shared.store.tenants import sync_tenants
+    from shared.sync.reconcile import run_reconcile
+    from shared.sync.runs import RunActive, load_position, reap_stale, start_run
+
+    tenant = _find_tenant(settings, args.tenant)
+    if not 1 <= args.page_size <= 1000:
+        raise CliError("--page-size must be between 1 and 1000")
+    engine = create_store_engine(settings)
+    progress = CountProgress(f"reconcile {tenant.id} {args.kind}")
+    try:
+        with write_transaction(engine) as conn:
+            sync_tenants(conn, [tenant])
+            reap_stale(conn, older_than=timedelta(minutes=15))
+            try:
+                lease = start_run(conn, tenant.id, args.kind)
+            except RunActive as exc:
+                raise CliError(f"{exc}: wait for it to finish, or let the reaper fail it after 15 minutes "
+                               "without a heartbeat") from None
+
+        async def run() -> None:
+            async with httpx.AsyncClient(timeout=httpx.Timeout(30.0)) as http:
+                client = SourceRegistry(http, DatabaseBreakerStore(engine)).client(tenant)
+                await run_reconcile(engine, client, tenant, lease,
+                                    on_progress=lambda p: progress.update(p.done, p.total, p.step))
+
+        try:
+            asyncio.run(run())
+        except SourceError as exc:
+            raise CliError(f"{exc}. The run is recorded as failed; it is safe to run again once the source "
+                           "answers (nothing committed is lost)") from None
+        with engine.connect() as conn:
+            _position, counts = load_position(conn, lease)
+    finally:
+        engine.dispose()
+    progress.update(counts.processed, counts.processed, final=True)
+    print(f"tenant {tenant.id}: {args.kind} reconcile completed (run {lease.run_id})")
+    print("  " + ", ".join(f"{k} {v:,}" for k, v in counts.as_dict().items()))
+    return EXIT_PARTIAL if counts.errored else EXIT_OK
+
+
 def cmd_tenants(settings: Settings, _args: argparse.Namespace) -> int:
     tenants = settings.load_tenants()
     for t in tenants:
@@ -267,7 +323,7 @@ def _safe_url(url: str) -> str:
 
 
 COMMANDS = {"migrate": cmd_migrate, "load": cmd_load, "tenants": cmd_tenants, "generate": cmd_generate,
-            "sandbox": cmd_sandbox}
+            "sandbox": cmd_sandbox, "reconcile": cmd_reconcile}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -97,10 +97,14 @@ class FhirClient:
         return body
 
     async def pages(self, resource_type: str, params: dict[str, Any] | None = None, *,
-                    priority: str = BULK) -> AsyncIterator[dict[str, Any]]:
-        """Search pages (Bundles) one at a time, following Bundle.link[relation=next]."""
+                    priority: str = BULK, start_url: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Search pages (Bundles) one at a time, following Bundle.link[relation=next];
+        ``start_url`` resumes at a next link saved in a checkpoint."""
         url: str | None = f"{self.base}/{resource_type}"
         query: dict[str, Any] | None = params
+        if start_url is not None:
+            self._require_same_origin(start_url, "resume link")
+            url, query = start_url, None
         while url:
             bundle = await self._get(url, query, priority)
             if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":

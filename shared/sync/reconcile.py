@@ -1,0 +1,175 @@
+"""Reconcile one tenant from its source: incremental windows, the hot window, or everything.
+
+One page, one transaction: a page's rows and the run's checkpoint commit together (and the
+window's last page also moves the watermark), so a run stopped anywhere — a crash, a lost
+lease, a spent time budget — resumes from its checkpoint and loses nothing.
+
+Offset paging guard: if Bundle.total drops while a window is read, a record left the window
+and every later one shifted towards the front, so a page already read may have swallowed one;
+the window is read again from its first page (see docs/reconcile.md).
+Not yet: delete detection after a full run (a full run lists everything and writes what changed).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine
+
+from shared.fhir.transform import TransformError, UnsupportedResourceType, transform_resource
+from shared.records import MirrorRow
+from shared.settings import TenantConfig
+from shared.source.budget import BULK
+from shared.source.client import FhirClient, window_params
+from shared.store.engine import write_transaction
+from shared.store.mirror import write_rows
+from shared.sync import cursors
+from shared.sync.runs import RunCounts, RunLease, checkpoint, finish, load_position
+
+TYPE_ORDER = ("Practitioner", "PractitionerRole", "Patient", "Appointment", "Invoice")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LAG = timedelta(minutes=2)
+MAX_WINDOW_RESTARTS = 3
+
+
+@dataclass
+class Progress:
+    run_id: str
+    step: str
+    done: int
+    total: int | None
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat()
+
+
+def plan_types(kind: str) -> tuple[str, ...]:
+    return ("Appointment",) if kind == "hot" else TYPE_ORDER
+
+
+def hot_window(tenant: TenantConfig, now: datetime) -> tuple[datetime, datetime]:
+    """Yesterday 00:00 to 8 days later 00:00 in the tenant's timezone (today + 7 days ahead)."""
+    local = now.astimezone(ZoneInfo(tenant.timezone))
+    today = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    return (today - timedelta(days=1)).astimezone(timezone.utc), (today + timedelta(days=8)).astimezone(timezone.utc)
+
+
+async def run_reconcile(engine: Engine, client: FhirClient, tenant: TenantConfig, lease: RunLease, *,
+                        deadline: float | None = None, clock: Callable[[], float] = time.monotonic,
+                        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), page_size: int = 100,
+                        on_progress: Callable[[Progress], None] | None = None) -> bool:
+    """Work on the run until it completes (True) or ``deadline`` passes after a checkpoint (False).
+
+    Source failures end the run as ``failed`` with the reason recorded, and re-raise."""
+    with engine.connect() as conn:
+        position, counts = load_position(conn, lease)
+    position.setdefault("type", 0)
+    types = plan_types(lease.kind)
+    try:
+        while position["type"] < len(types):
+            resource_type = types[position["type"]]
+            if "end" not in position:
+                opened = _open_window(engine, tenant, lease.kind, resource_type, position, now())
+                if opened is None:  # nothing to read in this window
+                    position = {"type": position["type"] + 1, "base": counts.processed}
+                    continue
+                position = opened
+            if not await _read_window(engine, client, tenant, lease, resource_type, position, counts,
+                                      page_size, deadline, clock, on_progress):
+                return False
+            # _read_window left ``position`` at the next type, as its last checkpoint says.
+            if deadline is not None and clock() >= deadline and position["type"] < len(types):
+                return False
+    except Exception as exc:
+        with write_transaction(engine) as conn:
+            finish(conn, lease, "failed", error=str(exc))
+        raise
+    with write_transaction(engine) as conn:
+        finish(conn, lease, "completed")
+    return True
+
+
+def _open_window(engine: Engine, tenant: TenantConfig, kind: str, resource_type: str, position: dict[str, Any],
+                 now: datetime) -> dict[str, Any] | None:
+    params: dict[str, Any]
+    if kind == "incremental":
+        with engine.connect() as conn:
+            start = cursors.watermark(conn, tenant.id, resource_type) or EPOCH
+        end = now - LAG
+        if end <= start:
+            return None
+        params = window_params(start, end)
+    elif kind == "hot":
+        start, end = hot_window(tenant, now)
+        params = {"date": [f"ge{_iso(start)}", f"lt{_iso(end)}"]}
+    else:
+        start, end, params = EPOCH, now - LAG, {}
+    return {**position, "start": _iso(start), "end": _iso(end), "params": params, "next": None, "total": None,
+            "restarts": 0}
+
+
+async def _read_window(engine: Engine, client: FhirClient, tenant: TenantConfig, lease: RunLease, resource_type: str,
+                       position: dict[str, Any], counts: RunCounts, page_size: int, deadline: float | None,
+                       clock: Callable[[], float], on_progress: Callable[[Progress], None] | None) -> bool:
+    while True:
+        params = {**position["params"], "_count": page_size}
+        restart = False
+        async for bundle in client.pages(resource_type, params, priority=BULK, start_url=position["next"]):
+            total = bundle.get("total") if isinstance(bundle.get("total"), int) else None
+            next_url = next((link.get("url") for link in bundle.get("link", []) if link.get("relation") == "next"), None)
+            shifted = position["total"] is not None and total is not None and total < position["total"]
+            if shifted and position["restarts"] < MAX_WINDOW_RESTARTS:
+                restart = True  # records left the window mid-read: read it again from page 1
+            elif shifted:
+                position["suspect"] = True  # still moving: keep the watermark, the next run re-reads
+            rows = _rows(bundle, resource_type, counts)
+            last_page = next_url is None and not restart
+            if last_page:  # the window is done: the checkpoint points at the next type
+                new_position = {"type": position["type"] + 1, "base": counts.processed}
+            else:
+                new_position = {**position, "next": None if restart else next_url,
+                                "total": None if restart else (total if position["total"] is None else position["total"]),
+                                "restarts": position["restarts"] + restart}
+            step = f"{resource_type}: {counts.processed - position.get('base', 0):,} of {total or '?'}"
+            with write_transaction(engine) as conn:
+                written = write_rows(conn, tenant.id, rows)
+                counts.inserted += written.inserted
+                counts.updated += written.updated + written.resurrected
+                counts.unchanged += written.unchanged
+                counts.stale += written.stale
+                counts.deleted += written.deleted
+                if last_page and lease.kind == "incremental" and not position.get("suspect"):
+                    cursors.advance(conn, tenant.id, resource_type, datetime.fromisoformat(position["end"]))
+                records_total = position.get("base", 0) + (total or 0)
+                checkpoint(conn, lease, counts=counts, position=new_position, step=step, records_total=records_total)
+            position.clear()
+            position.update(new_position)
+            if on_progress is not None:
+                on_progress(Progress(lease.run_id, step, counts.processed, records_total))
+            if restart:
+                break
+            if not last_page and deadline is not None and clock() >= deadline:
+                return False
+        if not restart:
+            return True
+
+
+def _rows(bundle: dict[str, Any], resource_type: str, counts: RunCounts) -> list[MirrorRow]:
+    rows = []
+    for entry in bundle.get("entry", []):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
+            continue  # included resources, OperationOutcomes: not this type's listing
+        counts.processed += 1
+        try:
+            rows.append(transform_resource(resource))
+        except UnsupportedResourceType:
+            continue
+        except TransformError:
+            counts.errored += 1
+    return rows
