@@ -232,3 +232,14 @@ source_health = Table(
     Column("not_before", Float, nullable=False),  # a source's Retry-After, for every instance
     Column("updated_at", UTCDateTime(), nullable=False),
 )
+
+# Ids a full reconcile saw, per run: delete detection compares the mirror against them (unchanged
+# rows are not rewritten, so they carry no mark of their own). Emptied when the run ends.
+sync_seen = Table(
+    "sync_seen",
+    metadata,
+    Column("run_id", String(36), nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("source_id", ID, nullable=False),
+    Index(None, "run_id", "resource_type", "source_id"),
+)

@@ -7,7 +7,8 @@ lease, a spent time budget — resumes from its checkpoint and loses nothing.
 Offset paging guard: if Bundle.total drops while a window is read, a record left the window
 and every later one shifted towards the front, so a page already read may have swallowed one;
 the window is read again from its first page (see docs/reconcile.md).
-Not yet: delete detection after a full run (a full run lists everything and writes what changed).
+A full run records the ids it lists and, once every type listed without error, detects
+deletions (shared/sync/deletes.py): confirmed one by one, refused above a cap.
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from shared.source.client import FhirClient, window_params
 from shared.store.engine import write_transaction
 from shared.store.mirror import write_rows
 from shared.sync import cursors
-from shared.sync.runs import RunCounts, RunLease, checkpoint, finish, load_position
+from shared.sync.deletes import detect_deletes, forget_seen, record_seen
+from shared.sync.runs import RunCounts, RunLease, checkpoint, finish, load_position, run_started_at
 
 TYPE_ORDER = ("Practitioner", "PractitionerRole", "Patient", "Appointment", "Invoice")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -85,13 +87,34 @@ async def run_reconcile(engine: Engine, client: FhirClient, tenant: TenantConfig
             # _read_window left ``position`` at the next type, as its last checkpoint says.
             if deadline is not None and clock() >= deadline and position["type"] < len(types):
                 return False
+        alert = await _detect_deletes(engine, client, tenant, lease, counts) if lease.kind == "full" else None
     except Exception as exc:
         with write_transaction(engine) as conn:
+            forget_seen(conn, lease.run_id)
             finish(conn, lease, "failed", error=str(exc))
         raise
     with write_transaction(engine) as conn:
-        finish(conn, lease, "completed")
+        forget_seen(conn, lease.run_id)
+        finish(conn, lease, "completed", error=alert)
     return True
+
+
+async def _detect_deletes(engine: Engine, client: FhirClient, tenant: TenantConfig, lease: RunLease,
+                          counts: RunCounts) -> str | None:
+    """Runs after the whole listing succeeded; returns an alert when a cap refused deletions."""
+    with engine.connect() as conn:
+        started_at = run_started_at(conn, lease)
+    alerts = []
+    for resource_type in TYPE_ORDER:
+        report = await detect_deletes(engine, client, tenant.id, lease.run_id, resource_type, started_at)
+        counts.deleted += report.deleted
+        counts.updated += report.restored
+        if report.refused:
+            alerts.append(report.refused)
+        with write_transaction(engine) as conn:
+            checkpoint(conn, lease, counts=counts, position={"type": len(TYPE_ORDER), "deletes": resource_type},
+                       step=f"delete detection: {resource_type}")
+    return "; ".join(alerts) or None
 
 
 def _open_window(engine: Engine, tenant: TenantConfig, kind: str, resource_type: str, position: dict[str, Any],
@@ -138,6 +161,8 @@ async def _read_window(engine: Engine, client: FhirClient, tenant: TenantConfig,
             step = f"{resource_type}: {counts.processed - position.get('base', 0):,} of {total or '?'}"
             with write_transaction(engine) as conn:
                 written = write_rows(conn, tenant.id, rows)
+                if lease.kind == "full":
+                    record_seen(conn, lease.run_id, resource_type, [r.source_id for r in rows])
                 counts.inserted += written.inserted
                 counts.updated += written.updated + written.resurrected
                 counts.unchanged += written.unchanged

@@ -123,6 +123,10 @@ def load_position(conn: Connection, lease: RunLease) -> tuple[dict[str, Any], Ru
     return position, RunCounts(*row[1:])
 
 
+def run_started_at(conn: Connection, lease: RunLease) -> datetime:
+    return conn.execute(select(sync_runs.c.started_at).where(sync_runs.c.id == lease.run_id)).scalar_one()
+
+
 def finish(conn: Connection, lease: RunLease, status: str, *, error: str | None = None,
            now: datetime | None = None) -> None:
     if status not in FINAL_STATUSES:

@@ -186,3 +186,77 @@ def test_a_window_that_keeps_shifting_keeps_its_watermark(engine: Engine, sandbo
     with engine.connect() as conn:
         assert cursors.watermark(conn, "demo", "Patient") is None  # not advanced past a suspect window
         assert cursors.watermark(conn, "demo", "Appointment") is not None
+
+
+def deleted_ids(engine: Engine, table: str) -> set[str]:
+    t = MIRRORED_TABLES[table]
+    with engine.connect() as conn:
+        return {sid for (sid,) in conn.execute(select(t.c.source_id).where(t.c.deleted_at.is_not(None)))}
+
+
+def test_full_reconcile_tombstones_what_the_source_deleted(engine: Engine, sandbox: Sandbox) -> None:
+    assert reconcile(engine, sandbox, start(engine, "full"), page_size=50)
+    gone = sandbox.data.churn(deletes=6)
+    later = lambda: datetime.now(timezone.utc) + timedelta(minutes=3)  # noqa: E731
+    lease = start(engine, "full")
+    assert reconcile(engine, sandbox, lease, page_size=50, now=later)
+    for change in gone:
+        assert change.id in deleted_ids(engine, TABLE[change.type])
+    assert mirror(engine) == truth(sandbox)
+    with engine.connect() as conn:
+        run = conn.execute(select(sync_runs).where(sync_runs.c.id == lease.run_id)).one()
+        assert (run.status, run.deleted, run.error) == ("completed", 6, None)
+        from shared.store.schema import sync_seen
+        assert conn.execute(select(sync_seen)).first() is None  # cleaned up
+
+
+def test_a_record_the_listing_missed_is_confirmed_not_deleted(engine: Engine, sandbox: Sandbox,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    assert reconcile(engine, sandbox, start(engine, "full"), page_size=50)
+    hidden = "PT-2000007"
+    search = sandbox.data.search
+
+    def search_missing_one(kind: str, params: dict[str, list[str]], offset: int = 0, limit: int | None = None) -> Any:
+        total, rows = search(kind, params, offset, limit)
+        return total, [r for r in rows if r.resource["id"] != hidden]
+
+    monkeypatch.setattr(sandbox.data, "search", search_missing_one)
+    later = lambda: datetime.now(timezone.utc) + timedelta(minutes=3)  # noqa: E731
+    lease = start(engine, "full")
+    assert reconcile(engine, sandbox, lease, page_size=50, now=later)
+    assert hidden not in deleted_ids(engine, "clients")  # read directly: it exists
+    with engine.connect() as conn:
+        assert conn.execute(select(sync_runs.c.deleted).where(sync_runs.c.id == lease.run_id)).scalar_one() == 0
+
+
+def test_mass_disappearance_is_refused_and_recorded(engine: Engine, sandbox: Sandbox) -> None:
+    assert reconcile(engine, sandbox, start(engine, "full"), page_size=50)
+    appointments = [e["id"] for e in sandbox.data.snapshot() if e["type"] == "Appointment"][:60]
+    with sandbox.data.lock:  # a quarter of the appointments vanish from the source at once
+        for aid in appointments:
+            stored = sandbox.data.by_type["Appointment"][aid]
+            sandbox.data.order["Appointment"].remove((stored.updated, aid))
+            stored.deleted_at = datetime.now(timezone.utc)
+    later = lambda: datetime.now(timezone.utc) + timedelta(minutes=3)  # noqa: E731
+    lease = start(engine, "full")
+    assert reconcile(engine, sandbox, lease, page_size=50, now=later)
+    assert deleted_ids(engine, "sessions") == set()
+    with engine.connect() as conn:
+        run = conn.execute(select(sync_runs).where(sync_runs.c.id == lease.run_id)).one()
+    assert run.status == "completed" and run.deleted == 0
+    assert "Appointment: 60 of 240 rows missing from the listing, over the cap of 12; nothing deleted" in run.error
+
+
+def test_rows_changed_after_the_run_started_are_not_candidates(engine: Engine, sandbox: Sandbox) -> None:
+    from shared.records import MirrorRow
+    from shared.store.mirror import write_rows
+
+    assert reconcile(engine, sandbox, start(engine, "full"), page_size=50)
+    with write_transaction(engine) as conn:  # a webhook stored this during the next run
+        write_rows(conn, "demo", [MirrorRow("sessions", "AP-from-webhook", datetime.now(timezone.utc) + timedelta(hours=1),
+                                            "1", {"status": "booked"})])
+        write_rows(conn, "demo", [MirrorRow("sessions", "AP-orphan", datetime(2020, 1, 1, tzinfo=timezone.utc), "1",
+                                            {"status": "booked"})])
+    later = lambda: datetime.now(timezone.utc) + timedelta(minutes=3)  # noqa: E731
+    assert reconcile(engine, sandbox, start(engine, "full"), page_size=50, now=later)
+    assert deleted_ids(engine, "sessions") == {"AP-orphan"}  # unknown at the source (404), and old
