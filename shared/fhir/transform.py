@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from shared.fhir import models as m
-from shared.fhir.references import parse_reference
+from shared.fhir.references import parse_reference, reference_parts
 from shared.records import MirrorRow
 
 # A resource without meta.lastUpdated gets the lowest possible version: any real one wins.
@@ -232,15 +232,17 @@ def transform_appointment(resource: dict[str, Any]) -> MirrorRow:
     if res.status not in APPOINTMENT_STATUS:
         raise TransformError("Appointment", res.id, f"unmapped status {res.status!r}")
     status = APPOINTMENT_STATUS[res.status]
-    patients = [p for p in res.participant if parse_reference(p.actor, "Patient")]
-    attendance = [a for p in patients if (a := _attendance(res, p))]
+    # Each participant's reference parsed once: (participant, (type, id) or None).
+    actors = [(p, reference_parts(p.actor)) for p in res.participant]
+    patients = [(p, ref[1]) for p, ref in actors if ref and ref[0] == "Patient"]
+    attendance = [a for p, _id in patients if (a := _attendance(res, p))]
     if status not in ("cancelled", "error") and attendance and (
             len(attendance) == len(patients) or "cancelled" not in attendance):
         # Every client's attendance known (or news that someone came): it decides the status.
         status = min(attendance, key=ATTENDANCE_RANK.index)
-    client_ids = [parse_reference(p.actor, "Patient") for p in patients]
-    practitioner = next((r for p in res.participant if (r := parse_reference(p.actor, "Practitioner"))), None)
-    role = next((r for p in res.participant if (r := parse_reference(p.actor, "PractitionerRole"))), None)
+    client_ids = [pid for _p, pid in patients]
+    practitioner = next((ref[1] for _p, ref in actors if ref and ref[0] == "Practitioner"), None)
+    role = next((ref[1] for _p, ref in actors if ref and ref[0] == "PractitionerRole"), None)
     service = next((c.label() for c in res.serviceType if c.label()), None) or (
         res.appointmentType.label() if res.appointmentType else None)
     start, end = _utc(res.start), _utc(res.end)

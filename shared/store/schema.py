@@ -47,6 +47,11 @@ BOOKKEEPING = (
 
 
 def _mirrored(name: str, *content: Column, indexes: tuple[Index, ...] = ()) -> Table:
+    # Only the primary key may lead with tenant_id. Secondary indexes lead with the practitioner
+    # or client: for a tenant the statistics have not seen yet (a new practice, a first load),
+    # PostgreSQL otherwise probes a secondary index that merely starts with tenant_id instead
+    # of the key (measured: 585 rows/s instead of 20,000). Equality on both columns uses either
+    # order equally well.
     return Table(
         name,
         metadata,
@@ -86,7 +91,7 @@ practitioner_roles = _mirrored(
     Column("role_code", Unicode(100)),
     Column("role_display", Unicode(200)),
     Column("active", Boolean),
-    indexes=(Index(None, "tenant_id", "practitioner_id"),),
+    indexes=(Index(None, "practitioner_id", "tenant_id"),),
 )
 
 clients = _mirrored(
@@ -100,7 +105,7 @@ clients = _mirrored(
     Column("email", Unicode(200)),
     Column("phone", Unicode(50)),
     Column("active", Boolean),
-    indexes=(Index(None, "tenant_id", "practitioner_id"),),
+    indexes=(Index(None, "practitioner_id", "tenant_id"),),
 )
 
 sessions = _mirrored(
@@ -119,8 +124,8 @@ sessions = _mirrored(
         # The dashboard's day and a client's history. No index on practitioner_role_id: the
         # writer resolves a role to its practitioner (shared/store/mirror.py), and every
         # secondary index costs ~15% of bulk insert speed.
-        Index(None, "tenant_id", "practitioner_id", "start_at"),
-        Index(None, "tenant_id", "client_id", "start_at"),
+        Index(None, "practitioner_id", "tenant_id", "start_at"),
+        Index(None, "client_id", "tenant_id", "start_at"),
     ),
 )
 
@@ -137,7 +142,7 @@ invoices = _mirrored(
     Column("total_paid", Numeric(12, 2)),
     Column("total_balance", Numeric(12, 2)),
     Column("currency", String(3)),
-    indexes=(Index(None, "tenant_id", "practitioner_id", "issued_at"),),
+    indexes=(Index(None, "practitioner_id", "tenant_id", "issued_at"),),
 )
 
 MIRRORED_TABLES = {t.name: t for t in (practitioners, practitioner_roles, clients, sessions, invoices)}

@@ -12,6 +12,8 @@ deletions (shared/sync/deletes.py): confirmed one by one, refused above a cap.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,47 +143,79 @@ async def _read_window(engine: Engine, client: FhirClient, tenant: TenantConfig,
                        clock: Callable[[], float], on_progress: Callable[[Progress], None] | None) -> bool:
     while True:
         params = {**position["params"], "_count": page_size}
+        pages = client.pages(resource_type, params, priority=BULK, start_url=position["next"])
+        fetch: asyncio.Future[dict[str, Any]] | None = asyncio.ensure_future(pages.__anext__())
         restart = False
-        async for bundle in client.pages(resource_type, params, priority=BULK, start_url=position["next"]):
-            total = bundle.get("total") if isinstance(bundle.get("total"), int) else None
-            next_url = next((link.get("url") for link in bundle.get("link", []) if link.get("relation") == "next"), None)
-            shifted = position["total"] is not None and total is not None and total < position["total"]
-            if shifted and position["restarts"] < MAX_WINDOW_RESTARTS:
-                restart = True  # records left the window mid-read: read it again from page 1
-            elif shifted:
-                position["suspect"] = True  # still moving: keep the watermark, the next run re-reads
-            rows = _rows(bundle, resource_type, counts)
-            last_page = next_url is None and not restart
-            if last_page:  # the window is done: the checkpoint points at the next type
-                new_position = {"type": position["type"] + 1, "base": counts.processed}
-            else:
-                new_position = {**position, "next": None if restart else next_url,
-                                "total": None if restart else (total if position["total"] is None else position["total"]),
-                                "restarts": position["restarts"] + restart}
-            step = f"{resource_type}: {counts.processed - position.get('base', 0):,} of {total or '?'}"
-            with write_transaction(engine) as conn:
-                written = write_rows(conn, tenant.id, rows)
-                if lease.kind == "full":
-                    record_seen(conn, lease.run_id, resource_type, [r.source_id for r in rows])
-                counts.inserted += written.inserted
-                counts.updated += written.updated + written.resurrected
-                counts.unchanged += written.unchanged
-                counts.stale += written.stale
-                counts.deleted += written.deleted
-                if last_page and lease.kind == "incremental" and not position.get("suspect"):
-                    cursors.advance(conn, tenant.id, resource_type, datetime.fromisoformat(position["end"]))
-                records_total = position.get("base", 0) + (total or 0)
-                checkpoint(conn, lease, counts=counts, position=new_position, step=step, records_total=records_total)
-            position.clear()
-            position.update(new_position)
-            if on_progress is not None:
-                on_progress(Progress(lease.run_id, step, counts.processed, records_total))
-            if restart:
-                break
-            if not last_page and deadline is not None and clock() >= deadline:
-                return False
+        try:
+            while fetch is not None:
+                try:
+                    bundle = await fetch
+                except StopAsyncIteration:
+                    break
+                fetch = None
+                total = bundle.get("total") if isinstance(bundle.get("total"), int) else None
+                next_url = next((link.get("url") for link in bundle.get("link", []) if link.get("relation") == "next"),
+                                None)
+                shifted = position["total"] is not None and total is not None and total < position["total"]
+                if shifted and position["restarts"] < MAX_WINDOW_RESTARTS:
+                    restart = True  # records left the window mid-read: read it again from page 1
+                elif shifted:
+                    position["suspect"] = True  # still moving: keep the watermark, the next run re-reads
+                last_page = next_url is None and not restart
+                stop = not last_page and not restart and deadline is not None and clock() >= deadline
+                if next_url is not None and not restart and not stop:
+                    # Fetch the next page while this one is mapped and written in a worker thread.
+                    fetch = asyncio.ensure_future(pages.__anext__())
+                records_total = await asyncio.to_thread(
+                    _commit_page, engine, tenant, lease, resource_type, bundle, position, counts,
+                    total, next_url, restart, last_page)
+                if on_progress is not None:
+                    on_progress(Progress(lease.run_id, position.get("step", resource_type), counts.processed,
+                                         records_total))
+                if restart:
+                    break
+                if stop:
+                    return False
+        finally:
+            if fetch is not None:  # stopping with a page in flight: let it finish cancelling first
+                fetch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await fetch
+            await pages.aclose()
         if not restart:
             return True
+
+
+def _commit_page(engine: Engine, tenant: TenantConfig, lease: RunLease, resource_type: str, bundle: dict[str, Any],
+                 position: dict[str, Any], counts: RunCounts, total: int | None, next_url: str | None,
+                 restart: bool, last_page: bool) -> int:
+    """Map one page and commit its rows with the checkpoint; updates ``position`` in place."""
+    rows = _rows(bundle, resource_type, counts)
+    if last_page:  # the window is done: the checkpoint points at the next type
+        new_position: dict[str, Any] = {"type": position["type"] + 1, "base": counts.processed}
+    else:
+        new_position = {**position, "next": None if restart else next_url,
+                        "total": None if restart else (total if position["total"] is None else position["total"]),
+                        "restarts": position["restarts"] + restart}
+    step = f"{resource_type}: {counts.processed - position.get('base', 0):,} of {total or '?'}"
+    records_total = position.get("base", 0) + (total or 0)
+    with write_transaction(engine) as conn:
+        written = write_rows(conn, tenant.id, rows)
+        if lease.kind == "full":
+            record_seen(conn, lease.run_id, resource_type, [r.source_id for r in rows])
+        counts.inserted += written.inserted
+        counts.updated += written.updated + written.resurrected
+        counts.unchanged += written.unchanged
+        counts.stale += written.stale
+        counts.deleted += written.deleted
+        # A window read to its end without shifting moves the watermark; a full listing is a
+        # window from the beginning, so it counts too.
+        if last_page and lease.kind in ("incremental", "full") and not position.get("suspect"):
+            cursors.advance(conn, tenant.id, resource_type, datetime.fromisoformat(position["end"]))
+        checkpoint(conn, lease, counts=counts, position=new_position, step=step, records_total=records_total)
+    position.clear()
+    position.update(new_position, step=step)
+    return records_total
 
 
 def _rows(bundle: dict[str, Any], resource_type: str, counts: RunCounts) -> list[MirrorRow]:
