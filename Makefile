@@ -42,6 +42,7 @@ bench: $(VENV)/.dev
 	$(PY) -m bench.upsert
 	$(PY) -m bench.load_memory
 	$(PY) -m bench.sandbox
+	$(PY) -m bench.reconcile
 
 clean:
 	rm -rf $(VENV) .tools .data .pytest_cache
