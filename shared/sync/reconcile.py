@@ -200,14 +200,9 @@ def _commit_page(engine: Engine, tenant: TenantConfig, lease: RunLease, resource
     step = f"{resource_type}: {counts.processed - position.get('base', 0):,} of {total or '?'}"
     records_total = position.get("base", 0) + (total or 0)
     with write_transaction(engine) as conn:
-        written = write_rows(conn, tenant.id, rows)
+        counts.absorb(write_rows(conn, tenant.id, rows))
         if lease.kind == "full":
             record_seen(conn, lease.run_id, resource_type, [r.source_id for r in rows])
-        counts.inserted += written.inserted
-        counts.updated += written.updated + written.resurrected
-        counts.unchanged += written.unchanged
-        counts.stale += written.stale
-        counts.deleted += written.deleted
         # A window read to its end without shifting moves the watermark; a full listing is a
         # window from the beginning, so it counts too.
         if last_page and lease.kind in ("incremental", "full") and not position.get("suspect"):

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from shared.store.guard import UpsertCounts
 from shared.store.schema import ACTIVE_RUN_STATUSES, sync_runs
 
 KINDS = ("full", "incremental", "hot")
@@ -50,6 +51,14 @@ class RunCounts:
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def absorb(self, written: UpsertCounts) -> None:
+        """Add what one upsert did (a resurrection is an update, for a run)."""
+        self.inserted += written.inserted
+        self.updated += written.updated + written.resurrected
+        self.unchanged += written.unchanged
+        self.stale += written.stale
+        self.deleted += written.deleted
 
 
 @dataclass(frozen=True)

@@ -13,26 +13,20 @@ from shared.fhir.synthetic import SyntheticCounts
 from shared.sandbox.data import SandboxData
 from shared.sandbox.gates import Faults
 from shared.sandbox.server import Sandbox, SandboxConfig
+from tests.fakes import ManualClock
 
 ANCHOR = datetime(2026, 1, 15, 9, tzinfo=timezone.utc)
 CREDS = {"grant_type": "client_credentials", "client_id": "sandbox-client", "client_secret": "sandbox-secret"}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
 
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def sandbox(clock: Clock) -> Iterator[Sandbox]:
+def sandbox(clock: ManualClock) -> Iterator[Sandbox]:
     data = SandboxData(SyntheticCounts(3, 40, 230, 30), seed=5, anchor=ANCHOR)
     box = Sandbox(data, SandboxConfig(token_ttl=30, rate_limit=50, expired_style="mixed"), clock=clock).start()
     yield box
@@ -114,7 +108,7 @@ def test_read_404_410_and_churn_shows_in_snapshot(sandbox: Sandbox, http: httpx.
     assert http.get(f"{sandbox.base_url}/{created['type']}/{created['id']}", headers=auth).status_code == 200
 
 
-def test_user_agent_is_required_and_tokens_expire_both_ways(sandbox: Sandbox, http: httpx.Client, clock: Clock) -> None:
+def test_user_agent_is_required_and_tokens_expire_both_ways(sandbox: Sandbox, http: httpx.Client, clock: ManualClock) -> None:
     auth = token(http, sandbox)
     assert httpx.get(f"{sandbox.base_url}/Patient", headers={**auth, "User-Agent": ""}).status_code == 403
     assert http.get(f"{sandbox.base_url}/Patient", headers={"Authorization": "Bearer forged"}).status_code == 401
@@ -125,7 +119,7 @@ def test_user_agent_is_required_and_tokens_expire_both_ways(sandbox: Sandbox, ht
     assert expired["resourceType"] == "OperationOutcome" and expired["issue"][0]["code"] == "expired"
 
 
-def test_rate_limit_headers_and_429_with_retry_after(sandbox: Sandbox, http: httpx.Client, clock: Clock) -> None:
+def test_rate_limit_headers_and_429_with_retry_after(sandbox: Sandbox, http: httpx.Client, clock: ManualClock) -> None:
     auth = token(http, sandbox)
     remaining = [int(http.get(f"{sandbox.base_url}/Patient/PT-2000001", headers=auth).headers["x-ratelimit-remaining"])
                  for _ in range(50)]

@@ -9,14 +9,8 @@ import pytest
 from shared.queues.memory import InMemoryQueues
 from shared.queues.messages import ChangeMessage, InvalidMessage, ReconcileMessage, decode, encode
 from shared.queues.port import poison_name, pump_once
+from tests.fakes import ManualClock
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_change_messages_round_trip_and_stay_small() -> None:
@@ -43,7 +37,7 @@ def test_anything_else_is_an_invalid_message(text: str) -> None:
 
 
 def test_a_received_message_is_invisible_until_its_timeout() -> None:
-    clock = Clock()
+    clock = ManualClock()
     queues = InMemoryQueues(clock)
     queues.send("q", "a")
     (first,) = queues.receive("q", max_messages=5, visibility_timeout=30)
@@ -58,7 +52,7 @@ def test_a_received_message_is_invisible_until_its_timeout() -> None:
 
 
 def test_delayed_messages_wait() -> None:
-    clock = Clock()
+    clock = ManualClock()
     queues = InMemoryQueues(clock)
     queues.send("q", "later", delay=10)
     assert queues.receive("q", max_messages=1, visibility_timeout=5) == []
@@ -67,7 +61,7 @@ def test_delayed_messages_wait() -> None:
 
 
 def test_pump_deletes_handled_retries_failed_and_poisons_after_max_attempts() -> None:
-    clock = Clock()
+    clock = ManualClock()
     queues = InMemoryQueues(clock)
     for text in ("ok", "bad"):
         queues.send("changes", text)

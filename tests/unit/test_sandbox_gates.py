@@ -6,18 +6,12 @@ from collections import Counter
 
 from shared.sandbox.gates import Faults, SlidingWindow, TokenStore
 from shared.sandbox.search import date_range, parse_instant
+from tests.fakes import ManualClock
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_tokens_expire_after_their_ttl() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     store = TokenStore(30, clock)
     token = store.issue()
     assert store.check(token) == "ok" and store.check("forged") == "unknown"
@@ -28,7 +22,7 @@ def test_tokens_expire_after_their_ttl() -> None:
 
 
 def test_sliding_window_admits_limit_per_window_and_says_when_to_retry() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     window = SlidingWindow(3, 60, clock)
     assert [window.admit("c")[:2] for _ in range(3)] == [(True, 2), (True, 1), (True, 0)]
     clock.now += 20
