@@ -1,0 +1,55 @@
+"""Apply one change message: the webhook is a hint, the source is the truth.
+
+The resource is re-read from the source (through the tenant's client: same token cache, gate,
+breaker and budget as reconciles, at real-time priority) and upserted with the version guard,
+so duplicates, replays and out-of-order deliveries all converge on the source's current state.
+404/410 on re-read becomes a tombstone dated now. Outcomes:
+- ``applied`` (with the upsert's counts) or ``deleted``: acknowledge the message;
+- ``unmappable``: the resource exists but cannot be mapped; retrying will not help, so it is
+  acknowledged and counted (a reconcile will report it too);
+- source trouble (SourceUnavailable, TokenError…) is raised: the queue redelivers later, and
+  after maxDequeueCount attempts the message lands in the poison queue.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import Engine
+
+from shared.fhir.transform import TABLE_FOR_TYPE, TransformError, transform_resource
+from shared.queues.messages import ChangeMessage
+from shared.records import MirrorRow
+from shared.source.budget import REALTIME
+from shared.source.client import FhirClient
+from shared.source.errors import Gone, NotFound
+from shared.store.engine import write_transaction
+from shared.store.guard import UpsertCounts
+from shared.store.mirror import write_rows
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    outcome: str  # applied | deleted | unmappable
+    counts: UpsertCounts
+    reason: str | None = None
+
+
+async def apply_change(engine: Engine, client: FhirClient, message: ChangeMessage, *,
+                       now: datetime | None = None) -> ApplyResult:
+    if message.tenant != client.tenant.id:
+        raise ValueError(f"message for tenant {message.tenant} given to the client of {client.tenant.id}")
+    try:
+        resource = await client.read(message.type, message.id, priority=REALTIME)
+    except (NotFound, Gone):
+        row = MirrorRow.tombstone(TABLE_FOR_TYPE[message.type], message.id, now or datetime.now(timezone.utc))
+        outcome = "deleted"
+    else:
+        try:
+            row = transform_resource(resource)
+        except TransformError as exc:
+            return ApplyResult("unmappable", UpsertCounts(), str(exc))
+        outcome = "applied"
+    with write_transaction(engine) as conn:
+        counts = write_rows(conn, message.tenant, [row])
+    return ApplyResult(outcome, counts)
