@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     azure_client_id: str | None = None
     upsert_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 1000
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The Functions host's storage (queues); "UseDevelopmentStorage=true" means Azurite. Unset:
+    # the local host keeps queues in memory.
+    azure_webjobs_storage: SecretStr | None = Field(default=None, validation_alias="AzureWebJobsStorage")
+    # Seconds a reconcile invocation works before it checkpoints and enqueues its continuation
+    # (under host.json's functionTimeout of 10 minutes).
+    reconcile_time_budget: Annotated[float, Field(gt=0, le=540)] = 300.0
 
     @field_validator("database_url")
     @classmethod

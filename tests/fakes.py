@@ -10,3 +10,17 @@ class ManualClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def registered_functions() -> dict[str, object]:
+    """function_app's functions by name. azure-functions re-registers blueprints on every
+    get_functions() call (a second call fails on duplicate names), so it is called once."""
+    global _FUNCTIONS
+    if _FUNCTIONS is None:
+        import function_app
+
+        _FUNCTIONS = {f.get_function_name(): f for f in function_app.app.get_functions()}
+    return _FUNCTIONS
+
+
+_FUNCTIONS: dict[str, object] | None = None

@@ -12,13 +12,26 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_function_app_is_import_safe_in_an_empty_environment(tmp_path: Path) -> None:
-    code = "import function_app; print(len(function_app.app.get_functions()))"
+    code = "import function_app; print(sorted(f.get_function_name() for f in function_app.app.get_functions()))"
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "SYNC_DATABASE_URL": "postgresql://nobody@192.0.2.1/x"}
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "0"  # no blueprints registered until the sync engine lands
-    assert not (tmp_path / ".data").exists()  # importing created no database
+    assert done.stdout.strip() == "['apply_change_message', 'reconcile_step']"
+    assert not (tmp_path / ".data").exists()  # importing created no database, read no settings
+
+
+def test_the_full_list_of_functions_with_triggers_and_queues() -> None:
+    """A broken registration fails here, not as "0 functions found" in Azure."""
+    from tests.fakes import registered_functions
+
+    found = {name: json.loads(f.get_function_json())["bindings"] for name, f in registered_functions().items()}
+    assert found == {
+        "apply_change_message": [{"direction": "IN", "type": "queueTrigger", "name": "msg", "queueName": "changes",
+                                  "connection": "AzureWebJobsStorage"}],
+        "reconcile_step": [{"direction": "IN", "type": "queueTrigger", "name": "msg", "queueName": "reconcile",
+                            "connection": "AzureWebJobsStorage"}],
+    }
 
 
 def test_only_blueprints_import_azure_functions() -> None:

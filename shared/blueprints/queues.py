@@ -1,0 +1,75 @@
+"""Queue-triggered functions: apply one change; run one reconcile step and its continuation.
+
+The handlers are plain coroutines over message text (the local host and tests call them); the
+decorated functions only adapt the trigger. Log lines carry tenant, resource type, opaque id,
+run id and outcome — never resource content.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import azure.functions as func
+
+from shared.bootstrap import runtime
+from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, decode, encode
+from shared.source.errors import SourceError
+from shared.store.engine import write_transaction
+from shared.sync.apply import ApplyResult, apply_change
+from shared.sync.reconcile import run_reconcile
+from shared.sync.runs import LeaseLost, RunActive, claim, start_run
+
+log = logging.getLogger("shared.functions")
+bp = func.Blueprint()
+
+
+async def handle_change(text: str) -> ApplyResult:
+    """Raises on bad messages and source trouble: the queue retries, then poisons."""
+    rt = runtime()
+    message = decode(text, ChangeMessage)
+    client = rt.sources().client(rt.tenant(message.tenant))
+    result = await apply_change(rt.engine, client, message)
+    log.info("apply tenant=%s type=%s id=%s outcome=%s", message.tenant, message.type, message.id, result.outcome)
+    return result
+
+
+async def handle_reconcile(text: str) -> str:
+    """One invocation's share of a reconcile; enqueues the continuation when the budget is spent."""
+    rt = runtime()
+    message = decode(text, ReconcileMessage)
+    tenant = rt.tenant(message.tenant)
+    try:
+        with write_transaction(rt.engine) as conn:
+            lease = claim(conn, message.run_id) if message.run_id else start_run(conn, tenant.id, message.reconcile)
+    except RunActive as exc:
+        log.info("reconcile tenant=%s kind=%s outcome=already-running run=%s", tenant.id, message.reconcile, exc.run_id)
+        return "already-running"
+    except LeaseLost:
+        return "superseded"
+    client = rt.sources().client(tenant)
+    deadline = time.monotonic() + rt.settings.reconcile_time_budget
+    try:
+        finished = await run_reconcile(rt.engine, client, tenant, lease, deadline=deadline)
+    except LeaseLost:
+        return "superseded"
+    except SourceError as exc:
+        # Recorded on the run by run_reconcile; the next scheduled run tries again.
+        log.warning("reconcile tenant=%s run=%s outcome=failed reason=%s", tenant.id, lease.run_id, exc.__class__.__name__)
+        return "failed"
+    if not finished:
+        rt.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant.id, reconcile=message.reconcile,
+                                                                run_id=lease.run_id)))
+        log.info("reconcile tenant=%s run=%s outcome=continued", tenant.id, lease.run_id)
+        return "continued"
+    log.info("reconcile tenant=%s run=%s outcome=completed", tenant.id, lease.run_id)
+    return "completed"
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=CHANGES_QUEUE, connection="AzureWebJobsStorage")
+async def apply_change_message(msg: func.QueueMessage) -> None:
+    await handle_change(msg.get_body().decode())
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=RECONCILE_QUEUE, connection="AzureWebJobsStorage")
+async def reconcile_step(msg: func.QueueMessage) -> None:
+    await handle_reconcile(msg.get_body().decode())

@@ -1,0 +1,82 @@
+"""One place that wires real adapters from settings (cosmicpython's bootstrap), lazily.
+
+Nothing happens at import: the first function invocation builds the runtime, and later ones
+reuse it. HTTP clients are per event loop (an httpx.AsyncClient belongs to the loop it was made
+on), everything else is per process.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+
+import httpx
+from sqlalchemy import Engine
+
+from shared.queues.memory import InMemoryQueues
+from shared.queues.port import QueuePort
+from shared.settings import Settings, TenantConfig, load_settings
+from shared.source.registry import SourceRegistry
+from shared.store.engine import create_store_engine
+from shared.store.health import DatabaseBreakerStore
+
+AZURITE = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+           "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+           "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    tenants: dict[str, TenantConfig]
+    queues: QueuePort
+    _registries: dict[int, SourceRegistry] = field(default_factory=dict)
+
+    def tenant(self, tenant_id: str) -> TenantConfig:
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            raise LookupError(f"tenant {tenant_id!r} is not configured")
+        return tenant
+
+    def sources(self) -> SourceRegistry:
+        """The registry of the running event loop (one httpx client per loop)."""
+        loop = asyncio.get_running_loop()
+        registry = self._registries.get(id(loop))
+        if registry is None:
+            http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
+            registry = self._registries[id(loop)] = SourceRegistry(http, DatabaseBreakerStore(self.engine))
+        return registry
+
+
+def queue_port(settings: Settings) -> QueuePort:
+    if settings.azure_webjobs_storage is None:
+        return InMemoryQueues()
+    from shared.queues.azure import AzureQueues
+
+    value = settings.azure_webjobs_storage.get_secret_value()
+    return AzureQueues.from_connection_string(AZURITE if value == "UseDevelopmentStorage=true" else value)
+
+
+def build_runtime(settings: Settings, *, queues: QueuePort | None = None) -> Runtime:
+    tenants = {t.id: t for t in settings.load_tenants()}
+    return Runtime(settings, create_store_engine(settings), tenants, queues or queue_port(settings))
+
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = build_runtime(load_settings())
+        return _runtime
+
+
+def use_runtime(value: Runtime | None) -> None:
+    """Install a runtime (the local host, tests); None forgets it."""
+    global _runtime
+    with _lock:
+        _runtime = value

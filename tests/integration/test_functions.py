@@ -1,0 +1,95 @@
+"""The registered queue functions, called as the Functions host calls them (func.QueueMessage)."""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+from sqlalchemy import func as sql, select
+
+from tests.fakes import registered_functions
+from shared.bootstrap import build_runtime, use_runtime
+from shared.fhir.synthetic import SyntheticCounts
+from shared.queues.memory import InMemoryQueues
+from shared.queues.messages import ChangeMessage, InvalidMessage, ReconcileMessage, decode, encode
+from shared.sandbox.data import SandboxData
+from shared.sandbox.server import Sandbox, SandboxConfig
+from shared.settings import load_settings
+from shared.store.schema import MIRRORED_TABLES, sync_runs
+
+NOW = datetime.now(timezone.utc)
+
+
+def function(name: str):  # type: ignore[no-untyped-def]
+    return registered_functions()[name].get_user_function()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def setup(database_url: str, tmp_path: Path) -> Iterator[tuple[Sandbox, InMemoryQueues]]:
+    box = Sandbox(SandboxData(SyntheticCounts(2, 30, 120, 20), seed=6, anchor=NOW), SandboxConfig(rate_limit=0)).start()
+    tenants = tmp_path / "tenants.json"
+    tenants.write_text(json.dumps([{"id": "demo", "name": "Demo", "fhir_base_url": box.base_url,
+                                    "client_id": "sandbox-client", "client_secret": "sandbox-secret"}]))
+    queues = InMemoryQueues()
+    runtime = build_runtime(load_settings(database_url=database_url, tenants_file=tenants, reconcile_time_budget=0.05),
+                            queues=queues)
+    use_runtime(runtime)
+    yield box, queues
+    use_runtime(None)
+    runtime.engine.dispose()
+    box.stop()
+
+
+def count(table: str) -> int:
+    from shared.bootstrap import runtime
+
+    with runtime().engine.connect() as conn:
+        return conn.execute(select(sql.count()).select_from(MIRRORED_TABLES[table])).scalar_one()
+
+
+def test_the_apply_function_stores_what_the_message_points_to(setup: tuple[Sandbox, InMemoryQueues]) -> None:
+    message = func.QueueMessage(body=encode(ChangeMessage(tenant="demo", type="Patient", id="PT-2000003")).encode())
+    asyncio.run(function("apply_change_message")(message))
+    assert count("clients") == 1
+    with pytest.raises(InvalidMessage):  # the host retries it, then moves it to changes-poison
+        asyncio.run(function("apply_change_message")(func.QueueMessage(body=b'{"tenant": "demo"}')))
+    with pytest.raises(LookupError, match="tenant 'ghost' is not configured"):
+        asyncio.run(function("apply_change_message")(func.QueueMessage(
+            body=encode(ChangeMessage(tenant="ghost", type="Patient", id="PT-1")).encode())))
+
+
+def test_reconcile_continues_through_the_queue_until_done(setup: tuple[Sandbox, InMemoryQueues]) -> None:
+    box, queues = setup
+    step = function("reconcile_step")
+    asyncio.run(step(func.QueueMessage(body=encode(ReconcileMessage(tenant="demo", reconcile="full")).encode())))
+    invocations = 1
+    while queues.count("reconcile"):  # each invocation's budget is 50 ms: a chain of continuations
+        (message,) = queues.receive("reconcile", max_messages=1, visibility_timeout=30)
+        continuation = decode(message.text, ReconcileMessage)
+        assert continuation.run_id is not None
+        asyncio.run(step(func.QueueMessage(body=message.text.encode())))
+        queues.delete("reconcile", message)
+        invocations += 1
+        assert invocations < 200
+    assert invocations > 1  # more than one budget was needed
+    assert count("sessions") == 120 and count("clients") == 30
+    from shared.bootstrap import runtime
+
+    with runtime().engine.connect() as conn:
+        (status,) = conn.execute(select(sync_runs.c.status)).one()
+    assert status == "completed"
+
+
+def test_a_second_reconcile_of_the_same_kind_is_acknowledged_not_run(setup: tuple[Sandbox, InMemoryQueues]) -> None:
+    from shared.blueprints.queues import handle_reconcile
+    from shared.bootstrap import runtime
+    from shared.store.engine import write_transaction
+    from shared.sync.runs import start_run
+
+    with write_transaction(runtime().engine) as conn:
+        start_run(conn, "demo", "full")
+    assert asyncio.run(handle_reconcile(encode(ReconcileMessage(tenant="demo", reconcile="full")))) == "already-running"
