@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,8 +22,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_DATABASE_URL = "sqlite:///./.data/mirror.db"
 WebhookScheme = Literal["halaxy", "hmac-sha256", "standard-webhooks"]
 
-# NCRONTAB (6 fields, seconds first, as Azure Functions timers use) or classic 5-field cron.
-_CRON_FIELD = re.compile(r"^[0-9*/,\-]+$")
 
 
 class SettingsError(ValueError):
@@ -76,9 +73,10 @@ class TenantConfig(BaseModel):
     @field_validator("schedule")
     @classmethod
     def _cron_shape(cls, value: str) -> str:
-        fields = value.split()
-        if len(fields) not in (5, 6) or not all(_CRON_FIELD.match(f) for f in fields):
-            raise ValueError("expected a cron expression of 5 or 6 fields, e.g. '0 */15 * * * *'")
+        from shared.sync.schedule import is_valid
+
+        if not is_valid(value):
+            raise ValueError("expected NCRONTAB (6 fields, seconds first) or cron (5 fields), e.g. '0 */15 * * * *'")
         return value
 
 
@@ -120,6 +118,18 @@ class Settings(BaseSettings):
     # Seconds a reconcile invocation works before it checkpoints and enqueues its continuation
     # (under host.json's functionTimeout of 10 minutes).
     reconcile_time_budget: Annotated[float, Field(gt=0, le=540)] = 300.0
+    # How often the timer looks for due tenants (NCRONTAB). The timer binds it as the app setting
+    # %SYNC_FANOUT_SCHEDULE%, so in Azure it must be set (the Bicep sets it).
+    fanout_schedule: str = "0 */5 * * * *"
+
+    @field_validator("fanout_schedule")
+    @classmethod
+    def _valid_fanout_schedule(cls, value: str) -> str:
+        from shared.sync.schedule import is_valid
+
+        if not is_valid(value):
+            raise ValueError("expected NCRONTAB (6 fields, seconds first), e.g. '0 */5 * * * *'")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -1,13 +1,14 @@
 """Blueprints that adapt Azure Functions triggers to the engine (webhooks, queues, timers, reads).
 
 The only package allowed to import azure.functions. Registered so far: the two queue functions
-(apply a change, run a reconcile step); the webhook HTTP function, the timer fan-out and the read
-endpoints come next.
+(apply a change, run a reconcile step) and the timer fan-out; the webhook HTTP function and the
+read endpoints come next.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from shared.blueprints.queues import bp as queues
+from shared.blueprints.timers import bp as timers
 
-BLUEPRINTS: list[Any] = [queues]
+BLUEPRINTS: list[Any] = [queues, timers]

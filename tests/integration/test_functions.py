@@ -93,3 +93,32 @@ def test_a_second_reconcile_of_the_same_kind_is_acknowledged_not_run(setup: tupl
     with write_transaction(runtime().engine) as conn:
         start_run(conn, "demo", "full")
     assert asyncio.run(handle_reconcile(encode(ReconcileMessage(tenant="demo", reconcile="full")))) == "already-running"
+
+
+def test_the_timer_fans_out_one_message_per_due_tenant(setup: tuple[Sandbox, InMemoryQueues]) -> None:
+    from datetime import timedelta
+
+    from shared.blueprints.timers import fan_out
+    from shared.bootstrap import runtime
+    from shared.store.engine import write_transaction
+    from shared.sync.runs import finish, start_run
+
+    _box, queues = setup
+    now = datetime(2026, 1, 1, 10, 7, tzinfo=timezone.utc)
+    assert fan_out(now) == ["demo"]  # never ran: due
+    (message,) = queues.receive("reconcile", max_messages=5, visibility_timeout=30)
+    assert decode(message.text, ReconcileMessage) == ReconcileMessage(tenant="demo", reconcile="incremental")
+    queues.delete("reconcile", message)
+    with write_transaction(runtime().engine) as conn:  # ran at 10:05, after the 10:00 fire of */15
+        lease = start_run(conn, "demo", "incremental", now=now - timedelta(minutes=2))
+        finish(conn, lease, "completed")
+    assert fan_out(now) == [] and queues.count("reconcile") == 0
+    assert fan_out(now + timedelta(minutes=10)) == ["demo"]  # 10:15 fired since
+
+
+def test_tenant_schedules_are_validated_at_start_up() -> None:
+    from shared.settings import SettingsError, parse_tenants
+
+    with pytest.raises(SettingsError, match="schedule: Value error, expected NCRONTAB"):
+        parse_tenants(json.dumps([{"id": "x", "name": "X", "fhir_base_url": "http://h/main", "client_id": "c",
+                                   "client_secret": "s", "schedule": "61 * * * * *"}]), source="t")

@@ -17,7 +17,7 @@ def test_function_app_is_import_safe_in_an_empty_environment(tmp_path: Path) -> 
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "['apply_change_message', 'reconcile_step']"
+    assert done.stdout.strip() == "['apply_change_message', 'reconcile_fan_out', 'reconcile_step']"
     assert not (tmp_path / ".data").exists()  # importing created no database, read no settings
 
 
@@ -31,6 +31,8 @@ def test_the_full_list_of_functions_with_triggers_and_queues() -> None:
                                   "connection": "AzureWebJobsStorage"}],
         "reconcile_step": [{"direction": "IN", "type": "queueTrigger", "name": "msg", "queueName": "reconcile",
                             "connection": "AzureWebJobsStorage"}],
+        "reconcile_fan_out": [{"direction": "IN", "type": "timerTrigger", "name": "timer",
+                               "schedule": "%SYNC_FANOUT_SCHEDULE%", "runOnStartup": False, "useMonitor": True}],
     }
 
 

@@ -1,0 +1,37 @@
+"""Tenant schedules: NCRONTAB (6 fields, seconds first, as Azure timers) or cron (5 fields).
+
+Pure: which tenants are due, given when each last started a run and the time now.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+
+from croniter import croniter
+
+
+def _parts(expression: str) -> tuple[str, bool]:
+    return expression, len(expression.split()) == 6
+
+
+def is_valid(expression: str) -> bool:
+    text, seconds_first = _parts(expression)
+    return len(text.split()) in (5, 6) and croniter.is_valid(text, second_at_beginning=seconds_first)
+
+
+def previous_fire(expression: str, now: datetime) -> datetime:
+    """The latest time at or before ``now`` the schedule fires (croniter's get_prev is strictly
+    before its start: a tenant firing at the timer's own :00 would otherwise wait a period)."""
+    text, seconds_first = _parts(expression)
+    fired = croniter(text, now + timedelta(microseconds=1), second_at_beginning=seconds_first).get_prev(datetime)
+    return fired.replace(fold=0)
+
+
+def due(schedule: str, last_started: datetime | None, now: datetime) -> bool:
+    """Due when the schedule fired since the last run started (or there never was one)."""
+    return last_started is None or previous_fire(schedule, now) > last_started
+
+
+def due_tenants(tenants: Iterable[object], last_started: Mapping[str, datetime | None], now: datetime) -> list[object]:
+    return [t for t in tenants if getattr(t, "enabled", True)
+            and due(getattr(t, "schedule"), last_started.get(getattr(t, "id")), now)]
