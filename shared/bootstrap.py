@@ -20,9 +20,13 @@ from shared.source.registry import SourceRegistry
 from shared.store.engine import create_store_engine
 from shared.store.health import DatabaseBreakerStore
 
-AZURITE = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-           "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-           "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;")
+# Azurite's published development account key: the same on every machine, not a secret.
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def azurite_connection_string(queue_endpoint: str = "http://127.0.0.1:10001/devstoreaccount1") -> str:
+    return (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
+            f"QueueEndpoint={queue_endpoint};")
 
 
 @dataclass
@@ -55,7 +59,8 @@ def queue_port(settings: Settings) -> QueuePort:
     from shared.queues.azure import AzureQueues
 
     value = settings.azure_webjobs_storage.get_secret_value()
-    return AzureQueues.from_connection_string(AZURITE if value == "UseDevelopmentStorage=true" else value)
+    return AzureQueues.from_connection_string(
+        azurite_connection_string() if value == "UseDevelopmentStorage=true" else value)
 
 
 def build_runtime(settings: Settings, *, queues: QueuePort | None = None) -> Runtime:

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
@@ -22,6 +23,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_DATABASE_URL = "sqlite:///./.data/mirror.db"
 WebhookScheme = Literal["halaxy", "hmac-sha256", "standard-webhooks"]
 
+
+
+def _valid_schedule(value: str) -> str:
+    from shared.sync.schedule import is_valid
+
+    if not is_valid(value):
+        raise ValueError("expected NCRONTAB (6 fields, seconds first) or cron (5 fields), e.g. '0 */15 * * * *'")
+    return value
+
+
+Schedule = Annotated[str, AfterValidator(_valid_schedule)]
 
 
 class SettingsError(ValueError):
@@ -41,7 +53,7 @@ class TenantConfig(BaseModel):
     client_secret: SecretStr
     webhook_scheme: WebhookScheme = "halaxy"
     webhook_secrets: list[SecretStr] = Field(default_factory=list)
-    schedule: str = "0 */15 * * * *"
+    schedule: Schedule = "0 */15 * * * *"
     enabled: bool = True
 
     @field_validator("timezone")
@@ -69,15 +81,6 @@ class TenantConfig(BaseModel):
                 v.get_secret_value().startswith("whsec_") for v in values):
             raise ValueError("standard-webhooks secrets must start with 'whsec_'")
         return values
-
-    @field_validator("schedule")
-    @classmethod
-    def _cron_shape(cls, value: str) -> str:
-        from shared.sync.schedule import is_valid
-
-        if not is_valid(value):
-            raise ValueError("expected NCRONTAB (6 fields, seconds first) or cron (5 fields), e.g. '0 */15 * * * *'")
-        return value
 
 
 class TenantsFile(BaseModel):
@@ -120,16 +123,7 @@ class Settings(BaseSettings):
     reconcile_time_budget: Annotated[float, Field(gt=0, le=540)] = 300.0
     # How often the timer looks for due tenants (NCRONTAB). The timer binds it as the app setting
     # %SYNC_FANOUT_SCHEDULE%, so in Azure it must be set (the Bicep sets it).
-    fanout_schedule: str = "0 */5 * * * *"
-
-    @field_validator("fanout_schedule")
-    @classmethod
-    def _valid_fanout_schedule(cls, value: str) -> str:
-        from shared.sync.schedule import is_valid
-
-        if not is_valid(value):
-            raise ValueError("expected NCRONTAB (6 fields, seconds first), e.g. '0 */5 * * * *'")
-        return value
+    fanout_schedule: Schedule = "0 */5 * * * *"
 
     @field_validator("database_url")
     @classmethod

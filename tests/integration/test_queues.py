@@ -8,16 +8,12 @@ from pathlib import Path
 import pytest
 from azure.storage.queue import QueueClient
 
+from shared.bootstrap import azurite_connection_string
 from shared.queues.azure import AzureQueues
 from shared.queues.messages import ChangeMessage, decode, encode
 from shared.queues.port import pump_once
 
 ROOT = Path(__file__).resolve().parents[2]
-DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-
-
-def connection_string(url: str) -> str:
-    return f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY};QueueEndpoint={url};"
 
 
 @pytest.mark.azurite
@@ -25,11 +21,11 @@ def test_producer_encoding_is_what_host_json_tells_the_functions_host(azurite_qu
     """host.json's messageEncoding and the producer agree: the host hands the function our JSON."""
     encoding = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]["messageEncoding"]
     assert encoding == "none"
-    queues = AzureQueues.from_connection_string(connection_string(azurite_queue_url))
+    queues = AzureQueues.from_connection_string(azurite_connection_string(azurite_queue_url))
     message = ChangeMessage(tenant="north", type="Patient", id="PT-1", action="update")
     queues.send("encoding-proof", encode(message))
     # Read it back as the Functions host does with messageEncoding=none: raw text, no decoding.
-    raw = QueueClient.from_connection_string(connection_string(azurite_queue_url), "encoding-proof")
+    raw = QueueClient.from_connection_string(azurite_connection_string(azurite_queue_url), "encoding-proof")
     (stored,) = list(raw.receive_messages(max_messages=1))
     assert stored.content == encode(message)
     assert decode(stored.content, ChangeMessage) == message
@@ -37,7 +33,7 @@ def test_producer_encoding_is_what_host_json_tells_the_functions_host(azurite_qu
 
 @pytest.mark.azurite
 def test_send_receive_delete_count(azurite_queue_url: str) -> None:
-    queues = AzureQueues.from_connection_string(connection_string(azurite_queue_url))
+    queues = AzureQueues.from_connection_string(azurite_connection_string(azurite_queue_url))
     for n in range(3):
         queues.send("roundtrip", f'{{"n": {n}}}')
     assert queues.count("roundtrip") == 3
@@ -51,7 +47,7 @@ def test_send_receive_delete_count(azurite_queue_url: str) -> None:
 @pytest.mark.azurite
 @pytest.mark.timeout(60)
 def test_failing_message_reappears_and_lands_in_poison(azurite_queue_url: str) -> None:
-    queues = AzureQueues.from_connection_string(connection_string(azurite_queue_url))
+    queues = AzureQueues.from_connection_string(azurite_connection_string(azurite_queue_url))
     queues.send("apply", "always fails")
 
     def handle(text: str) -> None:
