@@ -53,8 +53,17 @@ class TenantConfig(BaseModel):
     client_secret: SecretStr
     webhook_scheme: WebhookScheme = "halaxy"
     webhook_secrets: list[SecretStr] = Field(default_factory=list)
+    # When each reconcile kind is due (evaluated in the tenant's timezone): incremental is the
+    # safety net behind webhooks, hot keeps the practitioner's week fresh, full detects deletes.
     schedule: Schedule = "0 */15 * * * *"
+    hot_schedule: Schedule = "0 */5 * * * *"
+    full_schedule: Schedule = "0 0 3 * * *"
+    # halaxy: the header carrying the static secret; hmac-sha256: the header carrying the hex HMAC.
+    webhook_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")] | None = None
     enabled: bool = True
+
+    def schedule_for(self, kind: str) -> str:
+        return {"incremental": self.schedule, "hot": self.hot_schedule, "full": self.full_schedule}[kind]
 
     @field_validator("timezone")
     @classmethod

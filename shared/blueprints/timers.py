@@ -1,8 +1,8 @@
-"""The timer that fans out reconciles: one incremental reconcile message per due tenant.
+"""The timer that fans out reconciles: one reconcile message per due (tenant, kind).
 
-It runs on the app setting %SYNC_FANOUT_SCHEDULE%; each enabled tenant is due when its own
-``schedule`` fired since its last incremental run started. A due tenant whose run is still going
-gets a message anyway: reconcile_step acknowledges it as already running.
+It runs on the app setting %SYNC_FANOUT_SCHEDULE%; each enabled tenant's incremental, hot and
+full reconciles are due when their own schedule fired since that kind last started. A due kind
+whose run is still going gets a message anyway: reconcile_step acknowledges it as already running.
 """
 from __future__ import annotations
 
@@ -15,24 +15,24 @@ from sqlalchemy import func as sql, select
 from shared.bootstrap import runtime
 from shared.queues.messages import RECONCILE_QUEUE, ReconcileMessage, encode
 from shared.store.schema import sync_runs
-from shared.sync.schedule import due_tenants
+from shared.sync.schedule import due_runs
 
 log = logging.getLogger("shared.functions")
 bp = func.Blueprint()
 
 
-def fan_out(now: datetime | None = None) -> list[str]:
-    """Enqueue an incremental reconcile for every due tenant; returns their ids."""
+def fan_out(now: datetime | None = None) -> list[tuple[str, str]]:
+    """Enqueue a reconcile for every due (tenant, kind); returns them."""
     rt = runtime()
     now = now or datetime.now(timezone.utc)
     c = sync_runs.c
     with rt.engine.connect() as conn:
-        last = {tenant: started for tenant, started in conn.execute(
-            select(c.tenant_id, sql.max(c.started_at)).where(c.kind == "incremental").group_by(c.tenant_id))}
-    due = [t.id for t in due_tenants(rt.tenants.values(), last, now)]  # type: ignore[attr-defined]
-    for tenant_id in due:
-        rt.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile="incremental")))
-    log.info("fan-out due=%d tenants=%s", len(due), ",".join(due))
+        last = {(tenant, kind): started for tenant, kind, started in conn.execute(
+            select(c.tenant_id, c.kind, sql.max(c.started_at)).group_by(c.tenant_id, c.kind))}
+    due = due_runs(rt.tenants.values(), last, now)
+    for tenant_id, kind in due:
+        rt.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile=kind)))  # type: ignore[arg-type]
+    log.info("fan-out due=%d runs=%s", len(due), ",".join(f"{t}:{k}" for t, k in due))
     return due
 
 

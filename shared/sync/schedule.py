@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from typing import Protocol
+from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
@@ -32,6 +34,26 @@ def due(schedule: str, last_started: datetime | None, now: datetime) -> bool:
     return last_started is None or previous_fire(schedule, now) > last_started
 
 
-def due_tenants(tenants: Iterable[object], last_started: Mapping[str, datetime | None], now: datetime) -> list[object]:
-    return [t for t in tenants if getattr(t, "enabled", True)
-            and due(getattr(t, "schedule"), last_started.get(getattr(t, "id")), now)]
+KINDS = ("full", "hot", "incremental")
+
+
+class Scheduled(Protocol):
+    id: str
+    timezone: str
+    enabled: bool
+
+    def schedule_for(self, kind: str) -> str: ...
+
+
+def due_runs(tenants: Iterable[Scheduled], last_started: Mapping[tuple[str, str], datetime],
+             now: datetime) -> list[tuple[str, str]]:
+    """(tenant id, kind) for every enabled tenant's reconcile kind whose schedule fired since that
+    kind last started. Schedules read in the tenant's timezone ("0 0 3 * * *" is 03:00 local)."""
+    out = []
+    for tenant in tenants:
+        if not tenant.enabled:
+            continue
+        local = now.astimezone(ZoneInfo(tenant.timezone))
+        out += [(tenant.id, kind) for kind in KINDS
+                if due(tenant.schedule_for(kind), last_started.get((tenant.id, kind)), local)]
+    return out

@@ -95,7 +95,7 @@ def test_a_second_reconcile_of_the_same_kind_is_acknowledged_not_run(setup: tupl
     assert asyncio.run(handle_reconcile(encode(ReconcileMessage(tenant="demo", reconcile="full")))) == "already-running"
 
 
-def test_the_timer_fans_out_one_message_per_due_tenant(setup: tuple[Sandbox, InMemoryQueues]) -> None:
+def test_the_timer_fans_out_one_message_per_due_tenant_and_kind(setup: tuple[Sandbox, InMemoryQueues]) -> None:
     from datetime import timedelta
 
     from shared.blueprints.timers import fan_out
@@ -105,15 +105,18 @@ def test_the_timer_fans_out_one_message_per_due_tenant(setup: tuple[Sandbox, InM
 
     _box, queues = setup
     now = datetime(2026, 1, 1, 10, 7, tzinfo=timezone.utc)
-    assert fan_out(now) == ["demo"]  # never ran: due
-    (message,) = queues.receive("reconcile", max_messages=5, visibility_timeout=30)
-    assert decode(message.text, ReconcileMessage) == ReconcileMessage(tenant="demo", reconcile="incremental")
-    queues.delete("reconcile", message)
-    with write_transaction(runtime().engine) as conn:  # ran at 10:05, after the 10:00 fire of */15
-        lease = start_run(conn, "demo", "incremental", now=now - timedelta(minutes=2))
-        finish(conn, lease, "completed")
+    assert fan_out(now) == [("demo", "full"), ("demo", "hot"), ("demo", "incremental")]  # never ran: all due
+    messages = queues.receive("reconcile", max_messages=5, visibility_timeout=30)
+    assert [decode(m.text, ReconcileMessage) for m in messages] == [
+        ReconcileMessage(tenant="demo", reconcile=kind) for kind in ("full", "hot", "incremental")]
+    for message in messages:
+        queues.delete("reconcile", message)
+    with write_transaction(runtime().engine) as conn:  # each kind ran at 10:05, after the 10:05/10:00 fires
+        for kind in ("full", "hot", "incremental"):
+            finish(conn, start_run(conn, "demo", kind, now=now - timedelta(minutes=2)), "completed")
     assert fan_out(now) == [] and queues.count("reconcile") == 0
-    assert fan_out(now + timedelta(minutes=10)) == ["demo"]  # 10:15 fired since
+    assert fan_out(now + timedelta(minutes=4)) == [("demo", "hot")]  # 10:10 fired for */5 only
+    assert fan_out(now + timedelta(minutes=10)) == [("demo", "hot"), ("demo", "incremental")]  # 10:15
 
 
 def test_tenant_schedules_are_validated_at_start_up() -> None:

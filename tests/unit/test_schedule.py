@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared.sync.schedule import due, due_tenants, is_valid, previous_fire
+from shared.sync.schedule import due, due_runs, is_valid, previous_fire
 
 T = datetime(2026, 1, 1, 10, 7, 30, tzinfo=timezone.utc)
 
@@ -30,6 +30,12 @@ class Tenant:
     id: str
     schedule: str
     enabled: bool = True
+    timezone: str = "UTC"
+    hot_schedule: str = "0 0 0 1 1 *"
+    full_schedule: str = "0 0 3 * * *"
+
+    def schedule_for(self, kind: str) -> str:
+        return {"incremental": self.schedule, "hot": self.hot_schedule, "full": self.full_schedule}[kind]
 
 
 def test_due_when_the_schedule_fired_since_the_last_run() -> None:
@@ -37,5 +43,16 @@ def test_due_when_the_schedule_fired_since_the_last_run() -> None:
     assert due("0 */15 * * * *", T - timedelta(minutes=8), T)  # last run 09:59:30, fired at 10:00
     assert not due("0 */15 * * * *", T - timedelta(minutes=2), T)  # last run 10:05:30, after the fire
     tenants = [Tenant("a", "0 */15 * * * *"), Tenant("b", "0 0 * * * *"), Tenant("c", "0 */5 * * * *", enabled=False)]
-    last = {"a": T - timedelta(minutes=20), "b": T - timedelta(minutes=5)}
-    assert [t.id for t in due_tenants(tenants, last, T)] == ["a"]
+    ran = {"full": T - timedelta(hours=1), "hot": T - timedelta(hours=1)}
+    last = {("a", "incremental"): T - timedelta(minutes=20), ("b", "incremental"): T - timedelta(minutes=5)}
+    last |= {(t, kind): at for t in "ab" for kind, at in ran.items()}
+    assert due_runs(tenants, last, T) == [("a", "incremental")]
+
+
+def test_full_schedule_is_read_in_the_tenant_timezone() -> None:
+    # 03:00 in Sydney (UTC+11 in January) is 16:00 UTC the day before.
+    sydney = Tenant("s", "0 0 0 1 1 *", timezone="Australia/Sydney")
+    before = datetime(2026, 1, 1, 15, 59, tzinfo=timezone.utc)
+    last = {("s", "incremental"): before, ("s", "hot"): before, ("s", "full"): before - timedelta(hours=23)}
+    assert due_runs([sydney], last, before) == []
+    assert due_runs([sydney], last, before + timedelta(minutes=1)) == [("s", "full")]
