@@ -1,1 +1,7 @@
-"""Webhooks: authentication schemes (halaxy, hmac-sha256, standard-webhooks) and notifications."""
+"""Webhooks: authentication schemes (halaxy, hmac-sha256, standard-webhooks) and notifications.
+
+``verify_request`` and ``WebhookRejected`` are the public contract (see verify.py).
+"""
+from shared.webhooks.verify import WebhookRejected, verify_request
+
+__all__ = ["WebhookRejected", "verify_request"]

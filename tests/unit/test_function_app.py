@@ -17,7 +17,7 @@ def test_function_app_is_import_safe_in_an_empty_environment(tmp_path: Path) -> 
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "['apply_change_message', 'reconcile_fan_out', 'reconcile_step']"
+    assert done.stdout.strip() == "['apply_change_message', 'receive_webhook', 'reconcile_fan_out', 'reconcile_step']"
     assert not (tmp_path / ".data").exists()  # importing created no database, read no settings
 
 
@@ -27,6 +27,9 @@ def test_the_full_list_of_functions_with_triggers_and_queues() -> None:
 
     found = {name: json.loads(f.get_function_json())["bindings"] for name, f in registered_functions().items()}
     assert found == {
+        "receive_webhook": [{"direction": "IN", "type": "httpTrigger", "name": "req", "methods": ["POST"],
+                             "authLevel": "ANONYMOUS", "route": "webhooks/{tenant}/{event}"},
+                            {"direction": "OUT", "type": "http", "name": "$return"}],
         "apply_change_message": [{"direction": "IN", "type": "queueTrigger", "name": "msg", "queueName": "changes",
                                   "connection": "AzureWebJobsStorage"}],
         "reconcile_step": [{"direction": "IN", "type": "queueTrigger", "name": "msg", "queueName": "reconcile",

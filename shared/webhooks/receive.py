@@ -1,0 +1,83 @@
+"""Receive one webhook delivery: authenticate, dedupe, enqueue change messages, answer.
+
+Never 2xx without a durable enqueue: when the queue (or the inbox) cannot be reached the answer
+is 503 and the sender retries. The mirror is never written here; the apply function re-reads
+each announced resource. A duplicate (same idempotency key within the retention window) is
+acknowledged without enqueueing again.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, delete, exists, select
+from sqlalchemy.exc import IntegrityError
+
+from shared.queues.messages import CHANGES_QUEUE, ChangeMessage, encode
+from shared.queues.port import QueuePort
+from shared.settings import TenantConfig
+from shared.store.engine import write_transaction
+from shared.store.schema import inbox
+from shared.webhooks.notifications import parse_notification
+from shared.webhooks.verify import WebhookRejected, verify_request
+
+log = logging.getLogger("shared.webhooks")
+# Longer than the ±300 s signature tolerance and than any sender's retry schedule we know of.
+INBOX_RETENTION = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def receive_webhook(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, event: str,
+                    headers: Mapping[str, str], body: bytes, now: datetime) -> Answer:
+    tenant_label = tenant.id if tenant else "?"
+    try:
+        if tenant is None:
+            raise WebhookRejected(404, "unknown-tenant")
+        if not tenant.enabled:
+            raise WebhookRejected(403, "tenant-disabled")
+        key = verify_request(tenant.webhook_scheme, [s.get_secret_value() for s in tenant.webhook_secrets],
+                             headers, body, now.timestamp(), header=tenant.webhook_header)
+        events, _status = parse_notification(body, event)
+    except WebhookRejected as rejected:
+        log.info("webhook tenant=%s event=%s outcome=rejected reason=%s", tenant_label, event[:40], rejected.reason)
+        return Answer(rejected.status, {"error": rejected.reason})
+    assert tenant is not None
+    try:
+        with engine.connect() as conn:
+            seen = conn.execute(select(exists().where(
+                inbox.c.tenant_id == tenant.id, inbox.c.idempotency_key == key, inbox.c.expires_at > now))).scalar()
+        if seen:
+            log.info("webhook tenant=%s event=%s outcome=duplicate", tenant.id, event)
+            return Answer(200, {"duplicate": True})
+        for item in events:
+            message = ChangeMessage(tenant=tenant.id, type=item.type, id=item.id,  # type: ignore[arg-type]
+                                    action=item.action, version=item.version, event_key=key[:200], received_at=now)
+            queues.send(CHANGES_QUEUE, encode(message))
+        _remember(engine, tenant.id, key, event, now)
+    except Exception as exc:  # noqa: BLE001 — any storage trouble: the sender must retry
+        log.warning("webhook tenant=%s event=%s outcome=unavailable reason=%s", tenant.id, event, exc.__class__.__name__)
+        return Answer(503, {"error": "temporarily-unavailable"}, {"Retry-After": "5"})
+    log.info("webhook tenant=%s event=%s outcome=enqueued changes=%d", tenant.id, event, len(events))
+    return Answer(202, {"accepted": len(events)})
+
+
+def _remember(engine: Engine, tenant_id: str, key: str, event: str, now: datetime) -> None:
+    """Record the key after the enqueue (a lost record only costs a harmless duplicate apply)."""
+    with write_transaction(engine) as conn:
+        conn.execute(delete(inbox).where(inbox.c.tenant_id == tenant_id, inbox.c.expires_at <= now))
+        try:
+            with conn.begin_nested():
+                conn.execute(inbox.insert().values(tenant_id=tenant_id, idempotency_key=key, event_type=event[:64],
+                                                   received_at=now, expires_at=now + INBOX_RETENTION))
+        except IntegrityError:
+            pass  # a concurrent duplicate got there first
+

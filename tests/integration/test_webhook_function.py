@@ -1,0 +1,133 @@
+"""The webhook HTTP function, called as the Functions host calls it (func.HttpRequest), on both databases."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+from sqlalchemy import func as sql, select
+
+from shared.bootstrap import build_runtime, use_runtime
+from shared.queues.memory import InMemoryQueues
+from shared.queues.messages import ChangeMessage, decode
+from shared.sandbox.data import Change
+from shared.sandbox.notify import halaxy_bundle, json_event
+from shared.settings import load_settings
+from shared.store.schema import inbox
+from shared.webhooks.signatures import hmac_sha256_hex
+from tests.fakes import registered_functions
+
+AT = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+TENANTS = [
+    {"id": "alpha", "name": "A", "fhir_base_url": "http://127.0.0.1:9/main", "client_id": "c", "client_secret": "s",
+     "webhook_scheme": "halaxy", "webhook_secrets": ["alpha-old", "alpha-new"], "webhook_header": "X-Halaxy-Secret"},
+    {"id": "beta", "name": "B", "fhir_base_url": "http://127.0.0.1:9/main", "client_id": "c", "client_secret": "s",
+     "webhook_scheme": "hmac-sha256", "webhook_secrets": ["beta-secret"]},
+    {"id": "gamma", "name": "G", "fhir_base_url": "http://127.0.0.1:9/main", "client_id": "c", "client_secret": "s",
+     "webhook_secrets": ["gamma-secret"], "enabled": False},
+]
+
+
+class BrokenQueues(InMemoryQueues):
+    def send(self, queue: str, text: str, *, delay: float = 0) -> None:
+        raise ConnectionError("queue service unreachable")
+
+
+@pytest.fixture
+def queues(database_url: str, tmp_path: Path) -> Iterator[InMemoryQueues]:
+    tenants = tmp_path / "tenants.json"
+    tenants.write_text(json.dumps(TENANTS))
+    queues = InMemoryQueues()
+    runtime = build_runtime(load_settings(database_url=database_url, tenants_file=tenants), queues=queues)
+    use_runtime(runtime)
+    yield queues
+    use_runtime(None)
+    runtime.engine.dispose()
+
+
+def post(tenant: str, event: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
+    request = func.HttpRequest("POST", f"http://localhost/api/webhooks/{tenant}/{event}", body=body,
+                               headers=headers, route_params={"tenant": tenant, "event": event})
+    response = registered_functions()["receive_webhook"].get_user_function()(request)  # type: ignore[attr-defined]
+    return response.status_code, json.loads(response.get_body())
+
+
+def backport(number: int, rid: str = "AP-1") -> bytes:
+    return json.dumps(halaxy_bundle(Change("Appointment", rid, "update", 2, AT), "http://x/main", number)).encode()
+
+
+HALAXY = {"Content-Type": "application/fhir+json", "X-Halaxy-Secret": "alpha-new"}
+
+
+def messages(queues: InMemoryQueues) -> list[ChangeMessage]:
+    found = queues.receive("changes", max_messages=32, visibility_timeout=0.01)
+    return [decode(m.text, ChangeMessage) for m in found]
+
+
+def test_an_authenticated_notification_is_enqueued_once_and_duplicates_are_acknowledged(
+        queues: InMemoryQueues) -> None:
+    assert post("alpha", "appointment-update", backport(7), HALAXY) == (202, {"accepted": 1})
+    ((message,),) = [messages(queues)]
+    assert (message.tenant, message.type, message.id, message.action) == ("alpha", "Appointment", "AP-1", "update")
+    assert message.event_key == "sub:http://x/main/Subscription/sub-appointment-update#7"
+    assert post("alpha", "appointment-update", backport(7), HALAXY) == (200, {"duplicate": True})
+    assert queues.count("changes") == 1  # the duplicate was not enqueued again
+    old = HALAXY | {"X-Halaxy-Secret": "alpha-old"}  # rotation: the old secret still works
+    assert post("alpha", "appointment-update", backport(8, "AP-2"), old) == (202, {"accepted": 1})
+
+
+def test_hmac_tenant_and_cross_tenant_forgery(queues: InMemoryQueues) -> None:
+    body = json.dumps(json_event(Change("Invoice", "IN-5", "create", 1, AT))).encode()
+    signed_by_beta = {"Content-Type": "application/json", "X-Webhook-Signature": hmac_sha256_hex("beta-secret", body)}
+    assert post("beta", "invoice-create", body, signed_by_beta) == (202, {"accepted": 1})
+    # beta's valid signature on alpha's route, or alpha's header value on beta's: never accepted.
+    assert post("alpha", "invoice-create", body, signed_by_beta | {"X-Halaxy-Secret": "beta-secret"}) == (
+        401, {"error": "bad-secret"})
+    assert post("beta", "invoice-create", body, {"Content-Type": "application/json",
+                                                  "X-Webhook-Signature": hmac_sha256_hex("alpha-new", body)}) == (
+        401, {"error": "bad-signature"})
+    assert [m.tenant for m in messages(queues)] == ["beta"]
+
+
+@pytest.mark.parametrize(("tenant", "event", "body", "headers", "expected"), [
+    ("nobody", "appointment-update", backport(1), HALAXY, (404, "unknown-tenant")),
+    ("gamma", "appointment-update", backport(1), HALAXY, (403, "tenant-disabled")),
+    ("alpha", "appointment-update", backport(1), HALAXY | {"X-Halaxy-Secret": "wrong"}, (401, "bad-secret")),
+    ("alpha", "appointment-update", backport(1), {"X-Halaxy-Secret": "alpha-new"}, (415, "unsupported-content-type")),
+    ("alpha", "appointment-update", b"x" * 300_000, HALAXY, (413, "body-too-large")),
+    ("alpha", "appointment-update", b"{not json", HALAXY, (400, "malformed-json")),
+    ("alpha", "patient-update", backport(1), HALAXY, (400, "event-type-mismatch")),
+    ("alpha", "weather-report", backport(1), HALAXY, (400, "unknown-event")),
+])
+def test_bad_deliveries_get_a_4xx_reason_and_change_nothing(queues: InMemoryQueues, tenant: str, event: str,
+                                                            body: bytes, headers: dict[str, str],
+                                                            expected: tuple[int, str]) -> None:
+    assert post(tenant, event, body, headers) == (expected[0], {"error": expected[1]})
+    assert queues.count("changes") == 0
+    from shared.bootstrap import runtime
+
+    with runtime().engine.connect() as conn:
+        assert conn.execute(select(sql.count()).select_from(inbox)).scalar_one() == 0
+
+
+def test_no_2xx_without_an_enqueue_and_the_retry_is_not_a_duplicate(database_url: str, tmp_path: Path) -> None:
+    tenants = tmp_path / "tenants.json"
+    tenants.write_text(json.dumps(TENANTS))
+    settings = load_settings(database_url=database_url, tenants_file=tenants)
+    broken = build_runtime(settings, queues=BrokenQueues())
+    use_runtime(broken)
+    try:
+        assert post("alpha", "appointment-update", backport(3), HALAXY) == (503, {"error": "temporarily-unavailable"})
+    finally:
+        use_runtime(None)
+        broken.engine.dispose()
+    working = build_runtime(settings, queues=InMemoryQueues())
+    use_runtime(working)
+    try:  # the sender's retry goes through: the failed attempt left no inbox record
+        assert post("alpha", "appointment-update", backport(3), HALAXY) == (202, {"accepted": 1})
+    finally:
+        use_runtime(None)
+        working.engine.dispose()
