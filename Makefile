@@ -3,8 +3,6 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 AZURITE_VERSION := 3.37.0
-SAMPLE_TENANTS  := samples/tenants.sandbox.json
-SAMPLE_BUNDLE   := samples/halaxy-sample-bundle.json
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: run test bench clean system-deps azurite
@@ -29,11 +27,10 @@ azurite: .tools/node_modules/.bin/azurite
 .tools/node_modules/.bin/azurite:
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
 
+# The local host on 127.0.0.1:7071 with SQLite (./.data/mirror.db) and the bundled sandbox as tenant
+# "demo". `make run ARGS=--once` runs one bounded cycle and exits 0 only if mirror == source.
 run: $(VENV)/.runtime
-	$(PY) -m shared.cli migrate
-	$(PY) -m shared.cli --tenants-file $(SAMPLE_TENANTS) load --tenant demo $(SAMPLE_BUNDLE)
-	@echo "The local host (HTTP on 127.0.0.1:7071, timers, queues) arrives with the sync engine;"
-	@echo "for now 'make run' migrates ./.data/mirror.db and imports the bundled sample."
+	$(PY) -m shared.cli serve $(ARGS)
 
 test: $(VENV)/.dev system-deps azurite
 	$(PY) -m pytest

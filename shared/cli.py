@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--kind", choices=("incremental", "hot", "full"), default="incremental")
     reconcile.add_argument("--page-size", type=int, default=100, help="_count per page (1-1000)")
 
+    serve = commands.add_parser("serve", help="run function_app.py locally: HTTP on 127.0.0.1, timers, queues "
+                                "(with no tenants: the bundled sandbox as tenant 'demo')")
+    serve.add_argument("--port", type=int, default=7071, help="HTTP port on 127.0.0.1 (default 7071; 0 = any free)")
+    serve.add_argument("--once", action="store_true",
+                       help="demo only: full reconcile, churn with webhooks, drain, full reconcile; "
+                            "exit 0 only if the mirror equals the sandbox")
+
     commands.add_parser("tenants", help="validate the tenants configuration and list tenants (no secrets)")
 
     generate = commands.add_parser("generate", help="write deterministic synthetic FHIR data (NDJSON or a Bundle)")
@@ -227,6 +234,28 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if counts.errored else EXIT_OK
 
 
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import logging
+
+    from shared.localhost.serve import serve
+
+    if not 0 <= args.port <= 65535:
+        raise CliError("--port must be between 0 and 65535")
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level != "DEBUG":  # one line per HTTP request or migration step is noise here
+        for name in ("httpx", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    if args.once and settings.log_level != "DEBUG":
+        for name in ("shared.functions", "shared.webhooks"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        return serve(settings, port=args.port, once=args.once, say=lambda line: print(line, flush=True))
+    except OSError as exc:
+        raise CliError(f"cannot listen on 127.0.0.1:{args.port} ({exc.strerror}); "
+                       "is another host running? choose another --port") from None
+
+
 def cmd_tenants(settings: Settings, _args: argparse.Namespace) -> int:
     tenants = settings.load_tenants()
     for t in tenants:
@@ -323,7 +352,7 @@ def _safe_url(url: str) -> str:
 
 
 COMMANDS = {"migrate": cmd_migrate, "load": cmd_load, "tenants": cmd_tenants, "generate": cmd_generate,
-            "sandbox": cmd_sandbox, "reconcile": cmd_reconcile}
+            "sandbox": cmd_sandbox, "reconcile": cmd_reconcile, "serve": cmd_serve}
 
 if __name__ == "__main__":
     sys.exit(main())

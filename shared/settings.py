@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     # Seconds a reconcile invocation works before it checkpoints and enqueues its continuation
     # (under host.json's functionTimeout of 10 minutes).
     reconcile_time_budget: Annotated[float, Field(gt=0, le=540)] = 300.0
+    # A running reconcile whose heartbeat (one per page) is older than this is presumed dead: the
+    # next message for that tenant and kind takes it over and resumes from its checkpoint. The
+    # fan-out marks runs silent for four times this long as failed_stale.
+    run_stale_after: Annotated[float, Field(gt=0)] = 900.0
     # How often the timer looks for due tenants (NCRONTAB). The timer binds it as the app setting
     # %SYNC_FANOUT_SCHEDULE%, so in Azure it must be set (the Bicep sets it).
     fanout_schedule: Schedule = "0 */5 * * * *"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 
 import azure.functions as func
 
@@ -17,7 +18,7 @@ from shared.source.errors import SourceError
 from shared.store.engine import write_transaction
 from shared.sync.apply import ApplyResult, apply_change
 from shared.sync.reconcile import run_reconcile
-from shared.sync.runs import LeaseLost, RunActive, claim, start_run
+from shared.sync.runs import LeaseLost, RunActive, claim, start_or_resume
 
 log = logging.getLogger("shared.functions")
 bp = func.Blueprint()
@@ -40,7 +41,8 @@ async def handle_reconcile(text: str) -> str:
     tenant = rt.tenant(message.tenant)
     try:
         with write_transaction(rt.engine) as conn:
-            lease = claim(conn, message.run_id) if message.run_id else start_run(conn, tenant.id, message.reconcile)
+            lease = claim(conn, message.run_id) if message.run_id else start_or_resume(
+                conn, tenant.id, message.reconcile, stale_after=timedelta(seconds=rt.settings.run_stale_after))
     except RunActive as exc:
         log.info("reconcile tenant=%s kind=%s outcome=already-running run=%s", tenant.id, message.reconcile, exc.run_id)
         return "already-running"

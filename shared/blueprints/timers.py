@@ -7,25 +7,30 @@ whose run is still going gets a message anyway: reconcile_step acknowledges it a
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import azure.functions as func
 from sqlalchemy import func as sql, select
 
 from shared.bootstrap import runtime
 from shared.queues.messages import RECONCILE_QUEUE, ReconcileMessage, encode
+from shared.store.engine import write_transaction
 from shared.store.schema import sync_runs
+from shared.sync.runs import reap_stale
 from shared.sync.schedule import due_runs
 
 log = logging.getLogger("shared.functions")
 bp = func.Blueprint()
-
 
 def fan_out(now: datetime | None = None) -> list[tuple[str, str]]:
     """Enqueue a reconcile for every due (tenant, kind); returns them."""
     rt = runtime()
     now = now or datetime.now(timezone.utc)
     c = sync_runs.c
+    with write_transaction(rt.engine) as conn:
+        reaped = reap_stale(conn, older_than=timedelta(seconds=4 * rt.settings.run_stale_after), now=now)
+    if reaped:
+        log.warning("fan-out reaped stale runs=%s", ",".join(reaped))
     with rt.engine.connect() as conn:
         last = {(tenant, kind): started for tenant, kind, started in conn.execute(
             select(c.tenant_id, c.kind, sql.max(c.started_at)).group_by(c.tenant_id, c.kind))}
@@ -34,7 +39,6 @@ def fan_out(now: datetime | None = None) -> list[tuple[str, str]]:
         rt.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile=kind)))  # type: ignore[arg-type]
     log.info("fan-out due=%d runs=%s", len(due), ",".join(f"{t}:{k}" for t, k in due))
     return due
-
 
 @bp.timer_trigger(arg_name="timer", schedule="%SYNC_FANOUT_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def reconcile_fan_out(timer: func.TimerRequest) -> None:

@@ -52,5 +52,11 @@ class AzureQueues:
         except ResourceNotFoundError:
             pass  # already gone: its visibility lapsed and another consumer finished it
 
+    def release(self, queue: str, message: ReceivedMessage, *, delay: float) -> None:
+        try:
+            self._queue(queue).update_message(message.id, message.receipt, visibility_timeout=int(delay))
+        except ResourceNotFoundError:
+            pass  # its visibility lapsed first: it is visible again already
+
     def count(self, queue: str) -> int:
         return self._queue(queue).get_queue_properties().approximate_message_count

@@ -49,6 +49,12 @@ class InMemoryQueues:
             # Only the holder of the latest receipt may delete, as with Azure's pop receipts.
             self._queues[queue] = [s for s in items if not (s.id == message.id and s.receipt == message.receipt)]
 
+    def release(self, queue: str, message: ReceivedMessage, *, delay: float) -> None:
+        with self._lock:
+            for stored in self._queues.get(queue, []):
+                if stored.id == message.id and stored.receipt == message.receipt:
+                    stored.visible_at = self.clock() + delay
+
     def count(self, queue: str) -> int:
         with self._lock:
             return len(self._queues.get(queue, []))

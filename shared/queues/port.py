@@ -26,6 +26,10 @@ class QueuePort(Protocol):
 
     def delete(self, queue: str, message: ReceivedMessage) -> None: ...
 
+    def release(self, queue: str, message: ReceivedMessage, *, delay: float) -> None:
+        """Make a received message visible again after ``delay`` seconds (a failed attempt)."""
+        ...
+
     def count(self, queue: str) -> int: ...
 
 
@@ -33,17 +37,20 @@ def poison_name(queue: str) -> str:
     return f"{queue}-poison"
 
 
-def pump_once(port: QueuePort, queue: str, handle: Callable[[str], None], *, max_dequeue_count: int,
-              visibility_timeout: float = 30, max_messages: int = 16) -> tuple[int, int, int]:
+def pump_once(port: QueuePort, queue: str, handle: Callable[[ReceivedMessage], None], *, max_dequeue_count: int,
+              visibility_timeout: float = 30, max_messages: int = 16,
+              retry_delay: float | None = None) -> tuple[int, int, int]:
     """Receive a batch and handle each message: (handled, failed, poisoned).
 
-    A message whose handler raises stays on the queue and reappears after the visibility
-    timeout; the attempt that reaches ``max_dequeue_count`` moves it to the poison queue.
+    ``visibility_timeout`` hides a message while it is handled. A message whose handler raises
+    stays on the queue and reappears after ``retry_delay`` (host.json's visibilityTimeout) or,
+    when that is None, when its visibility lapses; the attempt that reaches
+    ``max_dequeue_count`` moves it to the poison queue.
     """
     handled = failed = poisoned = 0
     for message in port.receive(queue, max_messages=max_messages, visibility_timeout=visibility_timeout):
         try:
-            handle(message.text)
+            handle(message)
         except Exception:  # noqa: BLE001 — any failure counts as an attempt, as in the Functions host
             if message.dequeue_count >= max_dequeue_count:
                 port.send(poison_name(queue), message.text)
@@ -51,6 +58,8 @@ def pump_once(port: QueuePort, queue: str, handle: Callable[[str], None], *, max
                 poisoned += 1
             else:
                 failed += 1
+                if retry_delay is not None:
+                    port.release(queue, message, delay=retry_delay)
             continue
         port.delete(queue, message)
         handled += 1

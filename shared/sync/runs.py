@@ -89,6 +89,21 @@ def start_run(conn: Connection, tenant_id: str, kind: str, *, now: datetime | No
     return RunLease(run_id, tenant_id, kind, 1)
 
 
+def start_or_resume(conn: Connection, tenant_id: str, kind: str, *, stale_after: timedelta,
+                    now: datetime | None = None) -> RunLease:
+    """Start a run, or take over the active one when its worker went silent (crashed, killed)
+    for ``stale_after``: the taker resumes from the checkpoint. A live run raises RunActive."""
+    now = now or _now()
+    try:
+        return start_run(conn, tenant_id, kind, now=now)
+    except RunActive as exc:
+        c = sync_runs.c
+        heartbeat = conn.execute(select(c.heartbeat_at).where(c.id == exc.run_id)).scalar()
+        if exc.run_id is None or heartbeat is None or heartbeat >= now - stale_after:
+            raise
+        return claim(conn, exc.run_id, now=now)
+
+
 def active_run(conn: Connection, tenant_id: str, kind: str) -> str | None:
     c = sync_runs.c
     return conn.execute(select(c.id).where(c.tenant_id == tenant_id, c.kind == kind,

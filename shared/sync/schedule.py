@@ -57,3 +57,9 @@ def due_runs(tenants: Iterable[Scheduled], last_started: Mapping[tuple[str, str]
         out += [(tenant.id, kind) for kind in KINDS
                 if due(tenant.schedule_for(kind), last_started.get((tenant.id, kind)), local)]
     return out
+
+
+def next_fire(expression: str, after: datetime) -> datetime:
+    """The first time strictly after ``after`` the schedule fires."""
+    text, seconds_first = _parts(expression)
+    return croniter(text, after, second_at_beginning=seconds_first).get_next(datetime).replace(fold=0)

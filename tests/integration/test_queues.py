@@ -11,7 +11,7 @@ from azure.storage.queue import QueueClient
 from shared.bootstrap import azurite_connection_string
 from shared.queues.azure import AzureQueues
 from shared.queues.messages import ChangeMessage, decode, encode
-from shared.queues.port import pump_once
+from shared.queues.port import ReceivedMessage, pump_once
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,14 +50,16 @@ def test_failing_message_reappears_and_lands_in_poison(azurite_queue_url: str) -
     queues = AzureQueues.from_connection_string(azurite_connection_string(azurite_queue_url))
     queues.send("apply", "always fails")
 
-    def handle(text: str) -> None:
+    def handle(message: ReceivedMessage) -> None:
         raise RuntimeError("cannot apply")
 
     outcomes = []
     deadline = time.monotonic() + 30
     while queues.count("apply-poison") == 0 and time.monotonic() < deadline:
-        outcomes.append(pump_once(queues, "apply", handle, max_dequeue_count=3, visibility_timeout=1))
-        time.sleep(0.3)
+        # Hidden for 30 s while handled, released for the retry after 0 s (host.json's retry delay).
+        outcomes.append(pump_once(queues, "apply", handle, max_dequeue_count=3, visibility_timeout=30,
+                                  retry_delay=0))
+        time.sleep(0.1)
     assert [o for o in outcomes if o != (0, 0, 0)] == [(0, 1, 0), (0, 1, 0), (0, 0, 1)]
     assert queues.count("apply") == 0
     (poisoned,) = queues.receive("apply-poison", max_messages=5, visibility_timeout=5)

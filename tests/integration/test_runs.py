@@ -19,6 +19,7 @@ from shared.sync.runs import (
     finish,
     load_position,
     reap_stale,
+    start_or_resume,
     start_run,
 )
 
@@ -120,3 +121,20 @@ def test_watermarks_only_move_forward(engine: Engine) -> None:
         cursors.advance(conn, "t1", "Patient", T0 + timedelta(minutes=5))
     with engine.connect() as conn:
         assert cursors.watermark(conn, "t1", "Patient") == T0 + timedelta(minutes=5)
+
+
+def test_a_silent_run_is_taken_over_and_resumes_its_checkpoint_a_live_one_is_not(engine: Engine) -> None:
+    with write_transaction(engine) as conn:
+        dead = start_run(conn, "t1", "full", now=T0)
+        checkpoint(conn, dead, counts=RunCounts(processed=300), position={"type": "Appointment", "page": 3},
+                   step="Appointment", now=T0)
+    with pytest.raises(RunActive), write_transaction(engine) as conn:  # heartbeat 10 min old: still alive
+        start_or_resume(conn, "t1", "full", stale_after=timedelta(minutes=15), now=T0 + timedelta(minutes=10))
+    with write_transaction(engine) as conn:
+        taken = start_or_resume(conn, "t1", "full", stale_after=timedelta(minutes=15), now=T0 + timedelta(minutes=16))
+    assert taken.run_id == dead.run_id and taken.fencing_token == dead.fencing_token + 1
+    with engine.connect() as conn:
+        position, counts = load_position(conn, taken)
+    assert position == {"type": "Appointment", "page": 3} and counts.processed == 300
+    with pytest.raises(LeaseLost), write_transaction(engine) as conn:  # the dead worker, if it wakes, is out
+        checkpoint(conn, dead, counts=RunCounts(), position={}, step="x")

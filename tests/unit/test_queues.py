@@ -8,7 +8,7 @@ import pytest
 
 from shared.queues.memory import InMemoryQueues
 from shared.queues.messages import ChangeMessage, InvalidMessage, ReconcileMessage, decode, encode
-from shared.queues.port import poison_name, pump_once
+from shared.queues.port import ReceivedMessage, poison_name, pump_once
 from tests.fakes import ManualClock
 
 
@@ -67,10 +67,10 @@ def test_pump_deletes_handled_retries_failed_and_poisons_after_max_attempts() ->
         queues.send("changes", text)
     handled = []
 
-    def handle(text: str) -> None:
-        if text == "bad":
+    def handle(message: ReceivedMessage) -> None:
+        if message.text == "bad":
             raise RuntimeError("boom")
-        handled.append(text)
+        handled.append(message.text)
 
     results = []
     for attempt in range(5):

@@ -1,0 +1,299 @@
+"""The local host: drives the same function_app.py the Functions host runs in Azure.
+
+- HTTP triggers on 127.0.0.1 under host.json's route prefix (``/api``), routes as registered;
+- timer triggers on their NCRONTAB schedules (``%SETTING%`` resolved from the settings);
+- queue triggers pumped from the queue port (Azurite or in memory) with host.json's
+  maxDequeueCount, retry delay (visibilityTimeout) and ``<queue>-poison``;
+- coroutine functions run on one event loop thread, as the Python worker does.
+
+Standard library HTTP server on purpose: a few routes, loopback only, and nothing to install.
+``GET /admin/host/status`` reports functions, queue counters and timers.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from shared.blueprints.invoke import FunctionSpec, call_http, call_queue, call_timer, function_index
+from shared.localhost.routes import Route, best_match, compile_route
+from shared.queues.port import QueuePort, ReceivedMessage, poison_name, pump_once
+from shared.settings import Settings
+from shared.sync.schedule import is_valid, next_fire
+
+log = logging.getLogger("shared.localhost")
+ROOT = Path(__file__).resolve().parents[2]
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+def load_host_json(path: Path = ROOT / "host.json") -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def timespan_seconds(value: str | None, default: float) -> float:
+    """host.json's "hh:mm:ss" timespans."""
+    if not value:
+        return default
+    hours, minutes, seconds = value.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def resolve_setting(value: str, settings: Settings) -> str:
+    """``%SYNC_FANOUT_SCHEDULE%`` → the settings' value, as the Functions host reads app settings."""
+    if not (value.startswith("%") and value.endswith("%")):
+        return value
+    name = value.strip("%")
+    field = name.removeprefix("SYNC_").lower()
+    resolved = getattr(settings, field, None) if name.startswith("SYNC_") else None
+    if not isinstance(resolved, str):
+        raise LookupError(f"app setting {name} is not a known setting; add it to shared.settings.Settings")
+    return resolved
+
+
+class LocalHost:
+    def __init__(self, app: Any, settings: Settings, queues: QueuePort, *, port: int = 7071,
+                 host_json: dict[str, Any] | None = None, max_poll: float | None = None,
+                 workers_per_queue: int = 4) -> None:
+        config = host_json or load_host_json()
+        queue_config = config.get("extensions", {}).get("queues", {})
+        self.settings, self.queues = settings, queues
+        self.functions = function_index(app)
+        self.route_prefix = config.get("extensions", {}).get("http", {}).get("routePrefix", "api").strip("/")
+        self.max_dequeue_count = int(queue_config.get("maxDequeueCount", 5))
+        self.retry_delay = timespan_seconds(queue_config.get("visibilityTimeout"), 0)
+        self.lease_seconds = timespan_seconds(config.get("functionTimeout"), 600)
+        self.max_poll = max_poll if max_poll is not None else timespan_seconds(
+            queue_config.get("maxPollingInterval"), 2)
+        self.workers_per_queue = max(1, min(workers_per_queue, int(queue_config.get("batchSize", 16))))
+        self.routes: list[tuple[Route, object]] = [
+            (compile_route(spec.trigger.get("route") or spec.name), spec)
+            for spec in self.functions.values() if spec.kind == "httpTrigger"]
+        self.schedules = {spec.name: resolve_setting(spec.trigger["schedule"], settings)
+                          for spec in self.functions.values() if spec.kind == "timerTrigger"}
+        for name, schedule in self.schedules.items():
+            if not is_valid(schedule):
+                raise ValueError(f"timer {name}: schedule {schedule!r} is not NCRONTAB")
+        self.queue_stats: dict[str, Counter[str]] = {
+            spec.trigger["queueName"]: Counter() for spec in self.functions.values() if spec.kind == "queueTrigger"}
+        self.timer_stats: dict[str, dict[str, Any]] = {name: {"fired": 0, "next": None} for name in self.schedules}
+        self._busy = Counter[str]()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._loop = asyncio.new_event_loop()
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self.server.daemon_threads = True
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> LocalHost:
+        self._spawn("event-loop", self._loop.run_forever)
+        self._spawn("http", self.server.serve_forever)
+        for spec in self.functions.values():
+            if spec.kind == "queueTrigger":
+                for n in range(self.workers_per_queue):
+                    self._spawn(f"queue-{spec.name}-{n}", self._pump, spec)
+            elif spec.kind == "timerTrigger":
+                self._spawn(f"timer-{spec.name}", self._timer, spec)
+        log.info("local host on %s: %s", self.url, ", ".join(sorted(self.functions)))
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+        for thread in self._threads:
+            if thread.name not in ("event-loop", "http"):
+                thread.join(timeout=self.max_poll + 5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def _spawn(self, name: str, target: Any, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def run(self, awaitable: Awaitable[Any]) -> Any:
+        """Run a coroutine on the host's event loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(awaitable, self._loop).result()  # type: ignore[arg-type]
+
+    # -- queues ------------------------------------------------------------------------------
+    def _pump(self, spec: FunctionSpec) -> None:
+        queue = spec.trigger["queueName"]
+        wait = 0.01
+
+        def handle(message: ReceivedMessage) -> None:
+            with self._lock:
+                self._busy[queue] += 1
+            try:
+                call_queue(spec, self.run, message_id=message.id, text=message.text,
+                           dequeue_count=message.dequeue_count)
+            except Exception as exc:
+                log.warning("function %s failed on message %s (attempt %d of %d): %s", spec.name, message.id,
+                            message.dequeue_count, self.max_dequeue_count, exc.__class__.__name__)
+                raise
+            finally:
+                with self._lock:
+                    self._busy[queue] -= 1
+
+        while not self._stop.is_set():
+            try:
+                handled, failed, poisoned = pump_once(
+                    self.queues, queue, handle, max_dequeue_count=self.max_dequeue_count,
+                    visibility_timeout=self.lease_seconds, max_messages=1, retry_delay=self.retry_delay)
+            except Exception as exc:  # noqa: BLE001 — the queue service itself: keep polling, slower
+                log.warning("queue %s unavailable: %s", queue, exc.__class__.__name__)
+                handled = failed = poisoned = 0
+            with self._lock:
+                self.queue_stats[queue].update(handled=handled, failed=failed, poisoned=poisoned)
+            if poisoned:
+                log.error("queue %s: %d message(s) moved to %s", queue, poisoned, poison_name(queue))
+            if handled or failed or poisoned:
+                wait = 0.01
+                continue
+            self._stop.wait(wait)
+            wait = min(wait * 2, self.max_poll)
+
+    def idle(self) -> bool:
+        """No message waiting or in flight on any trigger queue."""
+        with self._lock:
+            if any(self._busy.values()):
+                return False
+        return all(self.queues.count(queue) == 0 for queue in self.queue_stats)
+
+    def wait_idle(self, timeout: float, settle: float = 0.3) -> bool:
+        """True once the queues stayed idle for ``settle`` seconds; False at the timeout."""
+        deadline, quiet_since = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            if self.idle():
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= settle:
+                    return True
+            else:
+                quiet_since = None
+            time.sleep(0.05)
+        return False
+
+    # -- timers ------------------------------------------------------------------------------
+    def _timer(self, spec: FunctionSpec) -> None:
+        schedule = self.schedules[spec.name]
+        if spec.trigger.get("runOnStartup"):
+            self._fire(spec, past_due=False)
+        while not self._stop.is_set():
+            due = next_fire(schedule, datetime.now(timezone.utc))
+            self.timer_stats[spec.name]["next"] = due.isoformat()
+            while not self._stop.is_set() and (left := (due - datetime.now(timezone.utc)).total_seconds()) > 0:
+                self._stop.wait(min(left, 1.0))
+            if not self._stop.is_set():
+                self._fire(spec, past_due=(datetime.now(timezone.utc) - due).total_seconds() > 1)
+
+    def _fire(self, spec: FunctionSpec, *, past_due: bool) -> None:
+        try:
+            call_timer(spec, self.run, past_due=past_due)
+        except Exception as exc:  # noqa: BLE001 — as the Functions host: log, wait for the next fire
+            log.error("timer %s failed: %s", spec.name, exc.__class__.__name__)
+        self.timer_stats[spec.name]["fired"] += 1
+
+    # -- HTTP --------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            queues = {q: {**stats, "depth": self._depth(q), "poison_depth": self._depth(poison_name(q))}
+                      for q, stats in self.queue_stats.items()}
+        return {"state": "Running", "functions": {n: s.kind for n, s in sorted(self.functions.items())},
+                "queues": queues, "timers": self.timer_stats}
+
+    def _depth(self, queue: str) -> int | None:
+        try:
+            return self.queues.count(queue)
+        except Exception:  # noqa: BLE001 — a status page must answer even when the queue does not
+            return None
+
+
+def _json(status: int, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+
+def _handler_for(host: LocalHost) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — quiet; the functions log
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 — http.server's naming
+            self._serve("GET")
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._serve("POST")
+
+        def do_PUT(self) -> None:  # noqa: N802
+            self._serve("PUT")
+
+        def do_PATCH(self) -> None:  # noqa: N802
+            self._serve("PATCH")
+
+        def do_DELETE(self) -> None:  # noqa: N802
+            self._serve("DELETE")
+
+        def _serve(self, method: str) -> None:
+            status, headers, body = self._answer(method)
+            self.send_response(status)
+            for name, value in headers.items():
+                if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _answer(self, method: str) -> tuple[int, dict[str, str], bytes]:
+            split = urlsplit(self.path)
+            if method == "GET" and split.path.rstrip("/") == "/admin/host/status":
+                return _json(200, host.status())
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                self.close_connection = True
+                return _json(411, {"error": "length-required"})
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                self.close_connection = True
+                return _json(400, {"error": "bad-content-length"})
+            if length < 0 or length > MAX_REQUEST_BYTES:
+                self.close_connection = True  # refused before reading: the body is not drained
+                return _json(413, {"error": "body-too-large"})
+            body = self.rfile.read(length) if length else b""
+            prefix = f"/{host.route_prefix}/" if host.route_prefix else "/"
+            if not split.path.startswith(prefix):
+                return _json(404, {"error": "not-found"})
+            found = best_match(host.routes, split.path[len(prefix) - 1:])
+            if found is None:
+                return _json(404, {"error": "not-found"})
+            spec, route_params = found
+            assert isinstance(spec, FunctionSpec)
+            methods = [m.upper() for m in spec.trigger.get("methods") or []]
+            if methods and method not in methods:
+                return _json(405, {"error": "method-not-allowed", "allowed": methods})
+            try:
+                response = call_http(spec, host.run, method=method, url=f"{host.url}{self.path}",
+                                     headers=dict(self.headers.items()), params=dict(parse_qsl(split.query)),
+                                     route_params=route_params, body=body)
+            except Exception as exc:  # noqa: BLE001 — what the Functions host does: a 500, logged
+                log.error("function %s failed: %s", spec.name, exc.__class__.__name__)
+                return _json(500, {"error": "function-failed", "function": spec.name})
+            return response.status, response.headers, response.body
+
+    return Handler

@@ -1,0 +1,191 @@
+"""``serve``: the local host with its tenants, or with the bundled sandbox as a demo tenant.
+
+With no tenants configured, a Halaxy-like sandbox starts on a free loopback port as tenant
+``demo``, sending its webhooks to this host; the first full reconcile is enqueued at once and
+churn keeps the mirror moving. ``--once`` runs one bounded cycle instead and says whether the
+mirror ended equal to the source.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from pydantic import SecretStr
+from sqlalchemy import Engine, select
+
+from shared.bootstrap import build_runtime, queue_port, use_runtime
+from shared.queues.messages import RECONCILE_QUEUE, ReconcileMessage, encode
+from shared.settings import Settings, TenantConfig
+from shared.store.engine import write_transaction
+from shared.store.migrate import migrate
+from shared.store.schema import sync_runs
+from shared.store.tenants import purge_tenant_data, sync_tenants
+from shared.sync.compare import Difference, compare, live_in_snapshot, mirrored
+
+log = logging.getLogger("shared.localhost")
+DEMO_TENANT = "demo"
+
+
+@dataclass
+class Demo:
+    """The sandbox playing tenant ``demo``'s source."""
+
+    sandbox: Any
+    tenant: TenantConfig
+
+    def churn(self, creates: int, updates: int, deletes: int) -> int:
+        changes = self.sandbox.data.churn(creates=creates, updates=updates, deletes=deletes)
+        self.sandbox.notifier.notify(changes)
+        return len(changes)
+
+    def difference(self, engine: Engine) -> Difference:
+        return compare(mirrored(engine, self.tenant.id), live_in_snapshot(self.sandbox.data.snapshot()))
+
+
+def start_demo(webhook_base: str, *, counts: tuple[int, int, int, int] = (5, 200, 1000, 400), seed: int = 1) -> Demo:
+    from shared.fhir.synthetic import SyntheticCounts
+    from shared.sandbox.data import SandboxData
+    from shared.sandbox.notify import WebhookConfig
+    from shared.sandbox.server import Sandbox, SandboxConfig
+
+    client_secret, webhook_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    webhook = WebhookConfig(url=f"{webhook_base}/api/webhooks/{DEMO_TENANT}/{{event}}", scheme="halaxy",
+                            secret=webhook_secret, header="X-Webhook-Secret")
+    data = SandboxData(SyntheticCounts(*counts), seed=seed, anchor=datetime.now(timezone.utc))
+    box = Sandbox(data, SandboxConfig(client_secret=client_secret, webhook=webhook)).start()
+    tenant = TenantConfig(id=DEMO_TENANT, name="Demo practice (sandbox)", timezone="Australia/Sydney",
+                          fhir_base_url=box.base_url, client_id="sandbox-client",
+                          client_secret=SecretStr(client_secret), webhook_scheme="halaxy",
+                          webhook_secrets=[SecretStr(webhook_secret)], webhook_header="X-Webhook-Secret")
+    return Demo(box, tenant)
+
+
+def with_tenants(settings: Settings, tenants: list[TenantConfig]) -> Settings:
+    payload = [t.model_dump(mode="json") | {
+        "client_secret": t.client_secret.get_secret_value(),
+        "webhook_secrets": [s.get_secret_value() for s in t.webhook_secrets]} for t in tenants]
+    return settings.model_copy(update={"tenants_json": SecretStr(json.dumps(payload)), "tenants_file": None})
+
+
+def enqueue_reconcile(queues: Any, tenant_id: str, kind: str) -> None:
+    queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile=kind)))  # type: ignore[arg-type]
+
+
+def wait_for_run(engine: Engine, tenant_id: str, kind: str, after: datetime, timeout: float) -> str | None:
+    """The status of the first run of ``kind`` started after ``after`` once it ended, or None."""
+    deadline = time.monotonic() + timeout
+    c = sync_runs.c
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            row = conn.execute(select(c.status).where(c.tenant_id == tenant_id, c.kind == kind, c.started_at >= after)
+                               .order_by(c.started_at).limit(1)).first()
+        if row is not None and row.status not in ("queued", "running"):
+            return str(row.status)
+        time.sleep(0.1)
+    return None
+
+
+def serve(settings: Settings, *, port: int, once: bool, say: Callable[[str], None] = print,
+          demo_counts: tuple[int, int, int, int] = (5, 200, 1000, 400), churn_every: float = 5.0) -> int:
+    from function_app import app
+    from shared.localhost.host import LocalHost
+
+    migrate(settings)
+    tenants = settings.load_tenants()
+    queues = queue_port(settings)
+    host = LocalHost(app, settings, queues, port=port)  # binds now: the sandbox needs its URL
+    demo = None
+    if not tenants:
+        demo = start_demo(host.url, counts=demo_counts)
+        tenants = [demo.tenant]
+        settings = with_tenants(settings, tenants)
+    runtime = build_runtime(settings, queues=queues)
+    use_runtime(runtime)
+    with write_transaction(runtime.engine) as conn:
+        sync_tenants(conn, tenants)
+        if demo is not None and (removed := purge_tenant_data(conn, DEMO_TENANT)):
+            say(f"demo: cleared {removed:,} rows an earlier demo left (its sandbox source is new each start)")
+    host.start()
+    where = "Azurite" if settings.azure_webjobs_storage else "memory"
+    say(f"local host on {host.url} (queues in {where}); functions: {', '.join(sorted(host.functions))}")
+    say(f"  status:   {host.url}/admin/host/status")
+    say(f"  webhooks: {host.url}/api/webhooks/{{tenant}}/{{event}}")
+    try:
+        if once:
+            if demo is None:
+                say("error: --once needs the demo tenant (run without a tenants file)")
+                return 2
+            return run_once(host, runtime.engine, queues, demo, say)
+        if demo is not None:
+            say(f"  demo tenant: sandbox FHIR source at {demo.sandbox.base_url} (webhooks to this host)")
+            started = datetime.now(timezone.utc) - timedelta(seconds=1)
+            enqueue_reconcile(queues, DEMO_TENANT, "full")
+            status = wait_for_run(runtime.engine, DEMO_TENANT, "full", started, timeout=600)
+            say(f"first full reconcile: {status}; now churning every {churn_every:.0f} s (Ctrl-C stops)")
+            keep_churning(host, runtime.engine, demo, say, churn_every)
+        else:
+            say(f"serving {len(tenants)} tenant(s); timers fan out reconciles on their schedules (Ctrl-C stops)")
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        say("stopping")
+        return 0
+    finally:
+        host.stop()
+        if demo is not None:
+            demo.sandbox.stop()
+        use_runtime(None)
+        runtime.engine.dispose()
+
+
+def keep_churning(host: Any, engine: Engine, demo: Demo, say: Callable[[str], None], every: float) -> None:
+    rounds = 0
+    while True:
+        time.sleep(every)
+        demo.churn(creates=1, updates=3, deletes=0)
+        rounds += 1
+        if rounds % max(1, int(60 / every)) == 0:
+            stats = host.status()["queues"]
+            say(f"churn round {rounds}: changes applied {stats['changes']['handled']:,}, "
+                f"poisoned {stats['changes']['poisoned']}, mirror {demo.difference(engine).summary(0)}")
+
+
+def run_once(host: Any, engine: Engine, queues: Any, demo: Demo, say: Callable[[str], None],
+             timeout: float = 300) -> int:
+    """Full reconcile → churn burst with webhooks → drain → full reconcile; 0 only if mirror == source."""
+    began = time.monotonic()
+    started = datetime.now(timezone.utc) - timedelta(seconds=1)
+    enqueue_reconcile(queues, DEMO_TENANT, "full")
+    status = wait_for_run(engine, DEMO_TENANT, "full", started, timeout)
+    say(f"1/4 full reconcile: {status} ({len(mirrored(engine, DEMO_TENANT)):,} live rows)")
+    if status != "completed":
+        return 1
+    changes = demo.churn(creates=20, updates=40, deletes=10)
+    delivered = demo.sandbox.notifier.drain(timeout=60)
+    idle = host.wait_idle(timeout=60)
+    log_ = demo.sandbox.notifier.deliveries()
+    announced = {(d["type"], d["id"]) for d in log_}
+    after_webhooks = demo.difference(engine)
+    missed = [k for k in after_webhooks.lost if (k[0], k[1]) in announced]
+    say(f"2/4 churn: {changes} changes, {len(log_)} webhooks "
+        f"({sum(d['status'] == 'delivered' for d in log_)} delivered), queues drained: {delivered and idle}")
+    say(f"3/4 after webhooks: {after_webhooks.summary()}; announced but not applied: {len(missed)} "
+        "(Halaxy sends no webhook for Patient deletes or Practitioner changes: the reconcile finds those)")
+    second = datetime.now(timezone.utc)
+    enqueue_reconcile(queues, DEMO_TENANT, "full")
+    status = wait_for_run(engine, DEMO_TENANT, "full", second, timeout)
+    host.wait_idle(timeout=60)
+    final = demo.difference(engine)
+    say(f"4/4 full reconcile: {status}; mirror vs /_sandbox/snapshot: {final.summary()}")
+    ok = status == "completed" and final.equal and not missed and delivered and idle
+    say(f"{'OK' if ok else 'FAILED'}: mirror {'equals' if final.equal else 'differs from'} the source "
+        f"({time.monotonic() - began:.1f} s)")
+    sys.stdout.flush()
+    return 0 if ok else 1
