@@ -15,6 +15,7 @@ from typing import Any
 
 import azure.functions as func
 from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
 
 Runner = Callable[[Awaitable[Any]], Any]
 
@@ -78,4 +79,4 @@ def call_queue(spec: FunctionSpec, run: Runner, *, message_id: str, text: str, d
 
 
 def call_timer(spec: FunctionSpec, run: Runner, *, past_due: bool) -> None:
-    _call(spec, func.TimerRequest(past_due=past_due), run)
+    _call(spec, TimerRequest(past_due=past_due), run)  # the worker's concrete class, as with queues

@@ -146,6 +146,7 @@ class LocalHost:
             except Exception as exc:
                 log.warning("function %s failed on message %s (attempt %d of %d): %s", spec.name, message.id,
                             message.dequeue_count, self.max_dequeue_count, exc.__class__.__name__)
+                log.debug("function %s traceback", spec.name, exc_info=True)
                 raise
             finally:
                 with self._lock:
@@ -207,6 +208,7 @@ class LocalHost:
             call_timer(spec, self.run, past_due=past_due)
         except Exception as exc:  # noqa: BLE001 — as the Functions host: log, wait for the next fire
             log.error("timer %s failed: %s", spec.name, exc.__class__.__name__)
+            log.debug("timer %s traceback", spec.name, exc_info=True)
         self.timer_stats[spec.name]["fired"] += 1
 
     # -- HTTP --------------------------------------------------------------------------------
@@ -293,6 +295,7 @@ def _handler_for(host: LocalHost) -> type[BaseHTTPRequestHandler]:
                                      route_params=route_params, body=body)
             except Exception as exc:  # noqa: BLE001 — what the Functions host does: a 500, logged
                 log.error("function %s failed: %s", spec.name, exc.__class__.__name__)
+                log.debug("function %s traceback", spec.name, exc_info=True)
                 return _json(500, {"error": "function-failed", "function": spec.name})
             return response.status, response.headers, response.body
 

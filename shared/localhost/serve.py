@@ -92,14 +92,30 @@ def wait_for_run(engine: Engine, tenant_id: str, kind: str, after: datetime, tim
     return None
 
 
-def serve(settings: Settings, *, port: int, once: bool, say: Callable[[str], None] = print,
-          demo_counts: tuple[int, int, int, int] = (5, 200, 1000, 400), churn_every: float = 5.0) -> int:
+@dataclass
+class Booted:
+    host: Any
+    runtime: Any
+    demo: Demo | None
+    tenants: list[TenantConfig]
+
+    def stop(self) -> None:
+        self.host.stop()
+        if self.demo is not None:
+            self.demo.sandbox.stop()
+        use_runtime(None)
+        self.runtime.engine.dispose()
+
+
+def boot(settings: Settings, *, port: int, say: Callable[[str], None] = print,
+         demo_counts: tuple[int, int, int, int] = (5, 200, 1000, 400), queues: Any = None) -> Booted:
+    """Migrate, start the sandbox when no tenant is configured, install the runtime, start the host."""
     from function_app import app
     from shared.localhost.host import LocalHost
 
     migrate(settings)
     tenants = settings.load_tenants()
-    queues = queue_port(settings)
+    queues = queues if queues is not None else queue_port(settings)
     host = LocalHost(app, settings, queues, port=port)  # binds now: the sandbox needs its URL
     demo = None
     if not tenants:
@@ -113,6 +129,12 @@ def serve(settings: Settings, *, port: int, once: bool, say: Callable[[str], Non
         if demo is not None and (removed := purge_tenant_data(conn, DEMO_TENANT)):
             say(f"demo: cleared {removed:,} rows an earlier demo left (its sandbox source is new each start)")
     host.start()
+    return Booted(host, runtime, demo, tenants)
+
+
+def serve(settings: Settings, *, port: int, once: bool, say: Callable[[str], None] = print) -> int:
+    booted = boot(settings, port=port, say=say)
+    host, engine, queues, demo = booted.host, booted.runtime.engine, booted.runtime.queues, booted.demo
     where = "Azurite" if settings.azure_webjobs_storage else "memory"
     say(f"local host on {host.url} (queues in {where}); functions: {', '.join(sorted(host.functions))}")
     say(f"  status:   {host.url}/admin/host/status")
@@ -122,27 +144,24 @@ def serve(settings: Settings, *, port: int, once: bool, say: Callable[[str], Non
             if demo is None:
                 say("error: --once needs the demo tenant (run without a tenants file)")
                 return 2
-            return run_once(host, runtime.engine, queues, demo, say)
+            return run_once(host, engine, queues, demo, say)
         if demo is not None:
             say(f"  demo tenant: sandbox FHIR source at {demo.sandbox.base_url} (webhooks to this host)")
             started = datetime.now(timezone.utc) - timedelta(seconds=1)
             enqueue_reconcile(queues, DEMO_TENANT, "full")
-            status = wait_for_run(runtime.engine, DEMO_TENANT, "full", started, timeout=600)
-            say(f"first full reconcile: {status}; now churning every {churn_every:.0f} s (Ctrl-C stops)")
-            keep_churning(host, runtime.engine, demo, say, churn_every)
+            status = wait_for_run(engine, DEMO_TENANT, "full", started, timeout=600)
+            say(f"first full reconcile: {status}; now churning every 5 s (Ctrl-C stops)")
+            keep_churning(host, engine, demo, say, 5.0)
         else:
-            say(f"serving {len(tenants)} tenant(s); timers fan out reconciles on their schedules (Ctrl-C stops)")
+            say(f"serving {len(booted.tenants)} tenant(s); timers fan out reconciles on their schedules "
+                "(Ctrl-C stops)")
             while True:
                 time.sleep(3600)
     except KeyboardInterrupt:
         say("stopping")
         return 0
     finally:
-        host.stop()
-        if demo is not None:
-            demo.sandbox.stop()
-        use_runtime(None)
-        runtime.engine.dispose()
+        booted.stop()
 
 
 def keep_churning(host: Any, engine: Engine, demo: Demo, say: Callable[[str], None], every: float) -> None:

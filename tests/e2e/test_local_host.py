@@ -1,0 +1,197 @@
+"""End to end through the local host: function_app.py served on loopback, the sandbox as the
+source over real HTTP, queues in memory or Azurite, SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, select
+
+from shared.bootstrap import azurite_connection_string
+from shared.fhir.synthetic import SyntheticCounts
+from shared.localhost.serve import DEMO_TENANT, Booted, boot, enqueue_reconcile, run_once, wait_for_run
+from shared.sandbox.data import SandboxData
+from shared.sandbox.server import Sandbox, SandboxConfig
+from shared.settings import load_settings
+from shared.store.schema import sync_runs
+from shared.sync.compare import compare, live_in_snapshot, mirrored
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = (3, 60, 300, 60)
+quiet = lambda line: None  # noqa: E731 — the e2e tests read figures, not prose
+
+
+@pytest.fixture
+def booted(database_url: str) -> Iterator[Booted]:
+    running = boot(load_settings(database_url=database_url), port=0, say=quiet, demo_counts=SMALL)
+    yield running
+    running.stop()
+
+
+def full_runs(booted: Booted) -> list[tuple[str, str, int]]:
+    c = sync_runs.c
+    with booted.runtime.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(select(c.id, c.status, c.processed).where(
+            c.tenant_id == DEMO_TENANT, c.kind == "full"))]  # type: ignore[misc]
+
+
+def test_webhooks_in_rows_out_and_the_mirror_equals_the_source(booted: Booted) -> None:
+    assert booted.demo is not None
+    result = run_once(booted.host, booted.runtime.engine, booted.runtime.queues, booted.demo, quiet)
+    deliveries = booted.demo.sandbox.notifier.deliveries()
+    stats = booted.host.status()["queues"]
+    assert result == 0
+    assert len(deliveries) > 40 and all(d["status"] == "delivered" for d in deliveries)
+    assert stats["changes"]["handled"] == len(deliveries) and stats["changes"]["poisoned"] == 0
+    # A forged delivery through the same door is refused and enqueues nothing.
+    forged = httpx.post(f"{booted.host.url}/api/webhooks/{DEMO_TENANT}/appointment-update", content=b"{}",
+                        headers={"Content-Type": "application/fhir+json", "X-Webhook-Secret": "guess"})
+    assert (forged.status_code, forged.json()) == (401, {"error": "bad-secret"})
+    assert booted.host.status()["queues"]["changes"]["depth"] == 0
+
+
+def test_two_reconciles_of_one_tenant_started_at_once_one_runs(booted: Booted) -> None:
+    assert booted.demo is not None
+    booted.demo.sandbox.config.faults.latency_ms = 30  # long enough for the two to overlap
+    started = datetime.now(timezone.utc)
+    enqueue_reconcile(booted.runtime.queues, DEMO_TENANT, "full")
+    enqueue_reconcile(booted.runtime.queues, DEMO_TENANT, "full")
+    assert wait_for_run(booted.runtime.engine, DEMO_TENANT, "full", started, timeout=120) == "completed"
+    assert booted.host.wait_idle(timeout=60)
+    ((_run, status, _processed),) = full_runs(booted)  # one run row: the second was refused
+    assert status == "completed"
+    assert booted.host.status()["queues"]["reconcile"]["handled"] == 2  # both messages acknowledged
+
+
+def test_a_continuation_chain_completes_a_tenant_larger_than_one_budget(database_url: str) -> None:
+    running = boot(load_settings(database_url=database_url, reconcile_time_budget=0.05), port=0, say=quiet,
+                   demo_counts=SMALL)
+    try:
+        assert running.demo is not None
+        running.demo.sandbox.config.faults.latency_ms = 20
+        started = datetime.now(timezone.utc)
+        enqueue_reconcile(running.runtime.queues, DEMO_TENANT, "full")
+        assert wait_for_run(running.runtime.engine, DEMO_TENANT, "full", started, timeout=120) == "completed"
+        assert running.host.wait_idle(timeout=60)
+        assert running.host.status()["queues"]["reconcile"]["handled"] >= 4  # the first + continuations
+        assert len(full_runs(running)) == 1
+        assert running.demo.difference(running.runtime.engine).equal
+    finally:
+        running.stop()
+
+
+@pytest.mark.azurite
+def test_queue_triggers_from_azurite(sqlite_url: str, azurite_queue_url: str) -> None:
+    settings = load_settings(database_url=sqlite_url, AzureWebJobsStorage=azurite_connection_string(azurite_queue_url))
+    running = boot(settings, port=0, say=quiet, demo_counts=SMALL)
+    try:
+        assert type(running.runtime.queues).__name__ == "AzureQueues"
+        assert running.demo is not None
+        assert run_once(running.host, running.runtime.engine, running.runtime.queues, running.demo, quiet) == 0
+    finally:
+        running.stop()
+
+
+def test_serve_once_from_the_command_line_exits_zero_when_mirror_equals_source(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "shared.cli", "--database-url", f"sqlite:///{tmp_path}/m.db",
+                           "serve", "--port", "0", "--once"], cwd=ROOT, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: mirror equals the source" in done.stdout
+    assert "lost 0 [], unexpected 0 []" in done.stdout
+
+
+def test_a_reconcile_killed_mid_run_resumes_from_its_checkpoint_without_loss(database_url: str,
+                                                                             tmp_path: Path) -> None:
+    data = SandboxData(SyntheticCounts(3, 300, 3000, 300), seed=9, anchor=datetime.now(timezone.utc))
+    box = Sandbox(data, SandboxConfig(rate_limit=0)).start()
+    box.config.faults.latency_ms = 40
+    never = "0 0 0 1 1 *"
+    tenants = tmp_path / "tenants.json"
+    tenants.write_text(json.dumps([{"id": "kill", "name": "Kill", "fhir_base_url": box.base_url,
+                                    "client_id": "sandbox-client", "client_secret": "sandbox-secret",
+                                    "schedule": never, "hot_schedule": never, "full_schedule": "*/2 * * * * *"}]))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SYNC_DATABASE_URL": database_url,
+           "SYNC_TENANTS_FILE": str(tenants), "SYNC_FANOUT_SCHEDULE": "* * * * * *", "SYNC_RUN_STALE_AFTER": "2"}
+    engine = create_engine(database_url)
+    c = sync_runs.c
+    full = select(c.id, c.status, c.processed).where(c.tenant_id == "kill", c.kind == "full")
+
+    def serve(log: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", "--port", "0"], cwd=ROOT, env=env,
+                                stdout=open(tmp_path / log, "wb"), stderr=subprocess.STDOUT)
+
+    first = serve("first.log")
+    try:
+        deadline = time.monotonic() + 90
+        killed = None
+        while time.monotonic() < deadline and killed is None:
+            with engine.connect() as conn:
+                rows = conn.execute(full).all()
+            if rows and rows[0].status == "running" and rows[0].processed >= 500:
+                first.send_signal(signal.SIGKILL)  # mid-run, between or during pages
+                first.wait(timeout=10)
+                killed = rows[0]
+            time.sleep(0.05)
+        assert killed is not None, (tmp_path / "first.log").read_text()[-2000:]
+        second = serve("second.log")
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with engine.connect() as conn:
+                    row = conn.execute(full.where(c.id == killed.id)).one()
+                if row.status == "completed":
+                    break
+                time.sleep(0.2)
+            assert row.status == "completed", (tmp_path / "second.log").read_text()[-2000:]
+        finally:
+            second.send_signal(signal.SIGINT)
+            second.wait(timeout=30)
+        truth = live_in_snapshot(box.data.snapshot())
+        assert compare(mirrored(engine, "kill"), truth).equal
+        # The same run finished, resumed from its checkpoint: every resource counted exactly once.
+        assert killed.processed < row.processed == len(truth)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        engine.dispose()
+        box.stop()
+
+
+def test_the_host_answers_bad_http_with_a_4xx_and_reports_its_state(sqlite_url: str) -> None:
+    import http.client
+
+    running = boot(load_settings(database_url=sqlite_url), port=0, say=quiet, demo_counts=SMALL)
+    try:
+        def raw(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", running.host.port, timeout=10)
+            conn.putrequest(method, path, skip_accept_encoding=True)
+            for name, value in headers.items():
+                conn.putheader(name, value)
+            conn.endheaders(body or None)
+            status = conn.getresponse().status
+            conn.close()
+            return status
+
+        hook = f"/api/webhooks/{DEMO_TENANT}/appointment-update"
+        assert raw("POST", hook, {"Content-Length": str(64 * 1024 * 1024)}) == 413  # refused unread
+        assert raw("POST", hook, {"Transfer-Encoding": "chunked"}, b"0\r\n\r\n") == 411
+        assert raw("POST", hook, {"Content-Length": "abc"}) == 400
+        assert raw("GET", hook, {}) == 405
+        assert raw("POST", "/api/unknown", {"Content-Length": "0"}) == 404
+        assert raw("GET", "/elsewhere", {}) == 404
+        status = httpx.get(f"{running.host.url}/admin/host/status").json()
+        assert status["functions"] == {"apply_change_message": "queueTrigger", "receive_webhook": "httpTrigger",
+                                       "reconcile_fan_out": "timerTrigger", "reconcile_step": "queueTrigger"}
+        assert set(status["queues"]) == {"changes", "reconcile"} and status["timers"]["reconcile_fan_out"]["next"]
+    finally:
+        running.stop()
