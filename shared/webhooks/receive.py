@@ -8,6 +8,7 @@ acknowledged without enqueueing again.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,6 +28,7 @@ from shared.webhooks.verify import WebhookRejected, verify_request
 log = logging.getLogger("shared.webhooks")
 # Longer than the ±300 s signature tolerance and than any sender's retry schedule we know of.
 INBOX_RETENTION = timedelta(hours=24)
+_EVENT_TEXT = re.compile(r"^[a-z]{1,30}[-.][a-z]{1,10}$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Answer:
 def receive_webhook(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, event: str,
                     headers: Mapping[str, str], body: bytes, now: datetime) -> Answer:
     tenant_label = tenant.id if tenant else "?"
+    label = event if _EVENT_TEXT.match(event) else "?"  # from the URL: never log it raw
     try:
         if tenant is None:
             raise WebhookRejected(404, "unknown-tenant")
@@ -48,7 +51,7 @@ def receive_webhook(engine: Engine, queues: QueuePort, tenant: TenantConfig | No
                              headers, body, now.timestamp(), header=tenant.webhook_header)
         events, _status = parse_notification(body, event)
     except WebhookRejected as rejected:
-        log.info("webhook tenant=%s event=%s outcome=rejected reason=%s", tenant_label, event[:40], rejected.reason)
+        log.info("webhook tenant=%s event=%s outcome=rejected reason=%s", tenant_label, label, rejected.reason)
         return Answer(rejected.status, {"error": rejected.reason})
     assert tenant is not None
     try:

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from shared.fhir.synthetic import SyntheticCounts
+from shared.fhir.transform import TABLE_FOR_TYPE
 from shared.sandbox.data import SandboxData
 from shared.sandbox.server import Sandbox, SandboxConfig
 from shared.settings import TenantConfig
@@ -23,12 +24,11 @@ from shared.source.registry import SourceRegistry
 from shared.store.engine import write_transaction
 from shared.store.schema import MIRRORED_TABLES, sync_runs
 from shared.sync import cursors
+from shared.sync.compare import live_in_snapshot, mirrored
 from shared.sync.reconcile import Progress, run_reconcile
 from shared.sync.runs import LeaseLost, RunLease, claim, load_position, start_run
 
 NOW = datetime.now(timezone.utc)
-TABLE = {"Practitioner": "practitioners", "PractitionerRole": "practitioner_roles", "Patient": "clients",
-         "Appointment": "sessions", "Invoice": "invoices"}
 
 
 class Crash(BaseException):
@@ -63,17 +63,11 @@ def start(engine: Engine, kind: str = "incremental") -> RunLease:
 
 
 def mirror(engine: Engine) -> set[tuple[str, str, str]]:
-    found = set()
-    with engine.connect() as conn:
-        for kind, name in TABLE.items():
-            t = MIRRORED_TABLES[name]
-            found |= {(kind, sid, v) for sid, v in conn.execute(
-                select(t.c.source_id, t.c.source_version).where(t.c.deleted_at.is_(None)))}
-    return found
+    return mirrored(engine, "demo")
 
 
 def truth(box: Sandbox) -> set[tuple[str, str, str]]:
-    return {(e["type"], e["id"], e["versionId"]) for e in box.data.snapshot() if not e["deleted"]}
+    return live_in_snapshot(box.data.snapshot())
 
 
 def test_incremental_mirrors_the_source_then_costs_one_request_per_type(engine: Engine, sandbox: Sandbox) -> None:
@@ -201,7 +195,7 @@ def test_full_reconcile_tombstones_what_the_source_deleted(engine: Engine, sandb
     lease = start(engine, "full")
     assert reconcile(engine, sandbox, lease, page_size=50, now=later)
     for change in gone:
-        assert change.id in deleted_ids(engine, TABLE[change.type])
+        assert change.id in deleted_ids(engine, TABLE_FOR_TYPE[change.type])
     assert mirror(engine) == truth(sandbox)
     with engine.connect() as conn:
         run = conn.execute(select(sync_runs).where(sync_runs.c.id == lease.run_id)).one()
