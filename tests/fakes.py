@@ -13,14 +13,8 @@ class ManualClock:
 
 
 def registered_functions() -> dict[str, object]:
-    """function_app's functions by name. azure-functions re-registers blueprints on every
-    get_functions() call (a second call fails on duplicate names), so it is called once."""
-    global _FUNCTIONS
-    if _FUNCTIONS is None:
-        import function_app
+    """function_app's functions by name, from the one per-process list the local host uses too."""
+    import function_app
+    from shared.blueprints.invoke import app_functions
 
-        _FUNCTIONS = {f.get_function_name(): f for f in function_app.app.get_functions()}
-    return _FUNCTIONS
-
-
-_FUNCTIONS: dict[str, object] | None = None
+    return {f.get_function_name(): f for f in app_functions(function_app.app)}

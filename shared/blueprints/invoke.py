@@ -38,21 +38,25 @@ class PlainResponse:
     body: bytes
 
 
-_INDEX: dict[int, dict[str, FunctionSpec]] = {}
+_FUNCTIONS: dict[int, list[Any]] = {}
+
+
+def app_functions(app: Any) -> list[Any]:
+    """``app.get_functions()``, once per app: azure-functions re-registers blueprints on every
+    call (a second call fails on duplicate names), so everyone in the process shares this list."""
+    if id(app) not in _FUNCTIONS:
+        _FUNCTIONS[id(app)] = app.get_functions()
+    return _FUNCTIONS[id(app)]
 
 
 def function_index(app: Any) -> dict[str, FunctionSpec]:
-    """The app's functions by name. azure-functions re-registers blueprints on every
-    ``get_functions()`` call (a second call fails on duplicate names), so it runs once per app."""
-    index = _INDEX.get(id(app))
-    if index is None:
-        index = {}
-        for function in app.get_functions():
-            bindings = json.loads(function.get_function_json())["bindings"]
-            trigger = next(b for b in bindings if b["type"].endswith("Trigger"))
-            index[function.get_function_name()] = FunctionSpec(function.get_function_name(), trigger,
-                                                               function.get_user_function())
-        _INDEX[id(app)] = index
+    """The app's functions by name, with their trigger binding as function.json has it."""
+    index = {}
+    for function in app_functions(app):
+        bindings = json.loads(function.get_function_json())["bindings"]
+        trigger = next(b for b in bindings if b["type"].endswith("Trigger"))
+        index[function.get_function_name()] = FunctionSpec(function.get_function_name(), trigger,
+                                                           function.get_user_function())
     return index
 
 

@@ -116,7 +116,8 @@ class LocalHost:
 
     def stop(self) -> None:
         self._stop.set()
-        self.server.shutdown()
+        if self._threads:  # shutdown() waits for serve_forever, which only runs once started
+            self.server.shutdown()
         self.server.server_close()
         for thread in self._threads:
             if thread.name not in ("event-loop", "http"):
