@@ -8,7 +8,6 @@ mirror ended equal to the source.
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 import sys
 import time
@@ -29,7 +28,6 @@ from shared.store.schema import sync_runs
 from shared.store.tenants import purge_tenant_data, sync_tenants
 from shared.sync.compare import Difference, compare, live_in_snapshot, mirrored
 
-log = logging.getLogger("shared.localhost")
 DEMO_TENANT = "demo"
 
 
