@@ -1,16 +1,22 @@
 """End-to-end full reconcile from the sandbox over HTTP into SQLite and PostgreSQL.
 
-    python -m bench.reconcile [--resources N] [--page-size N] [--only sqlite|postgresql]
+    python -m bench.reconcile [--resources N [N …]] [--page-size N] [--only sqlite|postgresql]
 
-Prints records/s, the ratio to the raw bulk-upsert rate of the same rows measured in the same
-run (BulkWriter, rows already mapped), peak RSS, and the cost of an incremental run with nothing
-changed (requests and row writes). The sandbox runs in its own process, as a remote source
-would (in this process it would compete with the client for the GIL).
+For each size and database: records/s of a full reconcile, the ratio to the raw bulk-upsert
+rate of the same rows measured in the same run (BulkWriter, rows already mapped), the peak RSS
+of the reconciling process, and the cost of an incremental run with nothing changed (requests
+and row writes). With several sizes it ends with how peak RSS grew between the smallest and the
+largest (goal: 1,000,000 within 100 MB of 100,000).
+
+The sandbox runs in its own process, as a remote source would (in this process it would compete
+with the client for the GIL), and each reconcile runs in a fresh child process, so its peak RSS
+is its own: the baseline's rows are generated in the child only after the peak was read.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import resource
 import socket
 import subprocess
@@ -42,10 +48,20 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class RemoteSandbox:
-    """`python -m shared.cli sandbox` in a subprocess; the same data regenerated here for the baseline."""
+def counts_for(n: int) -> SyntheticCounts:
+    practitioners = max(n // 2000, 1)
+    return SyntheticCounts(practitioners, n // 5, n * 3 // 5, n // 5 - 2 * practitioners)
 
-    def __init__(self, counts: SyntheticCounts, anchor: date) -> None:
+
+def sandbox_data(n: int, anchor: date) -> SandboxData:
+    return SandboxData(counts_for(n), seed=3, anchor=datetime.combine(anchor, dtime(9), tzinfo=timezone.utc))
+
+
+class RemoteSandbox:
+    """`python -m shared.cli sandbox` in a subprocess, serving ``n`` resources."""
+
+    def __init__(self, n: int, anchor: date) -> None:
+        counts = counts_for(n)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -57,19 +73,18 @@ class RemoteSandbox:
              "--invoices", str(counts.invoices)], stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         self.process.stdout.readline()  # "sandbox: … generated …": it is listening
-        self.data = SandboxData(counts, seed=3, anchor=datetime.combine(anchor, dtime(9), tzinfo=timezone.utc))
-
-    @property
-    def requests(self) -> int:
-        return httpx.get(f"http://127.0.0.1:{self.port}/_sandbox/faults").json()["requests"]
 
     def stop(self) -> None:
         self.process.terminate()
-        self.process.wait(timeout=10)
+        self.process.wait(timeout=30)
 
 
-def reconcile_once(engine: Engine, box: RemoteSandbox, kind: str, page_size: int) -> tuple[float, object, int]:
-    tenant = TenantConfig(id="bench", name="Bench", fhir_base_url=box.base_url, client_id="sandbox-client",
+def sandbox_requests(base_url: str) -> int:
+    return httpx.get(base_url.rsplit("/", 1)[0] + "/_sandbox/faults").json()["requests"]
+
+
+def reconcile_once(engine: Engine, base_url: str, kind: str, page_size: int) -> tuple[float, object, int]:
+    tenant = TenantConfig(id="bench", name="Bench", fhir_base_url=base_url, client_id="sandbox-client",
                           client_secret="sandbox-secret")
     with write_transaction(engine) as conn:
         lease = start_run(conn, tenant.id, kind)
@@ -80,18 +95,18 @@ def reconcile_once(engine: Engine, box: RemoteSandbox, kind: str, page_size: int
             client.budget = RateBudget(limit=10**9)  # the sandbox runs without a rate limit here
             await run_reconcile(engine, client, tenant, lease, page_size=page_size)
 
-    requests_before = box.requests
+    requests_before = sandbox_requests(base_url)
     started = time.perf_counter()
     asyncio.run(go())
     elapsed = time.perf_counter() - started
     with engine.connect() as conn:
         _position, counts = load_position(conn, lease)
-    return elapsed, counts, box.requests - requests_before
+    return elapsed, counts, sandbox_requests(base_url) - requests_before
 
 
-def raw_upsert_rate(engine: Engine, box: RemoteSandbox) -> float:
+def raw_upsert_rate(engine: Engine, data: SandboxData) -> float:
     """The same rows, already mapped, through the bulk writer into a second tenant."""
-    rows = [transform_resource(s.resource) for kind in box.data.by_type.values() for s in kind.values()]
+    rows = [transform_resource(s.resource) for kind in data.by_type.values() for s in kind.values()]
     started = time.perf_counter()
     with BulkWriter(engine, "raw", batch_size=1000) as writer:
         for row in rows:
@@ -105,34 +120,63 @@ def database(name: str, url: str) -> Iterator[Engine]:
         yield engine
 
 
+def child(args: argparse.Namespace) -> None:
+    """One database, one size, in this fresh process; prints one JSON line."""
+    with database(args.child, args.postgres_url) as engine:
+        elapsed, run, requests = reconcile_once(engine, args.base_url, "full", args.page_size)
+        rss = peak_rss_mib()  # before anything else this process does allocates
+        idle_elapsed, idle, idle_requests = reconcile_once(engine, args.base_url, "incremental", args.page_size)
+        data = sandbox_data(args.resources[0], date.fromisoformat(args.anchor))
+        total = sum(len(v) for v in data.by_type.values())
+        raw = raw_upsert_rate(engine, data)
+    print(json.dumps({
+        "total": total, "elapsed": elapsed, "inserted": run.inserted, "requests": requests,  # type: ignore[attr-defined]
+        "rss": rss, "raw": raw, "idle_requests": idle_requests, "idle_elapsed": idle_elapsed,
+        "idle_writes": idle.inserted + idle.updated}))  # type: ignore[attr-defined]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--resources", type=int, default=100_000)
+    parser.add_argument("--resources", type=int, nargs="+", default=[100_000])
     parser.add_argument("--page-size", type=int, default=1000)
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
+    parser.add_argument("--child", choices=("sqlite", "postgresql"), help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    parser.add_argument("--anchor", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    n = args.resources
-    counts = SyntheticCounts(max(n // 2000, 1), n // 5, n * 3 // 5, n // 5 - 2 * max(n // 2000, 1))
-    box = RemoteSandbox(counts, (datetime.now(timezone.utc) - timedelta(days=1)).date())
-    total = sum(len(v) for v in box.data.by_type.values())
-    try:
-        for name in ("sqlite", "postgresql"):
-            if args.only and args.only != name:
-                continue
-            with database(name, args.postgres_url) as engine:
-                elapsed, run, requests = reconcile_once(engine, box, "full", args.page_size)
-                rate = total / elapsed
-                raw = raw_upsert_rate(engine, box)
-                idle_elapsed, idle, idle_requests = reconcile_once(engine, box, "incremental", args.page_size)
-                print(f"{name:<10} full reconcile of {total:,} resources: {elapsed:.1f} s, {rate:,.0f} records/s "
-                      f"({run.inserted:,} inserted), {requests} requests")
-                print(f"{name:<10} raw bulk upsert of the same rows: {raw:,.0f} rows/s; reconcile / raw = {rate / raw:.0%}")
-                print(f"{name:<10} incremental with nothing changed: {idle_requests} requests, "
-                      f"{idle.inserted + idle.updated} row writes, {idle_elapsed:.2f} s")  # type: ignore[attr-defined]
-                print(f"{name:<10} peak RSS so far: {peak_rss_mib():.0f} MiB")
-    finally:
-        box.stop()
+    if args.child:
+        child(args)
+        return
+    anchor = (datetime.now(timezone.utc) - timedelta(days=1)).date()
+    names = [n for n in ("sqlite", "postgresql") if not args.only or args.only == n]
+    peaks: dict[str, dict[int, float]] = {name: {} for name in names}
+    for n in args.resources:
+        print(f"starting the sandbox with {n:,} resources …", flush=True)
+        box = RemoteSandbox(n, anchor)
+        try:
+            for name in names:
+                out = subprocess.run(
+                    [sys.executable, "-m", "bench.reconcile", "--child", name, "--base-url", box.base_url,
+                     "--anchor", anchor.isoformat(), "--resources", str(n), "--page-size", str(args.page_size),
+                     "--postgres-url", args.postgres_url], check=True, stdout=subprocess.PIPE, text=True).stdout
+                r = json.loads(out.strip().splitlines()[-1])
+                rate = r["total"] / r["elapsed"]
+                peaks[name][r["total"]] = r["rss"]
+                print(f"{name:<10} full reconcile of {r['total']:,} resources: {r['elapsed']:.1f} s, "
+                      f"{rate:,.0f} records/s ({r['inserted']:,} inserted), {r['requests']} requests, "
+                      f"peak RSS {r['rss']:.0f} MiB")
+                print(f"{name:<10} raw bulk upsert of the same rows: {r['raw']:,.0f} rows/s; "
+                      f"reconcile / raw = {rate / r['raw']:.0%}")
+                print(f"{name:<10} incremental with nothing changed: {r['idle_requests']} requests, "
+                      f"{r['idle_writes']} row writes, {r['idle_elapsed']:.2f} s", flush=True)
+        finally:
+            box.stop()
+    for name, by_size in peaks.items():
+        if len(by_size) > 1:
+            low, high = min(by_size), max(by_size)
+            print(f"{name:<10} peak RSS {low:,} → {high:,} resources: {by_size[low]:.0f} → {by_size[high]:.0f} MiB "
+                  f"({by_size[high] - by_size[low]:+.0f} MiB)")
 
 
 if __name__ == "__main__":

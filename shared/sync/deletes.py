@@ -35,7 +35,20 @@ class DeleteReport:
 
 
 def record_seen(conn: Connection, run_id: str, resource_type: str, ids: list[str]) -> None:
-    if ids:
+    """Remember the ids a full run listed (one row each, so memory stays flat at any size).
+
+    PostgreSQL and SQLite take the page as one array / one raw executemany: SQLAlchemy's generic
+    executemany of dicts cost a fifth of a reconcile's write time (profiled)."""
+    if not ids:
+        return
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.exec_driver_sql("INSERT INTO sync_seen (run_id, resource_type, source_id) "
+                             "SELECT %s, %s, unnest(%s::varchar[])", (run_id, resource_type, ids))
+    elif dialect == "sqlite":
+        conn.exec_driver_sql("INSERT INTO sync_seen (run_id, resource_type, source_id) VALUES (?, ?, ?)",
+                             [(run_id, resource_type, i) for i in ids])
+    else:
         conn.execute(insert(sync_seen), [{"run_id": run_id, "resource_type": resource_type, "source_id": i}
                                          for i in ids])
 

@@ -195,3 +195,56 @@ def test_the_host_answers_bad_http_with_a_4xx_and_reports_its_state(sqlite_url: 
         assert set(status["queues"]) == {"changes", "reconcile"} and status["timers"]["reconcile_fan_out"]["next"]
     finally:
         running.stop()
+
+
+def test_failing_tenants_never_delay_a_healthy_one(database_url: str) -> None:
+    """One host, three tenants: wrong credentials, a source answering only 5xx, and a healthy one
+    due every 2 s. The healthy tenant keeps syncing on time; each failure lands on its own runs."""
+    from pydantic import SecretStr
+
+    from shared.localhost.serve import with_tenants
+    from shared.settings import TenantConfig
+    from shared.store.schema import source_health
+
+    good = Sandbox(SandboxData(SyntheticCounts(2, 40, 200, 40), seed=4, anchor=datetime.now(timezone.utc)),
+                   SandboxConfig(rate_limit=0)).start()
+    down = Sandbox(SandboxData(SyntheticCounts(2, 40, 200, 40), seed=5, anchor=datetime.now(timezone.utc)),
+                   SandboxConfig(rate_limit=0)).start()
+    down.config.faults.error_rate = 1.0
+    never, every_2s = "0 0 0 1 1 *", "*/2 * * * * *"
+
+    def tenant(tid: str, url: str, secret: str) -> TenantConfig:
+        return TenantConfig(id=tid, name=tid, fhir_base_url=url, client_id="sandbox-client",
+                            client_secret=SecretStr(secret), schedule=every_2s, hot_schedule=never, full_schedule=never)
+
+    tenants = [tenant("healthy", good.base_url, "sandbox-secret"), tenant("badcreds", good.base_url, "wrong"),
+               tenant("down", down.base_url, "sandbox-secret")]
+    settings = with_tenants(load_settings(database_url=database_url, fanout_schedule="* * * * * *"), tenants)
+    running = boot(settings, port=0, say=quiet)
+    c = sync_runs.c
+    try:
+        time.sleep(16)
+        with running.runtime.engine.connect() as conn:
+            runs = conn.execute(select(c.tenant_id, c.status, c.started_at, c.finished_at, c.error)
+                                .order_by(c.started_at)).all()
+            breakers = {r.breaker_key: r.state for r in conn.execute(select(source_health))}
+        by_tenant: dict[str, list] = {t.id: [r for r in runs if r.tenant_id == t.id] for t in tenants}
+        healthy = [r for r in by_tenant["healthy"] if r.status == "completed"]
+        # Due every 2 s for ~16 s: at least 5 completed, never more than 6 s between two starts.
+        assert len(healthy) >= 5, by_tenant["healthy"]
+        starts = [r.started_at for r in healthy]
+        assert max((b - a).total_seconds() for a, b in zip(starts, starts[1:])) <= 6, starts
+        assert all(r.status != "failed" for r in by_tenant["healthy"])
+        # Each failure is recorded on its own tenant's runs, with what went wrong.
+        assert by_tenant["badcreds"] and all(r.status in ("failed", "running") for r in by_tenant["badcreds"])
+        assert any("token refused" in (r.error or "") for r in by_tenant["badcreds"]), by_tenant["badcreds"]
+        assert by_tenant["down"] and all(r.status in ("failed", "running") for r in by_tenant["down"])
+        assert any("tenant down" in (r.error or "") for r in by_tenant["down"]), by_tenant["down"]
+        assert any(key.startswith("down") and state == "open" for key, state in breakers.items()), breakers
+        assert not any(key.startswith("healthy") and state == "open" for key, state in breakers.items())
+        # And the healthy mirror is the healthy source.
+        assert compare(mirrored(running.runtime.engine, "healthy"), live_in_snapshot(good.data.snapshot())).equal
+    finally:
+        running.stop()
+        good.stop()
+        down.stop()

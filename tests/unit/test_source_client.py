@@ -232,6 +232,31 @@ async def test_breaker_opens_and_lets_exactly_one_probe_through_under_concurrenc
     assert (await client.read("Patient", "PT-1"))["id"] == "PT-1"
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("token_status", "opens"), [(503, True), (429, False)])
+async def test_a_failing_token_endpoint_counts_towards_the_breaker(token_status: int, opens: bool) -> None:
+    """A source that is down is down at its token endpoint too: without this every run would
+    retry a dead source in full. A throttled token endpoint is not a failure."""
+    time = FakeTime()
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return httpx.Response(token_status)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    breaker = CircuitBreaker(BreakerPolicy(failure_threshold=3, cooldown=30), MemoryBreakerStore())
+    client = FhirClient(TENANT, http, TokenManager(http, user_agent="t", clock=time.clock), breaker,
+                        policy=RetryPolicy(max_attempts=3), clock=time.clock, wall=time.wall, sleep=time.sleep)
+    with pytest.raises(SourceUnavailable, match="token endpoint"):
+        await client.read("Patient", "PT-1")
+    assert client.is_open() is opens
+    sent = len(calls)
+    with pytest.raises(SourceUnavailable, match="circuit open" if opens else "token endpoint"):
+        await client.read("Patient", "PT-1")
+    assert (len(calls) == sent) is opens  # an open breaker sends nothing at all
+
+
 def test_breaker_probe_fails_and_reopens() -> None:
     breaker = CircuitBreaker(BreakerPolicy(failure_threshold=2, cooldown=10), MemoryBreakerStore())
     for _ in range(2):
