@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import socket
 import subprocess
@@ -46,6 +47,31 @@ from shared.sync.runs import load_position, start_run
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU of a process so far, from /proc (Linux)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU of every PostgreSQL server process on this machine (the database's share of the work)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if open(f"/proc/{entry}/comm").read().strip() == "postgres":
+                    total += cpu_seconds(int(entry))
+            except OSError:
+                continue  # ended meanwhile
+    return total
+
+
+def cpu_snapshot(sandbox_pid: int | None) -> dict[str, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"client": usage.ru_utime + usage.ru_stime, "database": postgres_cpu_seconds(),
+            "sandbox": cpu_seconds(sandbox_pid) if sandbox_pid else 0.0}
 
 
 def counts_for(n: int) -> SyntheticCounts:
@@ -123,15 +149,18 @@ def database(name: str, url: str) -> Iterator[Engine]:
 def child(args: argparse.Namespace) -> None:
     """One database, one size, in this fresh process; prints one JSON line."""
     with database(args.child, args.postgres_url) as engine:
+        before = cpu_snapshot(args.sandbox_pid)
         elapsed, run, requests = reconcile_once(engine, args.base_url, "full", args.page_size)
+        after = cpu_snapshot(args.sandbox_pid)
         rss = peak_rss_mib()  # before anything else this process does allocates
+        cpu = {k: after[k] - before[k] for k in after}
         idle_elapsed, idle, idle_requests = reconcile_once(engine, args.base_url, "incremental", args.page_size)
         data = sandbox_data(args.resources[0], date.fromisoformat(args.anchor))
         total = sum(len(v) for v in data.by_type.values())
         raw = raw_upsert_rate(engine, data)
     print(json.dumps({
         "total": total, "elapsed": elapsed, "inserted": run.inserted, "requests": requests,  # type: ignore[attr-defined]
-        "rss": rss, "raw": raw, "idle_requests": idle_requests, "idle_elapsed": idle_elapsed,
+        "rss": rss, "raw": raw, "cpu": cpu, "idle_requests": idle_requests, "idle_elapsed": idle_elapsed,
         "idle_writes": idle.inserted + idle.updated}))  # type: ignore[attr-defined]
 
 
@@ -144,6 +173,7 @@ def main() -> None:
     parser.add_argument("--child", choices=("sqlite", "postgresql"), help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--anchor", help=argparse.SUPPRESS)
+    parser.add_argument("--sandbox-pid", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -159,7 +189,7 @@ def main() -> None:
                 out = subprocess.run(
                     [sys.executable, "-m", "bench.reconcile", "--child", name, "--base-url", box.base_url,
                      "--anchor", anchor.isoformat(), "--resources", str(n), "--page-size", str(args.page_size),
-                     "--postgres-url", args.postgres_url], check=True, stdout=subprocess.PIPE, text=True).stdout
+                     "--postgres-url", args.postgres_url, "--sandbox-pid", str(box.process.pid)], check=True, stdout=subprocess.PIPE, text=True).stdout
                 r = json.loads(out.strip().splitlines()[-1])
                 rate = r["total"] / r["elapsed"]
                 peaks[name][r["total"]] = r["rss"]
@@ -168,6 +198,11 @@ def main() -> None:
                       f"peak RSS {r['rss']:.0f} MiB")
                 print(f"{name:<10} raw bulk upsert of the same rows: {r['raw']:,.0f} rows/s; "
                       f"reconcile / raw = {rate / r['raw']:.0%}")
+                per = {k: v / r["total"] * 1e6 for k, v in r["cpu"].items()}
+                ceiling = (os.cpu_count() or 1) * 1e6 / sum(per.values())
+                print(f"{name:<10} CPU per record: client {per['client']:.0f} µs, sandbox {per['sandbox']:.0f} µs, "
+                      f"database server {per['database']:.0f} µs → at most {ceiling:,.0f} records/s on "
+                      f"{os.cpu_count()} cores")
                 print(f"{name:<10} incremental with nothing changed: {r['idle_requests']} requests, "
                       f"{r['idle_writes']} row writes, {r['idle_elapsed']:.2f} s", flush=True)
         finally:
