@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import httpx
 from sqlalchemy import Engine
 
+from shared.metrics import Metrics
 from shared.queues.memory import InMemoryQueues
 from shared.queues.port import QueuePort
 from shared.settings import Settings, TenantConfig, load_settings
@@ -35,6 +36,7 @@ class Runtime:
     engine: Engine
     tenants: dict[str, TenantConfig]
     queues: QueuePort
+    metrics: Metrics = field(default_factory=Metrics)
     _registries: dict[int, SourceRegistry] = field(default_factory=dict)
 
     def tenant(self, tenant_id: str) -> TenantConfig:

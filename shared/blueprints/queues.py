@@ -8,30 +8,69 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import azure.functions as func
 
 from shared.bootstrap import runtime
+from shared.metrics import Metrics
 from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, decode, encode
-from shared.source.errors import SourceError
+from shared.source.errors import SourceError, SourceUnavailable
+from shared.store.guard import UpsertCounts
 from shared.store.engine import write_transaction
 from shared.sync.apply import ApplyResult, apply_change
 from shared.sync.reconcile import run_reconcile
 from shared.sync.runs import LeaseLost, RunActive, claim, start_or_resume
 
 log = logging.getLogger("shared.functions")
+MAX_DEFERRALS = 50
+MIN_DEFER_SECONDS, MAX_DEFER_SECONDS = 1.0, 3600.0
 bp = func.Blueprint()
 
 
 async def handle_change(text: str) -> ApplyResult:
-    """Raises on bad messages and source trouble: the queue retries, then poisons."""
+    """Raises on bad messages and source trouble: the queue retries, then poisons.
+
+    When the source holds us back (429 with a long Retry-After, an open circuit) the change is
+    sent again with a visibility delay until then and this delivery is acknowledged: waiting is
+    not failing, so it must not spend one of the message's delivery attempts. A change deferred
+    MAX_DEFERRALS times is retried as a failure (and can reach the poison queue)."""
     rt = runtime()
     message = decode(text, ChangeMessage)
     client = rt.sources().client(rt.tenant(message.tenant))
-    result = await apply_change(rt.engine, client, message)
-    log.info("apply tenant=%s type=%s id=%s outcome=%s", message.tenant, message.type, message.id, result.outcome)
+    try:
+        result = await apply_change(rt.engine, client, message)
+    except SourceUnavailable as exc:
+        deferrals = message.deferrals or 0
+        if not exc.held or deferrals >= MAX_DEFERRALS:
+            rt.metrics.add(message.tenant, "apply.failed")
+            raise
+        delay = min(max((exc.retry_at or 0) - time.time(), MIN_DEFER_SECONDS), MAX_DEFER_SECONDS)
+        rt.queues.send(CHANGES_QUEUE, encode(message.model_copy(update={"deferrals": deferrals + 1})), delay=delay)
+        log.info("apply tenant=%s type=%s id=%s outcome=deferred delay=%.0fs deferrals=%d", message.tenant,
+                 message.type, message.id, delay, deferrals + 1)
+        result = ApplyResult("deferred", UpsertCounts(), str(exc))
+    except SourceError:
+        rt.metrics.add(message.tenant, "apply.failed")
+        raise
+    else:
+        log.info("apply tenant=%s type=%s id=%s outcome=%s", message.tenant, message.type, message.id, result.outcome)
+    record_apply(rt.metrics, message, result, datetime.now(timezone.utc))
+    rt.metrics.maybe_flush(rt.engine)
     return result
+
+
+def record_apply(metrics: Metrics, message: ChangeMessage, result: ApplyResult, now: datetime) -> None:
+    """Outcome counts, and the lag from the event (or its receipt) to the committed row."""
+    metrics.add(message.tenant, f"apply.{result.outcome}")
+    counts = result.counts
+    metrics.add(message.tenant, "apply.stale", counts.stale)
+    metrics.add(message.tenant, "apply.unchanged", counts.unchanged)
+    written = counts.inserted + counts.updated + counts.deleted + counts.resurrected
+    metrics.add(message.tenant, "apply.written", written)
+    since = message.event_at or message.received_at
+    if written and since is not None:
+        metrics.observe_lag(message.tenant, (now - since).total_seconds())
 
 
 async def handle_reconcile(text: str) -> str:

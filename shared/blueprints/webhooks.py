@@ -34,5 +34,5 @@ def receive_webhook_http(req: func.HttpRequest) -> func.HttpResponse:
         log.error("webhook outcome=unavailable reason=%s", exc.__class__.__name__)
         return json_response(Answer(503, {"error": "temporarily-unavailable"}, {"Retry-After": "30"}))
     answer = receive_webhook(rt.engine, rt.queues, tenant, event, dict(req.headers), req.get_body(),
-                             datetime.now(timezone.utc))
+                             datetime.now(timezone.utc), rt.metrics)
     return json_response(answer)

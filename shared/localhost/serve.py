@@ -99,6 +99,10 @@ class Booted:
 
     def stop(self) -> None:
         self.host.stop()
+        try:
+            self.runtime.metrics.flush(self.runtime.engine)  # the last second of counts
+        except Exception:  # noqa: BLE001 — stopping anyway; counts are not data
+            pass
         if self.demo is not None:
             self.demo.sandbox.stop()
         use_runtime(None)

@@ -37,6 +37,9 @@ class ChangeMessage(Message):
     version: Annotated[str, Field(max_length=64)] | None = None
     event_key: Annotated[str, Field(max_length=200)] | None = None  # the webhook's idempotency key
     received_at: datetime | None = None
+    event_at: datetime | None = None  # the event's own timestamp, when the notification has one
+    # Times this change was put back because the source held us back (429, open circuit).
+    deferrals: Annotated[int, Field(ge=1, le=1000)] | None = None
 
 
 class ReconcileMessage(Message):

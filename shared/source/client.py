@@ -176,9 +176,10 @@ class FhirClient:
             if retry_after is not None:
                 self.not_before = max(self.not_before, self.clock() + retry_after)
                 self.breaker.hold(self.breaker_key, self.wall() + retry_after)
-            if attempt >= self.policy.max_attempts or delay > self.policy.max_wait:
+            if attempt >= self.policy.max_attempts or delay > self.policy.wait_limit(priority):
                 raise SourceUnavailable(self.tenant.id, f"giving up after {attempt} attempt(s): {failure}",
-                                        path=path, status=failure.status, retry_at=self.wall() + delay)
+                                        path=path, status=failure.status, retry_at=self.wall() + delay,
+                                        held=failure.status == 429 or retry_after is not None)
             log.info("tenant=%s path=%s retry=%d delay=%.2fs status=%s", self.tenant.id, path, attempt, delay,
                      failure.status)
             await self.sleep(delay)
@@ -188,16 +189,16 @@ class FhirClient:
             verdict, until = self.breaker.gate(self.breaker_key, self.wall())
             if verdict == "open":
                 raise SourceUnavailable(self.tenant.id, "circuit open: the source failed repeatedly", path=path,
-                                        retry_at=until)
+                                        retry_at=until, held=True)
             # Retry-After, as this process saw it or as any instance recorded it.
             wait = max(self.not_before - self.clock(), until - self.wall() if verdict == "wait" else 0.0)
             if wait <= 0:
                 wait = self.budget.take(priority)
             if wait <= 0:
                 return
-            if wait > self.policy.max_wait:
+            if wait > self.policy.wait_limit(priority):
                 raise SourceUnavailable(self.tenant.id, "source asked us to wait", path=path,
-                                        retry_at=self.wall() + wait)
+                                        retry_at=self.wall() + wait, held=True)
             await self.sleep(wait)
 
     async def _send(self, url: str, params: dict[str, Any] | None, token: str, path: str) -> tuple[httpx.Response, Any]:

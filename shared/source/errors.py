@@ -45,8 +45,14 @@ class TransientError(SourceError):
 
 
 class SourceUnavailable(TransientError):
-    """Retries exhausted or the circuit is open: skip this tenant's work until ``retry_at``."""
+    """Retries exhausted or the circuit is open: skip this tenant's work until ``retry_at``.
 
-    def __init__(self, tenant: str, message: str, *, retry_at: float | None = None, **kwargs: object) -> None:
+    ``held`` is true when the source is not failing this request but holding us back: a 429 or
+    Retry-After longer than the caller may wait, or the circuit open after earlier failures.
+    Queue work then comes back at ``retry_at`` rather than spending a delivery attempt."""
+
+    def __init__(self, tenant: str, message: str, *, retry_at: float | None = None, held: bool = False,
+                 **kwargs: object) -> None:
         super().__init__(tenant, message, **kwargs)  # type: ignore[arg-type]
         self.retry_at = retry_at
+        self.held = held

@@ -20,6 +20,12 @@ class RetryPolicy:
     # A Retry-After longer than this is not waited for inside one call: the caller gets
     # SourceUnavailable(retry_at=…) and can come back later (a queue message's visibility).
     max_wait: float = 120.0
+    # Real-time work (a webhook's re-read) waits at most this long inside one call; a queue
+    # message is better put back with a visibility delay than holding a worker.
+    realtime_max_wait: float = 5.0
+
+    def wait_limit(self, priority: str) -> float:
+        return self.max_wait if priority == "bulk" else min(self.max_wait, self.realtime_max_wait)
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Full jitter for retry number ``attempt`` (0 for the first retry)."""

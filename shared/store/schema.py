@@ -248,3 +248,41 @@ sync_seen = Table(
     Column("source_id", ID, nullable=False),
     Index(None, "run_id", "resource_type", "source_id"),
 )
+
+# Counters per tenant (webhooks received, rejected by reason, applied, lag buckets…), added to
+# in batches by every instance (shared/metrics.py). Names are fixed strings, never input.
+tenant_metrics = Table(
+    "tenant_metrics",
+    metadata,
+    Column("tenant_id", ID, nullable=False),
+    Column("name", String(80), nullable=False),
+    Column("value", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "name"),
+)
+
+# FHIR Subscriptions Backport bookkeeping: the event numbers each subscription delivered, so
+# gaps (events the source numbered but never delivered) are found and reconciled.
+webhook_subscriptions = Table(
+    "webhook_subscriptions",
+    metadata,
+    Column("tenant_id", ID, nullable=False),
+    Column("subscription", String(200), nullable=False),
+    Column("resource_types", String(200), nullable=False),  # space-separated, as seen in its events
+    Column("highest_event", BigInteger, nullable=False),  # highest number seen or announced
+    Column("checked_through", BigInteger, nullable=False),  # every number up to here is settled
+    Column("gap_seen_at", UTCDateTime()),  # when missing numbers were first noticed
+    Column("gaps", BigInteger, nullable=False),  # events found missing, in total
+    Column("last_event_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "subscription"),
+)
+
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("tenant_id", ID, nullable=False),
+    Column("subscription", String(200), nullable=False),
+    Column("event_number", BigInteger, nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "subscription", "event_number"),
+)

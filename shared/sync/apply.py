@@ -30,7 +30,7 @@ from shared.store.mirror import write_rows
 
 @dataclass(frozen=True)
 class ApplyResult:
-    outcome: str  # applied | deleted | unmappable
+    outcome: str  # applied | deleted | unmappable | deferred (put back, see handle_change)
     counts: UpsertCounts
     reason: str | None = None
 

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, exists, select
 from sqlalchemy.exc import IntegrityError
 
+from shared.metrics import Metrics
 from shared.queues.messages import CHANGES_QUEUE, ChangeMessage, encode
 from shared.queues.port import QueuePort
 from shared.settings import TenantConfig
@@ -39,8 +40,18 @@ class Answer:
 
 
 def receive_webhook(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, event: str,
-                    headers: Mapping[str, str], body: bytes, now: datetime) -> Answer:
+                    headers: Mapping[str, str], body: bytes, now: datetime, metrics: Metrics | None = None) -> Answer:
+    metrics = metrics if metrics is not None else Metrics()
+    answer = _receive(engine, queues, tenant, event, headers, body, now, metrics)
+    metrics.maybe_flush(engine)
+    return answer
+
+
+def _receive(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, event: str,
+             headers: Mapping[str, str], body: bytes, now: datetime, metrics: Metrics) -> Answer:
     tenant_label = tenant.id if tenant else "?"
+    if tenant is not None:  # unknown tenants are not counted: their names come from the URL
+        metrics.add(tenant.id, "webhook.received")
     label = event if _EVENT_TEXT.match(event) else "?"  # from the URL: never log it raw
     try:
         if tenant is None:
@@ -52,6 +63,8 @@ def receive_webhook(engine: Engine, queues: QueuePort, tenant: TenantConfig | No
         events, _status = parse_notification(body, event)
     except WebhookRejected as rejected:
         log.info("webhook tenant=%s event=%s outcome=rejected reason=%s", tenant_label, label, rejected.reason)
+        if tenant is not None:
+            metrics.add(tenant.id, f"webhook.rejected.{rejected.reason}")
         return Answer(rejected.status, {"error": rejected.reason})
     assert tenant is not None
     try:
@@ -59,17 +72,21 @@ def receive_webhook(engine: Engine, queues: QueuePort, tenant: TenantConfig | No
             seen = conn.execute(select(exists().where(
                 inbox.c.tenant_id == tenant.id, inbox.c.idempotency_key == key, inbox.c.expires_at > now))).scalar()
         if seen:
-            log.info("webhook tenant=%s event=%s outcome=duplicate", tenant.id, event)
+            log.info("webhook tenant=%s event=%s outcome=duplicate", tenant.id, label)
+            metrics.add(tenant.id, "webhook.duplicate")
             return Answer(200, {"duplicate": True})
         for item in events:
             message = ChangeMessage(tenant=tenant.id, type=item.type, id=item.id,  # type: ignore[arg-type]
-                                    action=item.action, version=item.version, event_key=key[:200], received_at=now)
+                                    action=item.action, version=item.version, event_key=key[:200], received_at=now,
+                                    event_at=item.timestamp)
             queues.send(CHANGES_QUEUE, encode(message))
         _remember(engine, tenant.id, key, event, now)
     except Exception as exc:  # noqa: BLE001 — any storage trouble: the sender must retry
-        log.warning("webhook tenant=%s event=%s outcome=unavailable reason=%s", tenant.id, event, exc.__class__.__name__)
+        log.warning("webhook tenant=%s event=%s outcome=unavailable reason=%s", tenant.id, label, exc.__class__.__name__)
+        metrics.add(tenant.id, "webhook.unavailable")
         return Answer(503, {"error": "temporarily-unavailable"}, {"Retry-After": "5"})
-    log.info("webhook tenant=%s event=%s outcome=enqueued changes=%d", tenant.id, event, len(events))
+    log.info("webhook tenant=%s event=%s outcome=enqueued changes=%d", tenant.id, label, len(events))
+    metrics.add(tenant.id, "webhook.enqueued", len(events))
     return Answer(202, {"accepted": len(events)})
 
 

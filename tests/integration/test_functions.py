@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,14 +53,71 @@ def count(table: str) -> int:
 
 
 def test_the_apply_function_stores_what_the_message_points_to(setup: tuple[Sandbox, InMemoryQueues]) -> None:
-    message = func.QueueMessage(body=encode(ChangeMessage(tenant="demo", type="Patient", id="PT-2000003")).encode())
+    from shared.bootstrap import runtime
+    from shared.metrics import read_metrics
+
+    message = func.QueueMessage(body=encode(ChangeMessage(tenant="demo", type="Patient", id="PT-2000003",
+                                                          received_at=datetime.now(timezone.utc))).encode())
     asyncio.run(function("apply_change_message")(message))
     assert count("clients") == 1
+    asyncio.run(function("apply_change_message")(message))  # again: nothing to write
+    rt = runtime()
+    rt.metrics.flush(rt.engine)
+    with rt.engine.connect() as conn:
+        counted = read_metrics(conn, "demo")
+    assert (counted["apply.applied"], counted["apply.written"], counted["apply.unchanged"]) == (2, 1, 1)
+    assert counted["lag.count"] == 1 and counted["lag.sum_ms"] < 60_000  # from receipt to commit
     with pytest.raises(InvalidMessage):  # the host retries it, then moves it to changes-poison
         asyncio.run(function("apply_change_message")(func.QueueMessage(body=b'{"tenant": "demo"}')))
     with pytest.raises(LookupError, match="tenant 'ghost' is not configured"):
         asyncio.run(function("apply_change_message")(func.QueueMessage(
             body=encode(ChangeMessage(tenant="ghost", type="Patient", id="PT-1")).encode())))
+
+
+def test_a_throttled_change_is_put_back_with_a_delay_not_failed(setup: tuple[Sandbox, InMemoryQueues]) -> None:
+    """429 with a long Retry-After: the change comes back when the source allows, as a fresh
+    message (no delivery attempt spent); nothing is written meanwhile and nothing is lost."""
+    box, queues = setup
+    box.limiter.limit = 1  # one read per minute (the token endpoint is not limited)
+    apply = function("apply_change_message")
+    asyncio.run(apply(func.QueueMessage(body=encode(ChangeMessage(tenant="demo", type="Patient",
+                                                                  id="PT-2000003")).encode())))
+    second = ChangeMessage(tenant="demo", type="Patient", id="PT-2000004")
+    asyncio.run(apply(func.QueueMessage(body=encode(second).encode())))  # throttled: returns, no raise
+    assert count("clients") == 1
+    assert queues.count("changes") == 1
+    assert queues.receive("changes", max_messages=1, visibility_timeout=30) == []  # invisible until Retry-After
+    (stored,) = queues._queues["changes"]
+    assert 50 < stored.visible_at - time.monotonic() <= 61
+    assert decode(stored.text, ChangeMessage) == second.model_copy(update={"deferrals": 1})
+    # A minute later (the Retry-After every instance honours, kept in source_health, has passed)
+    # the put-back change applies.
+    from shared.bootstrap import runtime
+    from shared.store.engine import write_transaction
+    from shared.store.schema import source_health
+
+    box.limiter.limit = 0
+    with write_transaction(runtime().engine) as conn:
+        assert conn.execute(source_health.update().values(not_before=0)).rowcount == 1
+    stored.visible_at = time.monotonic()
+    (message,) = queues.receive("changes", max_messages=1, visibility_timeout=30)
+    assert message.dequeue_count == 1
+    asyncio.run(apply(func.QueueMessage(body=message.text.encode())))
+    assert count("clients") == 2
+
+
+def test_a_change_deferred_too_often_fails_like_any_source_trouble(setup: tuple[Sandbox, InMemoryQueues]) -> None:
+    from shared.blueprints.queues import MAX_DEFERRALS
+    from shared.source.errors import SourceUnavailable
+
+    box, queues = setup
+    box.limiter.limit = 1
+    asyncio.run(function("apply_change_message")(func.QueueMessage(
+        body=encode(ChangeMessage(tenant="demo", type="Patient", id="PT-2000003")).encode())))
+    message = ChangeMessage(tenant="demo", type="Patient", id="PT-2000004", deferrals=MAX_DEFERRALS)
+    with pytest.raises(SourceUnavailable):  # the host retries it, then poisons it: counted, visible
+        asyncio.run(function("apply_change_message")(func.QueueMessage(body=encode(message).encode())))
+    assert queues.count("changes") == 0
 
 
 def test_reconcile_continues_through_the_queue_until_done(setup: tuple[Sandbox, InMemoryQueues]) -> None:

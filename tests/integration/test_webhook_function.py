@@ -131,3 +131,24 @@ def test_no_2xx_without_an_enqueue_and_the_retry_is_not_a_duplicate(database_url
     finally:
         use_runtime(None)
         working.engine.dispose()
+
+
+def test_deliveries_are_counted_per_tenant_by_outcome_and_reason(queues: InMemoryQueues) -> None:
+    from shared.bootstrap import runtime
+    from shared.metrics import read_metrics
+
+    post("alpha", "appointment-update", backport(1), HALAXY)
+    post("alpha", "appointment-update", backport(1), HALAXY)  # duplicate
+    post("alpha", "appointment-update", backport(2), HALAXY | {"X-Halaxy-Secret": "wrong"})
+    post("alpha", "appointment-update", b"{not json", HALAXY)
+    post("beta", "invoice-create", b"{}", {"Content-Type": "application/json"})  # no signature
+    post("nobody", "appointment-update", backport(1), HALAXY)  # unknown tenants are not counted
+    rt = runtime()
+    rt.metrics.flush(rt.engine)
+    with rt.engine.connect() as conn:
+        alpha, beta, nobody = (read_metrics(conn, t) for t in ("alpha", "beta", "nobody"))
+    assert {k: v for k, v in alpha.items()} == {
+        "webhook.received": 4, "webhook.enqueued": 1, "webhook.duplicate": 1,
+        "webhook.rejected.bad-secret": 1, "webhook.rejected.malformed-json": 1}
+    assert beta == {"webhook.received": 1, "webhook.rejected.missing-signature": 1}
+    assert nobody == {}

@@ -1,0 +1,126 @@
+"""Counters per tenant: what the webhook door and the apply side did, and how late rows landed.
+
+Each process adds to an in-memory batch and writes it at most once a second (``maybe_flush``):
+every delivery writing its own counter row would queue a tenant's deliveries behind one row lock
+and put a database write in front of every 401. A crash loses at most that second of counts —
+counts only, never a change. The table holds one row per (tenant, name); names are fixed strings
+built here, never request input, so a flood of forged deliveries cannot grow it.
+
+Lag (event timestamp → row committed) is kept as a histogram of fixed buckets (``lag.le_<ms>``)
+plus ``lag.count`` and ``lag.sum_ms``, enough for percentiles to a bucket's precision.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+
+from sqlalchemy import Connection, Engine, select, text
+
+from shared.store.engine import write_transaction
+from shared.store.schema import tenant_metrics
+
+log = logging.getLogger("shared.metrics")
+LAG_BUCKETS_MS = (100, 250, 500, 1_000, 2_500, 5_000, 30_000, 300_000)
+LAG_OVER = f"lag.gt_{LAG_BUCKETS_MS[-1]}"
+
+_MSSQL_MERGE = text(
+    "MERGE tenant_metrics WITH (HOLDLOCK) AS t "
+    "USING (VALUES (:tenant_id, :name, :value, :updated_at)) AS s (tenant_id, name, value, updated_at) "
+    "ON t.tenant_id = s.tenant_id AND t.name = s.name "
+    "WHEN MATCHED THEN UPDATE SET value = t.value + s.value, updated_at = s.updated_at "
+    "WHEN NOT MATCHED THEN INSERT (tenant_id, name, value, updated_at) "
+    "VALUES (s.tenant_id, s.name, s.value, s.updated_at);")
+
+
+def lag_bucket(seconds: float) -> str:
+    ms = max(seconds, 0.0) * 1000
+    return next((f"lag.le_{b}" for b in LAG_BUCKETS_MS if ms <= b), LAG_OVER)
+
+
+class Metrics:
+    """A process's unwritten counts. Thread-safe; ``flush`` adds them to the table."""
+
+    def __init__(self, *, interval: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval, self.clock = interval, clock
+        self._pending: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+        self._last_flush = clock()
+
+    def add(self, tenant_id: str, name: str, n: int = 1) -> None:
+        if n:
+            with self._lock:
+                self._pending[(tenant_id, name)] += n
+
+    def observe_lag(self, tenant_id: str, seconds: float) -> None:
+        with self._lock:
+            self._pending[(tenant_id, lag_bucket(seconds))] += 1
+            self._pending[(tenant_id, "lag.count")] += 1
+            self._pending[(tenant_id, "lag.sum_ms")] += round(max(seconds, 0.0) * 1000)
+
+    def flush(self, engine: Engine) -> int:
+        """Write everything pending; on failure the counts stay pending for the next flush."""
+        with self._lock:
+            batch, self._pending = self._pending, Counter()
+            self._last_flush = self.clock()
+        if not batch:
+            return 0
+        try:
+            with write_transaction(engine) as conn:
+                increment(conn, batch, datetime.now(timezone.utc))
+        except Exception:
+            with self._lock:
+                self._pending.update(batch)
+            raise
+        return len(batch)
+
+    def maybe_flush(self, engine: Engine) -> None:
+        """Flush when the interval has passed; never raises (metrics must not fail the work)."""
+        if self.clock() - self._last_flush < self.interval:
+            return
+        try:
+            self.flush(engine)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("metrics flush failed (kept for the next one): %s", exc.__class__.__name__)
+
+
+def increment(conn: Connection, counts: Mapping[tuple[str, str], int], now: datetime) -> None:
+    rows = [{"tenant_id": t, "name": n, "value": v, "updated_at": now} for (t, n), v in sorted(counts.items())]
+    dialect = conn.dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        stmt = insert(tenant_metrics)
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=["tenant_id", "name"],
+            set_={"value": tenant_metrics.c.value + stmt.excluded.value, "updated_at": stmt.excluded.updated_at}),
+            rows)
+    elif dialect == "mssql":
+        conn.execute(_MSSQL_MERGE, rows)
+    else:
+        raise ValueError(f"metrics do not support the {dialect!r} dialect")
+
+
+def read_metrics(conn: Connection, tenant_id: str) -> dict[str, int]:
+    c = tenant_metrics.c
+    return {name: int(value) for name, value in conn.execute(
+        select(c.name, c.value).where(c.tenant_id == tenant_id).order_by(c.name))}
+
+
+def lag_percentile(metrics: Mapping[str, int], share: float) -> float | None:
+    """The upper bound (seconds) of the bucket holding the ``share`` quantile; None if no samples
+    (inf when it lies beyond the last bucket)."""
+    total = metrics.get("lag.count", 0)
+    if not total:
+        return None
+    seen = 0
+    for bound in LAG_BUCKETS_MS:
+        seen += metrics.get(f"lag.le_{bound}", 0)
+        if seen >= share * total:
+            return bound / 1000
+    return float("inf")
