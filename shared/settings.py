@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     # How often the timer looks for due tenants (NCRONTAB). The timer binds it as the app setting
     # %SYNC_FANOUT_SCHEDULE%, so in Azure it must be set (the Bicep sets it).
     fanout_schedule: Schedule = "0 */5 * * * *"
+    # Backport event numbers missing this long (senders retry and reorder) are a gap: counted,
+    # and answered with an incremental reconcile of the subscription's types at the next fan-out.
+    # Longer than the reconcile's 2-minute lag, so that run's window covers the missed change.
+    webhook_gap_grace: Annotated[float, Field(ge=0)] = 180.0
 
     @field_validator("database_url")
     @classmethod

@@ -32,6 +32,7 @@ def upgrade() -> None:
     sa.Column('highest_event', sa.BigInteger(), nullable=False),
     sa.Column('checked_through', sa.BigInteger(), nullable=False),
     sa.Column('gap_seen_at', shared.store.types.UTCDateTime(), nullable=True),
+    sa.Column('gap_through', sa.BigInteger(), nullable=True),
     sa.Column('gaps', sa.BigInteger(), nullable=False),
     sa.Column('last_event_at', shared.store.types.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('tenant_id', 'subscription', name=op.f('pk_webhook_subscriptions'))

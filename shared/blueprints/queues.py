@@ -90,7 +90,7 @@ async def handle_reconcile(text: str) -> str:
     client = rt.sources().client(tenant)
     deadline = time.monotonic() + rt.settings.reconcile_time_budget
     try:
-        finished = await run_reconcile(rt.engine, client, tenant, lease, deadline=deadline)
+        finished = await run_reconcile(rt.engine, client, tenant, lease, deadline=deadline, only=message.types)
     except LeaseLost:
         return "superseded"
     except SourceError as exc:

@@ -16,7 +16,9 @@ from shared.bootstrap import runtime
 from shared.queues.messages import RECONCILE_QUEUE, ReconcileMessage, encode
 from shared.store.engine import write_transaction
 from shared.store.schema import sync_runs
+from shared.sync.reconcile import TYPE_ORDER
 from shared.sync.runs import reap_stale
+from shared.webhooks.gaps import settle_gaps
 from shared.sync.schedule import due_runs
 
 log = logging.getLogger("shared.functions")
@@ -38,7 +40,27 @@ def fan_out(now: datetime | None = None) -> list[tuple[str, str]]:
     for tenant_id, kind in due:
         rt.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile=kind)))  # type: ignore[arg-type]
     log.info("fan-out due=%d runs=%s", len(due), ",".join(f"{t}:{k}" for t, k in due))
+    for tenant in rt.tenants.values():
+        if tenant.enabled:
+            due.extend(reconcile_gaps(tenant.id, now))
+    rt.metrics.maybe_flush(rt.engine)
     return due
+
+
+def reconcile_gaps(tenant_id: str, now: datetime) -> list[tuple[str, str]]:
+    """Settle the tenant's webhook subscriptions; each confirmed gap gets a targeted incremental."""
+    rt = runtime()
+    with write_transaction(rt.engine) as conn:
+        gaps = settle_gaps(conn, tenant_id, now, timedelta(seconds=rt.settings.webhook_gap_grace))
+    for gap in gaps:
+        types = [t for t in gap.resource_types if t in TYPE_ORDER] or None
+        rt.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile="incremental",
+                                                                types=types)))  # type: ignore[arg-type]
+        rt.metrics.add(tenant_id, "webhook.gap_events", gap.missing)
+        rt.metrics.add(tenant_id, "webhook.gap_reconciles")
+        log.warning("webhook gap tenant=%s missing=%d types=%s: incremental reconcile enqueued", tenant_id,
+                    gap.missing, ",".join(types or ["all"]))
+    return [(tenant_id, "incremental")] * len(gaps)
 
 @bp.timer_trigger(arg_name="timer", schedule="%SYNC_FANOUT_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def reconcile_fan_out(timer: func.TimerRequest) -> None:

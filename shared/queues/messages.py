@@ -49,6 +49,8 @@ class ReconcileMessage(Message):
     tenant: TenantId
     reconcile: Literal["full", "incremental", "hot"]
     run_id: Annotated[str, Field(max_length=36)] | None = None  # set on continuations
+    # Only these types (a webhook gap's); all of them when absent. Kept in the run's checkpoint.
+    types: Annotated[list[ResourceType], Field(min_length=1, max_length=5)] | None = None
 
 
 class InvalidMessage(ValueError):

@@ -272,6 +272,7 @@ webhook_subscriptions = Table(
     Column("highest_event", BigInteger, nullable=False),  # highest number seen or announced
     Column("checked_through", BigInteger, nullable=False),  # every number up to here is settled
     Column("gap_seen_at", UTCDateTime()),  # when missing numbers were first noticed
+    Column("gap_through", BigInteger),  # the highest number known then: the gap's extent
     Column("gaps", BigInteger, nullable=False),  # events found missing, in total
     Column("last_event_at", UTCDateTime(), nullable=False),
     PrimaryKeyConstraint("tenant_id", "subscription"),

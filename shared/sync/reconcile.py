@@ -52,8 +52,9 @@ def _iso(value: datetime) -> str:
     return value.astimezone(timezone.utc).isoformat()
 
 
-def plan_types(kind: str) -> tuple[str, ...]:
-    return ("Appointment",) if kind == "hot" else TYPE_ORDER
+def plan_types(kind: str, only: list[str] | None = None) -> tuple[str, ...]:
+    types = ("Appointment",) if kind == "hot" else TYPE_ORDER
+    return tuple(t for t in types if t in only) if only else types
 
 
 def hot_window(tenant: TenantConfig, now: datetime) -> tuple[datetime, datetime]:
@@ -66,21 +67,25 @@ def hot_window(tenant: TenantConfig, now: datetime) -> tuple[datetime, datetime]
 async def run_reconcile(engine: Engine, client: FhirClient, tenant: TenantConfig, lease: RunLease, *,
                         deadline: float | None = None, clock: Callable[[], float] = time.monotonic,
                         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), page_size: int = 100,
-                        on_progress: Callable[[Progress], None] | None = None) -> bool:
+                        on_progress: Callable[[Progress], None] | None = None,
+                        only: list[str] | None = None) -> bool:
     """Work on the run until it completes (True) or ``deadline`` passes after a checkpoint (False).
 
-    Source failures end the run as ``failed`` with the reason recorded, and re-raise."""
+    ``only`` narrows a new run to some resource types (kept in its checkpoint, so continuations
+    keep to them). Source failures end the run as ``failed`` with the reason recorded, and re-raise."""
     with engine.connect() as conn:
         position, counts = load_position(conn, lease)
+    if not position and only and lease.kind != "full":  # a full run lists everything: deletes depend on it
+        position["only"] = [t for t in TYPE_ORDER if t in only]
     position.setdefault("type", 0)
-    types = plan_types(lease.kind)
+    types = plan_types(lease.kind, position.get("only"))
     try:
         while position["type"] < len(types):
             resource_type = types[position["type"]]
             if "end" not in position:
                 opened = _open_window(engine, tenant, lease.kind, resource_type, position, now())
                 if opened is None:  # nothing to read in this window
-                    position = {"type": position["type"] + 1, "base": counts.processed}
+                    position = _next_type(position, counts)
                     continue
                 position = opened
             if not await _read_window(engine, client, tenant, lease, resource_type, position, counts,
@@ -192,7 +197,7 @@ def _commit_page(engine: Engine, tenant: TenantConfig, lease: RunLease, resource
     """Map one page and commit its rows with the checkpoint; updates ``position`` in place."""
     rows = _rows(bundle, resource_type, counts)
     if last_page:  # the window is done: the checkpoint points at the next type
-        new_position: dict[str, Any] = {"type": position["type"] + 1, "base": counts.processed}
+        new_position: dict[str, Any] = _next_type(position, counts)
     else:
         new_position = {**position, "next": None if restart else next_url,
                         "total": None if restart else (total if position["total"] is None else position["total"]),
@@ -211,6 +216,11 @@ def _commit_page(engine: Engine, tenant: TenantConfig, lease: RunLease, resource
     position.clear()
     position.update(new_position, step=step)
     return records_total
+
+
+def _next_type(position: dict[str, Any], counts: RunCounts) -> dict[str, Any]:
+    following = {"type": position["type"] + 1, "base": counts.processed}
+    return {**following, "only": position["only"]} if position.get("only") else following
 
 
 def _rows(bundle: dict[str, Any], resource_type: str, counts: RunCounts) -> list[MirrorRow]:

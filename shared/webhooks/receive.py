@@ -23,7 +23,8 @@ from shared.queues.port import QueuePort
 from shared.settings import TenantConfig
 from shared.store.engine import write_transaction
 from shared.store.schema import inbox
-from shared.webhooks.notifications import parse_notification
+from shared.webhooks.gaps import record_notification
+from shared.webhooks.notifications import BackportStatus, parse_notification
 from shared.webhooks.verify import WebhookRejected, verify_request
 
 log = logging.getLogger("shared.webhooks")
@@ -60,7 +61,7 @@ def _receive(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, eve
             raise WebhookRejected(403, "tenant-disabled")
         key = verify_request(tenant.webhook_scheme, [s.get_secret_value() for s in tenant.webhook_secrets],
                              headers, body, now.timestamp(), header=tenant.webhook_header)
-        events, _status = parse_notification(body, event)
+        events, status = parse_notification(body, event)
     except WebhookRejected as rejected:
         log.info("webhook tenant=%s event=%s outcome=rejected reason=%s", tenant_label, label, rejected.reason)
         if tenant is not None:
@@ -80,7 +81,7 @@ def _receive(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, eve
                                     action=item.action, version=item.version, event_key=key[:200], received_at=now,
                                     event_at=item.timestamp)
             queues.send(CHANGES_QUEUE, encode(message))
-        _remember(engine, tenant.id, key, event, now)
+        _remember(engine, tenant.id, key, event, now, status, {item.type for item in events})
     except Exception as exc:  # noqa: BLE001 — any storage trouble: the sender must retry
         log.warning("webhook tenant=%s event=%s outcome=unavailable reason=%s", tenant.id, label, exc.__class__.__name__)
         metrics.add(tenant.id, "webhook.unavailable")
@@ -90,9 +91,13 @@ def _receive(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, eve
     return Answer(202, {"accepted": len(events)})
 
 
-def _remember(engine: Engine, tenant_id: str, key: str, event: str, now: datetime) -> None:
-    """Record the key after the enqueue (a lost record only costs a harmless duplicate apply)."""
+def _remember(engine: Engine, tenant_id: str, key: str, event: str, now: datetime, status: BackportStatus | None,
+              types: set[str]) -> None:
+    """Record the key (and a Backport notification's event numbers) after the enqueue: a lost
+    record only costs a harmless duplicate apply."""
     with write_transaction(engine) as conn:
+        if status is not None:
+            record_notification(conn, tenant_id, status, types, now)
         conn.execute(delete(inbox).where(inbox.c.tenant_id == tenant_id, inbox.c.expires_at <= now))
         try:
             with conn.begin_nested():

@@ -1,0 +1,112 @@
+"""Gaps in a FHIR Subscriptions Backport stream: events the source numbered but never delivered.
+
+Every Backport notification carries its subscription, ``eventsSinceSubscriptionStart`` and the
+numbers of the events it holds (a heartbeat holds none but still says how many there were). The
+receiver records them (``record_notification``); the fan-out timer settles each subscription
+(``settle_gaps``): numbers up to the highest known that were not delivered within a grace period
+(senders retry and deliver out of order) are a gap. A gap is counted and answered with an
+incremental reconcile of that tenant and the subscription's resource types, so the missed change
+arrives by polling minutes later instead of at the next scheduled run.
+
+Pure bookkeeping: no network here; the caller enqueues what ``settle_gaps`` returns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from shared.store.schema import webhook_events, webhook_subscriptions
+from shared.webhooks.notifications import BackportStatus
+
+@dataclass(frozen=True)
+class Gap:
+    subscription: str
+    resource_types: tuple[str, ...]
+    missing: int
+
+
+def record_notification(conn: Connection, tenant_id: str, status: BackportStatus, types: set[str],
+                        now: datetime) -> None:
+    """Remember which event numbers arrived and the highest number the source announced."""
+    if not status.subscription:
+        return
+    s = webhook_subscriptions.c
+    key = and_(s.tenant_id == tenant_id, s.subscription == status.subscription[:200])
+    row = conn.execute(select(s.highest_event, s.checked_through, s.resource_types).where(key)).first()
+    highest = max([*status.event_numbers, status.events_since_start or 0])
+    if row is None:
+        # The first notification we see: numbers before it are history, not a gap.
+        start = min(status.event_numbers, default=highest + 1) - 1
+        try:
+            with conn.begin_nested():
+                conn.execute(webhook_subscriptions.insert().values(
+                    tenant_id=tenant_id, subscription=status.subscription[:200], resource_types=_types(set(), types),
+                    highest_event=highest, checked_through=max(start, 0), gap_seen_at=None, gap_through=None, gaps=0,
+                    last_event_at=now))
+        except IntegrityError:  # another delivery of the same subscription got there first
+            row = conn.execute(select(s.highest_event, s.checked_through, s.resource_types).where(key)).first()
+    if row is not None:
+        conn.execute(update(webhook_subscriptions).where(key).values(
+            highest_event=max(row.highest_event, highest), last_event_at=now,
+            resource_types=_types(set(row.resource_types.split()), types)))
+        checked = row.checked_through
+    else:
+        checked = max(start, 0)
+    for number in sorted(set(status.event_numbers)):
+        if number > checked:
+            try:
+                with conn.begin_nested():
+                    conn.execute(webhook_events.insert().values(
+                        tenant_id=tenant_id, subscription=status.subscription[:200], event_number=number,
+                        received_at=now))
+            except IntegrityError:
+                pass  # a redelivery
+
+
+def settle_gaps(conn: Connection, tenant_id: str, now: datetime, grace: timedelta) -> list[Gap]:
+    """Settle every subscription of the tenant; returns the gaps confirmed now.
+
+    Missing numbers are first only noticed (with the highest number known then); a grace period
+    later, those still missing up to that number are a gap. Numbers delivered meanwhile, even
+    out of order, settle without one."""
+    s = webhook_subscriptions.c
+    found = []
+    for sub in conn.execute(select(webhook_subscriptions).where(s.tenant_id == tenant_id,
+                                                                  s.highest_event > s.checked_through)).all():
+        key = and_(s.tenant_id == tenant_id, s.subscription == sub.subscription)
+        if sub.gap_seen_at is None:
+            if _missing(conn, tenant_id, sub.subscription, sub.checked_through, sub.highest_event) == 0:
+                _settle(conn, key, sub, through=sub.highest_event, missing=0)
+            else:
+                conn.execute(update(webhook_subscriptions).where(key).values(gap_seen_at=now,
+                                                                             gap_through=sub.highest_event))
+        elif now - sub.gap_seen_at >= grace:
+            missing = _missing(conn, tenant_id, sub.subscription, sub.checked_through, sub.gap_through)
+            if missing:
+                found.append(Gap(sub.subscription, tuple(sub.resource_types.split()), missing))
+            _settle(conn, key, sub, through=sub.gap_through, missing=missing)
+    return found
+
+
+def _missing(conn: Connection, tenant_id: str, subscription: str, after: int, through: int) -> int:
+    e = webhook_events.c
+    delivered = conn.execute(select(func.count()).where(
+        e.tenant_id == tenant_id, e.subscription == subscription, e.event_number > after,
+        e.event_number <= through)).scalar_one()
+    return max(through - after - delivered, 0)
+
+
+def _settle(conn: Connection, key: Any, sub: Any, *, through: int, missing: int) -> None:
+    e = webhook_events.c
+    conn.execute(update(webhook_subscriptions).where(key).values(
+        checked_through=through, gap_seen_at=None, gap_through=None, gaps=sub.gaps + missing))
+    conn.execute(delete(webhook_events).where(e.tenant_id == sub.tenant_id, e.subscription == sub.subscription,
+                                              e.event_number <= through))
+
+
+def _types(known: set[str], new: set[str]) -> str:
+    return " ".join(sorted(known | new))[:200]
