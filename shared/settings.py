@@ -60,6 +60,11 @@ class TenantConfig(BaseModel):
     full_schedule: Schedule = "0 0 3 * * *"
     # halaxy: the header carrying the static secret; hmac-sha256: the header carrying the hex HMAC.
     webhook_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")] | None = None
+    # Types whose creates and updates the source announces by webhook (Halaxy: patients,
+    # appointments, invoices). A reconcile finding such changes no webhook brought warns that the
+    # subscription is probably broken; only checked when webhook_secrets are set.
+    webhook_types: list[Literal["Practitioner", "PractitionerRole", "Patient", "Appointment", "Invoice"]] = Field(
+        default_factory=lambda: ["Patient", "Appointment", "Invoice"])
     enabled: bool = True
 
     def schedule_for(self, kind: str) -> str:
@@ -141,6 +146,9 @@ class Settings(BaseSettings):
     # and answered with an incremental reconcile of the subscription's types at the next fan-out.
     # Longer than the reconcile's 2-minute lag, so that run's window covers the missed change.
     webhook_gap_grace: Annotated[float, Field(ge=0)] = 180.0
+    # A change a reconcile had to bring in although its type is announced by webhook and it is
+    # older than this (seconds) was missed by the webhooks: recorded as a silent-webhook warning.
+    webhook_silent_grace: Annotated[float, Field(gt=0)] = 600.0
 
     @field_validator("database_url")
     @classmethod

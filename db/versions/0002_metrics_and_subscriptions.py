@@ -1,4 +1,4 @@
-"""tenant metrics; webhook subscription bookkeeping for gap detection
+"""tenant metrics; webhook subscription bookkeeping for gap detection; silent-webhook warnings
 
 Revision ID: 0002
 Revises: 0001
@@ -44,9 +44,20 @@ def upgrade() -> None:
     sa.Column('received_at', shared.store.types.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('tenant_id', 'subscription', 'event_number', name=op.f('pk_webhook_events'))
     )
+    op.create_table('webhook_silence',
+    sa.Column('tenant_id', sa.String(length=64), nullable=False),
+    sa.Column('resource_type', sa.String(length=64), nullable=False),
+    sa.Column('changes', sa.BigInteger(), nullable=False),
+    sa.Column('first_seen_at', shared.store.types.UTCDateTime(), nullable=False),
+    sa.Column('last_seen_at', shared.store.types.UTCDateTime(), nullable=False),
+    sa.Column('last_run_id', sa.String(length=36), nullable=False),
+    sa.Column('last_change_at', shared.store.types.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('tenant_id', 'resource_type', name=op.f('pk_webhook_silence'))
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('webhook_silence')
     op.drop_table('webhook_events')
     op.drop_table('webhook_subscriptions')
     op.drop_table('tenant_metrics')

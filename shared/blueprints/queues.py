@@ -21,6 +21,7 @@ from shared.store.engine import write_transaction
 from shared.sync.apply import ApplyResult, apply_change
 from shared.sync.reconcile import run_reconcile
 from shared.sync.runs import LeaseLost, RunActive, claim, start_or_resume
+from shared.sync.silence import silence_check
 
 log = logging.getLogger("shared.functions")
 MAX_DEFERRALS = 50
@@ -90,7 +91,9 @@ async def handle_reconcile(text: str) -> str:
     client = rt.sources().client(tenant)
     deadline = time.monotonic() + rt.settings.reconcile_time_budget
     try:
-        finished = await run_reconcile(rt.engine, client, tenant, lease, deadline=deadline, only=message.types)
+        silence = silence_check(tenant, rt.settings.webhook_silent_grace, datetime.now(timezone.utc))
+        finished = await run_reconcile(rt.engine, client, tenant, lease, deadline=deadline, only=message.types,
+                                       silence=silence)
     except LeaseLost:
         return "superseded"
     except SourceError as exc:

@@ -71,14 +71,17 @@ def backfill_practitioners(conn: Connection, tenant_id: str, roles: Mapping[str,
             ).values(practitioner_id=practitioner))
 
 
-def write_rows(conn: Connection, tenant_id: str, rows: Sequence[MirrorRow], *, now: datetime | None = None) -> UpsertCounts:
-    """Upsert one tenant's rows (any tables) in the caller's transaction; returns the counts."""
+def write_rows(conn: Connection, tenant_id: str, rows: Sequence[MirrorRow], *, now: datetime | None = None,
+               changed: list[tuple[str, str, datetime]] | None = None) -> UpsertCounts:
+    """Upsert one tenant's rows (any tables) in the caller's transaction; returns the counts
+    (and, into ``changed``, what was written: see upsert_rows)."""
     new_roles = roles_in(rows)
     roles: dict[str, str | None] = dict(new_roles)
     missing = sorted(unresolved_roles(rows) - roles.keys())
     if missing:
         roles.update(stored_roles(conn, tenant_id, missing))
-    counts = upsert_rows(conn, tenant_id, resolve_roles(rows, roles) if len(roles) else rows, now=now)
+    counts = upsert_rows(conn, tenant_id, resolve_roles(rows, roles) if len(roles) else rows, now=now,
+                         changed=changed)
     if new_roles:
         backfill_practitioners(conn, tenant_id, new_roles)
     return counts

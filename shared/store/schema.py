@@ -287,3 +287,18 @@ webhook_events = Table(
     Column("received_at", UTCDateTime(), nullable=False),
     PrimaryKeyConstraint("tenant_id", "subscription", "event_number"),
 )
+
+# Changes a reconcile found that the webhooks should have brought (a webhook-announced type,
+# changed since the last sync, older than the grace period): the subscription is probably broken.
+webhook_silence = Table(
+    "webhook_silence",
+    metadata,
+    Column("tenant_id", ID, nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("changes", BigInteger, nullable=False),  # in total
+    Column("first_seen_at", UTCDateTime(), nullable=False),
+    Column("last_seen_at", UTCDateTime(), nullable=False),
+    Column("last_run_id", String(36), nullable=False),
+    Column("last_change_at", UTCDateTime(), nullable=False),  # the newest missed change's lastUpdated
+    PrimaryKeyConstraint("tenant_id", "resource_type"),
+)

@@ -69,10 +69,13 @@ class PreparedBatch:
 
 
 def upsert_rows(
-    conn: Connection, tenant_id: str, rows: Iterable[MirrorRow], *, now: datetime | None = None
+    conn: Connection, tenant_id: str, rows: Iterable[MirrorRow], *, now: datetime | None = None,
+    changed: list[tuple[str, str, datetime]] | None = None,
 ) -> UpsertCounts:
-    """Upsert rows of one tenant (any mix of tables) inside the caller's transaction."""
-    return apply_prepared(conn, prepare_rows(tenant_id, rows, now=now))
+    """Upsert rows of one tenant (any mix of tables) inside the caller's transaction.
+
+    ``changed``, when given, receives (table, source id, source lastUpdated) of each row written."""
+    return apply_prepared(conn, prepare_rows(tenant_id, rows, now=now), changed=changed)
 
 
 def prepare_rows(tenant_id: str, rows: Iterable[MirrorRow], *, now: datetime | None = None) -> PreparedBatch:
@@ -101,17 +104,18 @@ def prepare_rows(tenant_id: str, rows: Iterable[MirrorRow], *, now: datetime | N
     return PreparedBatch(tenant_id, list(tables.values()))
 
 
-def apply_prepared(conn: Connection, batch: PreparedBatch) -> UpsertCounts:
+def apply_prepared(conn: Connection, batch: PreparedBatch, *,
+                   changed: list[tuple[str, str, datetime]] | None = None) -> UpsertCounts:
     """Read stored versions, decide per row, write what must be written. Caller's transaction."""
     counts = UpsertCounts()
     for prepared in batch.tables:
         counts += prepared.counts
-        counts += _apply_table(conn, prepared.layout, batch.tenant_id, prepared.records)
+        counts += _apply_table(conn, prepared.layout, batch.tenant_id, prepared.records, changed)
     return counts
 
 
-def _apply_table(conn: Connection, layout: TableLayout, tenant_id: str,
-                 batch: dict[str, dict[str, Any]]) -> UpsertCounts:
+def _apply_table(conn: Connection, layout: TableLayout, tenant_id: str, batch: dict[str, dict[str, Any]],
+                 changed: list[tuple[str, str, datetime]] | None = None) -> UpsertCounts:
     counts = UpsertCounts()
     stored = _stored_versions(conn, layout.table, tenant_id, list(batch))
     planned: dict[str, Outcome] = {}
@@ -140,6 +144,8 @@ def _apply_table(conn: Connection, layout: TableLayout, tenant_id: str,
             outcome = Outcome.STALE
         elif outcome is Outcome.INSERTED and written[source_id] is False:
             outcome = Outcome.UPDATED  # another writer inserted it first; ours was newer
+        if changed is not None and source_id in written:
+            changed.append((layout.table.name, source_id, batch[source_id]["source_updated_at"]))
         counts.add(outcome)
     return counts
 

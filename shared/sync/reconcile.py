@@ -33,6 +33,7 @@ from shared.store.mirror import write_rows
 from shared.sync import cursors
 from shared.sync.deletes import detect_deletes, forget_seen, record_seen
 from shared.sync.runs import RunCounts, RunLease, checkpoint, finish, load_position, run_started_at
+from shared.sync.silence import SilenceCheck, record_silence
 
 TYPE_ORDER = ("Practitioner", "PractitionerRole", "Patient", "Appointment", "Invoice")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -68,11 +69,12 @@ async def run_reconcile(engine: Engine, client: FhirClient, tenant: TenantConfig
                         deadline: float | None = None, clock: Callable[[], float] = time.monotonic,
                         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), page_size: int = 100,
                         on_progress: Callable[[Progress], None] | None = None,
-                        only: list[str] | None = None) -> bool:
+                        only: list[str] | None = None, silence: SilenceCheck | None = None) -> bool:
     """Work on the run until it completes (True) or ``deadline`` passes after a checkpoint (False).
 
     ``only`` narrows a new run to some resource types (kept in its checkpoint, so continuations
-    keep to them). Source failures end the run as ``failed`` with the reason recorded, and re-raise."""
+    keep to them). ``silence`` looks for changes webhooks should have brought (sync/silence.py).
+    Source failures end the run as ``failed`` with the reason recorded, and re-raise."""
     with engine.connect() as conn:
         position, counts = load_position(conn, lease)
     if not position and only and lease.kind != "full":  # a full run lists everything: deletes depend on it
@@ -89,7 +91,7 @@ async def run_reconcile(engine: Engine, client: FhirClient, tenant: TenantConfig
                     continue
                 position = opened
             if not await _read_window(engine, client, tenant, lease, resource_type, position, counts,
-                                      page_size, deadline, clock, on_progress):
+                                      page_size, deadline, clock, on_progress, silence):
                 return False
             # _read_window left ``position`` at the next type, as its last checkpoint says.
             if deadline is not None and clock() >= deadline and position["type"] < len(types):
@@ -145,7 +147,8 @@ def _open_window(engine: Engine, tenant: TenantConfig, kind: str, resource_type:
 
 async def _read_window(engine: Engine, client: FhirClient, tenant: TenantConfig, lease: RunLease, resource_type: str,
                        position: dict[str, Any], counts: RunCounts, page_size: int, deadline: float | None,
-                       clock: Callable[[], float], on_progress: Callable[[Progress], None] | None) -> bool:
+                       clock: Callable[[], float], on_progress: Callable[[Progress], None] | None,
+                       silence: SilenceCheck | None = None) -> bool:
     while True:
         params = {**position["params"], "_count": page_size}
         pages = client.pages(resource_type, params, priority=BULK, start_url=position["next"])
@@ -173,7 +176,7 @@ async def _read_window(engine: Engine, client: FhirClient, tenant: TenantConfig,
                     fetch = asyncio.ensure_future(pages.__anext__())
                 records_total = await asyncio.to_thread(
                     _commit_page, engine, tenant, lease, resource_type, bundle, position, counts,
-                    total, next_url, restart, last_page)
+                    total, next_url, restart, last_page, silence)
                 if on_progress is not None:
                     on_progress(Progress(lease.run_id, position.get("step", resource_type), counts.processed,
                                          records_total))
@@ -193,7 +196,7 @@ async def _read_window(engine: Engine, client: FhirClient, tenant: TenantConfig,
 
 def _commit_page(engine: Engine, tenant: TenantConfig, lease: RunLease, resource_type: str, bundle: dict[str, Any],
                  position: dict[str, Any], counts: RunCounts, total: int | None, next_url: str | None,
-                 restart: bool, last_page: bool) -> int:
+                 restart: bool, last_page: bool, silence: SilenceCheck | None = None) -> int:
     """Map one page and commit its rows with the checkpoint; updates ``position`` in place."""
     rows = _rows(bundle, resource_type, counts)
     if last_page:  # the window is done: the checkpoint points at the next type
@@ -204,8 +207,14 @@ def _commit_page(engine: Engine, tenant: TenantConfig, lease: RunLease, resource
                         "restarts": position["restarts"] + restart}
     step = f"{resource_type}: {counts.processed - position.get('base', 0):,} of {total or '?'}"
     records_total = position.get("base", 0) + (total or 0)
+    written: list[tuple[str, str, datetime]] | None = (
+        [] if silence is not None and resource_type in silence.types else None)
     with write_transaction(engine) as conn:
-        counts.absorb(write_rows(conn, tenant.id, rows))
+        since = cursors.watermark(conn, tenant.id, resource_type) if written is not None else None
+        counts.absorb(write_rows(conn, tenant.id, rows, changed=written))
+        if written and silence is not None:
+            record_silence(conn, tenant.id, lease.run_id, resource_type, written, since, silence.cutoff,
+                           datetime.now(timezone.utc))
         if lease.kind == "full":
             record_seen(conn, lease.run_id, resource_type, [r.source_id for r in rows])
         # A window read to its end without shifting moves the watermark; a full listing is a

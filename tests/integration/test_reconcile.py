@@ -254,3 +254,41 @@ def test_rows_changed_after_the_run_started_are_not_candidates(engine: Engine, s
     later = lambda: datetime.now(timezone.utc) + timedelta(minutes=3)  # noqa: E731
     assert reconcile(engine, sandbox, start(engine, "full"), page_size=50, now=later)
     assert deleted_ids(engine, "sessions") == {"AP-orphan"}  # unknown at the source (404), and old
+
+
+def test_changes_the_webhooks_did_not_bring_are_recorded_as_silence(engine: Engine, sandbox: Sandbox) -> None:
+    from shared.metrics import read_metrics
+    from shared.queues.messages import ChangeMessage
+    from shared.store.schema import webhook_silence
+    from shared.sync.apply import apply_change
+    from shared.sync.silence import SilenceCheck
+
+    later = datetime.now(timezone.utc) + timedelta(minutes=3)  # past the 2-minute lag
+    check = SilenceCheck(frozenset({"Patient", "Appointment", "Invoice"}), cutoff=later)
+    assert reconcile(engine, sandbox, start(engine), page_size=50, silence=check)  # first sync: nothing missed
+    changes = [c for c in sandbox.data.churn(creates=6, updates=12, deletes=0)]
+    # One change arrives by webhook (applied before the reconcile): not silence.
+    by_hook = next(c for c in changes if c.type == "Appointment")
+
+    async def apply() -> None:
+        async with httpx.AsyncClient() as http:
+            client = SourceRegistry(http, MemoryBreakerStore()).client(tenant_for(sandbox))
+            await apply_change(engine, client, ChangeMessage(tenant="demo", type="Appointment", id=by_hook.id))
+    asyncio.run(apply())
+    lease = start(engine)
+    assert reconcile(engine, sandbox, lease, page_size=50, now=lambda: later, silence=check)
+    missed = {}
+    for c in changes:
+        if c != by_hook and (c.type, c.id) != (by_hook.type, by_hook.id):
+            missed.setdefault(c.type, set()).add(c.id)
+    with engine.connect() as conn:
+        rows = {r.resource_type: r for r in conn.execute(select(webhook_silence))}
+        counted = read_metrics(conn, "demo")
+    assert {t: r.changes for t, r in rows.items()} == {t: len(ids) for t, ids in missed.items()}
+    assert all(r.last_run_id == lease.run_id for r in rows.values())
+    assert counted["webhook.silent_changes"] == sum(len(ids) for ids in missed.values())
+    # A run without webhooks configured (no check) records nothing more.
+    sandbox.data.churn(creates=3, updates=0, deletes=0)
+    assert reconcile(engine, sandbox, start(engine), page_size=50, now=lambda: later + timedelta(minutes=1))
+    with engine.connect() as conn:
+        assert sum(r.changes for r in conn.execute(select(webhook_silence))) == sum(len(i) for i in missed.values())

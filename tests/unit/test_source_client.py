@@ -135,10 +135,32 @@ async def test_retry_after_is_honoured_no_request_before_it(header: str) -> None
     answers = iter([httpx.Response(429, headers={"retry-after": header}), httpx.Response(200, json=patient())])
     source = Source(lambda r: next(answers), time)
     client = make_client(source, time)
-    assert (await client.read("Patient", "PT-1"))["id"] == "PT-1"
+    assert (await client.read("Patient", "PT-1", priority=BULK))["id"] == "PT-1"
     (first, _), (second, _) = source.fhir_requests()
     assert first == 0 and second >= 7
     assert client.breaker.store.load(client.breaker_key).failures == 0  # a 429 is not a failure
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("retry_after", "waits"), [("3", True), ("7", False)])
+async def test_real_time_work_waits_briefly_then_is_held_back_with_the_time_to_come_back(
+        retry_after: str, waits: bool) -> None:
+    """A webhook's re-read waits at most 5 s in the call; longer, it is told when to come back
+    (the queue function puts the change back with that delay)."""
+    time = FakeTime()
+    answers = iter([httpx.Response(429, headers={"retry-after": retry_after}), httpx.Response(200, json=patient())])
+    source = Source(lambda r: next(answers), time)
+    client = make_client(source, time)
+    if waits:
+        assert (await client.read("Patient", "PT-1"))["id"] == "PT-1"
+        return
+    with pytest.raises(SourceUnavailable) as info:
+        await client.read("Patient", "PT-1")
+    assert info.value.held and info.value.retry_at == pytest.approx(EPOCH + 7, abs=1)
+    assert len(source.fhir_requests()) == 1 and time.sleeps == []
+    with pytest.raises(SourceUnavailable, match="asked us to wait") as again:  # the gate holds the next one
+        await client.read("Patient", "PT-2")
+    assert again.value.held and len(source.fhir_requests()) == 1
 
 
 @pytest.mark.asyncio
@@ -147,10 +169,10 @@ async def test_retry_after_holds_back_every_caller_of_the_tenant() -> None:
     answers = iter([httpx.Response(429, headers={"retry-after": "10"})] + [httpx.Response(200, json=patient())] * 5)
     source = Source(lambda r: next(answers), time)
     client = make_client(source, time)
-    await client.read("Patient", "PT-1")
+    await client.read("Patient", "PT-1", priority=BULK)
     assert client.not_before == 10
     time.now = 3  # another caller arrives while the gate is closed
-    await client.read("Patient", "PT-1")
+    await client.read("Patient", "PT-1", priority=BULK)
     assert [t for t, _ in source.fhir_requests()] == [0, 10, 10]
 
 
@@ -377,14 +399,14 @@ async def test_retry_after_holds_back_other_instances_through_the_shared_store()
     source = Source(lambda r: next(answers), time)
     first = make_client(source, time, breaker=CircuitBreaker(BreakerPolicy(), store))
     other = make_client(source, time, breaker=CircuitBreaker(BreakerPolicy(), store))
-    task = asyncio.create_task(first.read("Patient", "PT-1"))
+    task = asyncio.create_task(first.read("Patient", "PT-1", priority=BULK))
     await asyncio.sleep(0)
     while not source.fhir_requests():
         await asyncio.sleep(0)
     await task
     time.now = 2
     other.not_before = 0  # a fresh instance knows nothing in-process
-    await other.read("Patient", "PT-1")
+    await other.read("Patient", "PT-1", priority=BULK)
     assert [t for t, _ in source.fhir_requests()][-1] >= 10
 
 
