@@ -5,10 +5,6 @@ PostgreSQL is required: when it cannot be reached the tests that need it fail (n
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +19,6 @@ from shared.store.engine import create_store_engine
 from shared.store.migrate import migrate
 from shared.store.schema import metadata
 
-ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_ADMIN_URL = os.environ.get("SYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
@@ -80,46 +75,17 @@ def engine(database_url: str) -> Iterator[Engine]:
     eng.dispose()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def azurite_queue_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Azurite's queue service on a free loopback port, in memory, no telemetry."""
-    binary = ROOT / ".tools" / "node_modules" / ".bin" / "azurite-queue"
-    if not binary.exists():
-        binary_on_path = shutil.which("azurite-queue")
-        if binary_on_path is None:
-            pytest.fail("Azurite is not installed: run `make test` (it installs azurite from npm)", pytrace=False)
-        binary = Path(binary_on_path)
-    port = _free_port()
-    log = tmp_path_factory.mktemp("azurite") / "azurite.log"
-    proc = subprocess.Popen(
-        [str(binary), "--queueHost", "127.0.0.1", "--queuePort", str(port), "--inMemoryPersistence",
-         "--disableTelemetry", "--skipApiVersionCheck", "--loose", "--debug", str(log)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"Azurite exited early (code {proc.returncode}); see {log}", pytrace=False)
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("Azurite did not start within 30 s", pytrace=False)
-    yield f"http://127.0.0.1:{port}/devstoreaccount1"
-    proc.terminate()
+    from shared.localhost.azurite import AzuriteUnavailable, start_azurite_queue, stop
+
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        proc, url = start_azurite_queue(tmp_path_factory.mktemp("azurite") / "azurite.log")
+    except AzuriteUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield url
+    stop(proc)
 
 
 def unique(prefix: str) -> str:

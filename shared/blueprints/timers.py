@@ -19,6 +19,7 @@ from shared.store.schema import sync_runs
 from shared.sync.reconcile import TYPE_ORDER
 from shared.sync.runs import reap_stale
 from shared.webhooks.gaps import settle_gaps
+from shared.webhooks.receive import forget_expired
 from shared.sync.schedule import due_runs
 
 log = logging.getLogger("shared.functions")
@@ -31,6 +32,7 @@ def fan_out(now: datetime | None = None) -> list[tuple[str, str]]:
     c = sync_runs.c
     with write_transaction(rt.engine) as conn:
         reaped = reap_stale(conn, older_than=timedelta(seconds=4 * rt.settings.run_stale_after), now=now)
+        forget_expired(conn, now)
     if reaped:
         log.warning("fan-out reaped stale runs=%s", ",".join(reaped))
     with rt.engine.connect() as conn:

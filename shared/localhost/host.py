@@ -59,6 +59,13 @@ def resolve_setting(value: str, settings: Settings) -> str:
     return resolved
 
 
+class _Server(ThreadingHTTPServer):
+    # The standard library listens with a backlog of 5: a burst of webhook senders would see
+    # connection resets before a thread could accept them.
+    request_queue_size = 512
+    daemon_threads = True
+
+
 class LocalHost:
     def __init__(self, app: Any, settings: Settings, queues: QueuePort, *, port: int = 7071,
                  host_json: dict[str, Any] | None = None, max_poll: float | None = None,
@@ -90,8 +97,7 @@ class LocalHost:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loop = asyncio.new_event_loop()
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", port), _handler_for(self))
 
     @property
     def port(self) -> int:

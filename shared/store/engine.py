@@ -7,7 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import make_url
 
 from shared.settings import Settings
@@ -73,6 +74,31 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
             yield conn
+
+
+def insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> int:
+    """Insert rows, skipping those whose key exists; returns how many were inserted (exact for a
+    single row). One statement on PostgreSQL and SQLite (a savepoint per row cost two round trips
+    each); Azure SQL keeps the savepoint per row."""
+    if not rows:
+        return 0
+    dialect = conn.dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        module = postgresql if dialect == "postgresql" else sqlite
+        stmt = module.insert(table).on_conflict_do_nothing()
+        result = conn.execute(stmt.values(**rows[0])) if len(rows) == 1 else conn.execute(stmt, rows)
+        return max(result.rowcount, 0)
+    inserted = 0
+    for row in rows:
+        try:
+            with conn.begin_nested():
+                conn.execute(table.insert().values(**row))
+            inserted += 1
+        except IntegrityError:
+            pass
+    return inserted
 
 
 def access_token_attrs(token: str) -> dict[int, bytes]:

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, select, update
+from sqlalchemy import Connection, and_, case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from shared.store.engine import insert_ignore
 from shared.store.schema import webhook_events, webhook_subscriptions
 from shared.webhooks.notifications import BackportStatus
 
@@ -31,40 +32,39 @@ class Gap:
 
 def record_notification(conn: Connection, tenant_id: str, status: BackportStatus, types: set[str],
                         now: datetime) -> None:
-    """Remember which event numbers arrived and the highest number the source announced."""
+    """Remember which event numbers arrived and the highest number the source announced.
+
+    Deliveries only insert their event numbers (their own rows: concurrent deliveries never wait
+    for each other); the subscription's row is written the first time, and after that only by
+    what is rare — a heartbeat or a count beyond the events delivered, a new resource type."""
     if not status.subscription:
         return
+    subscription = status.subscription[:200]
     s = webhook_subscriptions.c
-    key = and_(s.tenant_id == tenant_id, s.subscription == status.subscription[:200])
+    key = and_(s.tenant_id == tenant_id, s.subscription == subscription)
     row = conn.execute(select(s.highest_event, s.checked_through, s.resource_types).where(key)).first()
     highest = max([*status.event_numbers, status.events_since_start or 0])
     if row is None:
         # The first notification we see: numbers before it are history, not a gap.
-        start = min(status.event_numbers, default=highest + 1) - 1
+        checked = max(min(status.event_numbers, default=highest + 1) - 1, 0)
         try:
             with conn.begin_nested():
                 conn.execute(webhook_subscriptions.insert().values(
-                    tenant_id=tenant_id, subscription=status.subscription[:200], resource_types=_types(set(), types),
-                    highest_event=highest, checked_through=max(start, 0), gap_seen_at=None, gap_through=None, gaps=0,
+                    tenant_id=tenant_id, subscription=subscription, resource_types=_types(set(), types),
+                    highest_event=highest, checked_through=checked, gap_seen_at=None, gap_through=None, gaps=0,
                     last_event_at=now))
         except IntegrityError:  # another delivery of the same subscription got there first
             row = conn.execute(select(s.highest_event, s.checked_through, s.resource_types).where(key)).first()
     if row is not None:
-        conn.execute(update(webhook_subscriptions).where(key).values(
-            highest_event=max(row.highest_event, highest), last_event_at=now,
-            resource_types=_types(set(row.resource_types.split()), types)))
         checked = row.checked_through
-    else:
-        checked = max(start, 0)
-    for number in sorted(set(status.event_numbers)):
-        if number > checked:
-            try:
-                with conn.begin_nested():
-                    conn.execute(webhook_events.insert().values(
-                        tenant_id=tenant_id, subscription=status.subscription[:200], event_number=number,
-                        received_at=now))
-            except IntegrityError:
-                pass  # a redelivery
+        known = set(row.resource_types.split())
+        if (status.events_since_start or 0) > max([row.highest_event, *status.event_numbers]) or not types <= known:
+            conn.execute(update(webhook_subscriptions).where(key).values(
+                highest_event=case((s.highest_event < highest, highest), else_=s.highest_event),
+                last_event_at=now, resource_types=_types(known, types)))
+    insert_ignore(conn, webhook_events, [  # a redelivery's numbers are there already
+        {"tenant_id": tenant_id, "subscription": subscription, "event_number": n, "received_at": now}
+        for n in sorted(set(status.event_numbers)) if n > checked])
 
 
 def settle_gaps(conn: Connection, tenant_id: str, now: datetime, grace: timedelta) -> list[Gap]:
@@ -73,17 +73,22 @@ def settle_gaps(conn: Connection, tenant_id: str, now: datetime, grace: timedelt
     Missing numbers are first only noticed (with the highest number known then); a grace period
     later, those still missing up to that number are a gap. Numbers delivered meanwhile, even
     out of order, settle without one."""
-    s = webhook_subscriptions.c
+    s, e = webhook_subscriptions.c, webhook_events.c
+    delivered_max = {sub: top for sub, top in conn.execute(
+        select(e.subscription, func.max(e.event_number)).where(e.tenant_id == tenant_id).group_by(e.subscription))}
     found = []
-    for sub in conn.execute(select(webhook_subscriptions).where(s.tenant_id == tenant_id,
-                                                                  s.highest_event > s.checked_through)).all():
+    for sub in conn.execute(select(webhook_subscriptions).where(s.tenant_id == tenant_id)).all():
         key = and_(s.tenant_id == tenant_id, s.subscription == sub.subscription)
+        highest = max(sub.highest_event, delivered_max.get(sub.subscription) or 0)
+        if highest <= sub.checked_through:
+            continue
+        if highest > sub.highest_event:
+            conn.execute(update(webhook_subscriptions).where(key).values(highest_event=highest))
         if sub.gap_seen_at is None:
-            if _missing(conn, tenant_id, sub.subscription, sub.checked_through, sub.highest_event) == 0:
-                _settle(conn, key, sub, through=sub.highest_event, missing=0)
+            if _missing(conn, tenant_id, sub.subscription, sub.checked_through, highest) == 0:
+                _settle(conn, key, sub, through=highest, missing=0)
             else:
-                conn.execute(update(webhook_subscriptions).where(key).values(gap_seen_at=now,
-                                                                             gap_through=sub.highest_event))
+                conn.execute(update(webhook_subscriptions).where(key).values(gap_seen_at=now, gap_through=highest))
         elif now - sub.gap_seen_at >= grace:
             missing = _missing(conn, tenant_id, sub.subscription, sub.checked_through, sub.gap_through)
             if missing:

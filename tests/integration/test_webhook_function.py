@@ -152,3 +152,21 @@ def test_deliveries_are_counted_per_tenant_by_outcome_and_reason(queues: InMemor
         "webhook.rejected.bad-secret": 1, "webhook.rejected.malformed-json": 1}
     assert beta == {"webhook.received": 1, "webhook.rejected.missing-signature": 1}
     assert nobody == {}
+
+
+def test_an_expired_inbox_record_is_renewed_and_the_fan_out_cleans_up(queues: InMemoryQueues) -> None:
+    from datetime import timedelta
+
+    from shared.bootstrap import runtime
+    from shared.store.engine import write_transaction
+    from shared.webhooks.receive import INBOX_RETENTION, forget_expired
+
+    assert post("alpha", "appointment-update", backport(4), HALAXY)[0] == 202
+    rt = runtime()
+    with write_transaction(rt.engine) as conn:  # a day passes: the record expires, not yet cleaned up
+        conn.execute(inbox.update().values(expires_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
+    assert post("alpha", "appointment-update", backport(4), HALAXY)[0] == 202  # no longer a duplicate
+    assert post("alpha", "appointment-update", backport(4), HALAXY) == (200, {"duplicate": True})  # renewed
+    with write_transaction(rt.engine) as conn:
+        assert forget_expired(conn, datetime.now(timezone.utc)) == 0
+        assert forget_expired(conn, datetime.now(timezone.utc) + INBOX_RETENTION + timedelta(seconds=1)) == 1

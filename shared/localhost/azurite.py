@@ -1,0 +1,57 @@
+"""Start Azurite's queue service for tests and benchmarks: loopback, in memory, no telemetry.
+
+Azurite comes from npm (`make test` installs it under .tools/); nothing here downloads it.
+"""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class AzuriteUnavailable(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_azurite_queue(log: Path, *, timeout: float = 30) -> tuple[subprocess.Popen[bytes], str]:
+    """(the process, its queue endpoint URL); raises AzuriteUnavailable saying what to do."""
+    binary = ROOT / ".tools" / "node_modules" / ".bin" / "azurite-queue"
+    if not binary.exists():
+        on_path = shutil.which("azurite-queue")
+        if on_path is None:
+            raise AzuriteUnavailable("Azurite is not installed: run `make test` (it installs azurite from npm)")
+        binary = Path(on_path)
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(binary), "--queueHost", "127.0.0.1", "--queuePort", str(port), "--inMemoryPersistence",
+         "--disableTelemetry", "--skipApiVersionCheck", "--loose", "--debug", str(log)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, f"http://127.0.0.1:{port}/devstoreaccount1"
+        except OSError:
+            if proc.poll() is not None:
+                raise AzuriteUnavailable(f"Azurite exited early (code {proc.returncode}); see {log}") from None
+            time.sleep(0.1)
+    proc.kill()
+    raise AzuriteUnavailable(f"Azurite did not start within {timeout:.0f} s; see {log}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
