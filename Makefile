@@ -35,11 +35,12 @@ run: $(VENV)/.runtime
 test: $(VENV)/.dev system-deps azurite
 	$(PY) -m pytest
 
-bench: $(VENV)/.dev
+bench: $(VENV)/.dev azurite
 	$(PY) -m bench.upsert
 	$(PY) -m bench.load_memory
 	$(PY) -m bench.sandbox
 	$(PY) -m bench.reconcile
+	$(PY) -m bench.webhooks
 
 clean:
 	rm -rf $(VENV) .tools .data .pytest_cache
