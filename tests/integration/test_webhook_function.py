@@ -10,15 +10,13 @@ import azure.functions as func
 import pytest
 from sqlalchemy import func as sql, select
 
-from shared.bootstrap import build_runtime, use_runtime
 from shared.queues.memory import InMemoryQueues
 from shared.queues.messages import ChangeMessage, decode
 from shared.sandbox.data import Change
 from shared.sandbox.notify import halaxy_bundle, json_event
-from shared.settings import load_settings
 from shared.store.schema import inbox
 from shared.webhooks.signatures import hmac_sha256_hex
-from tests.fakes import registered_functions
+from tests.fakes import installed_runtime, registered_functions
 
 AT = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
 TENANTS = [
@@ -38,14 +36,9 @@ class BrokenQueues(InMemoryQueues):
 
 @pytest.fixture
 def queues(database_url: str, tmp_path: Path) -> Iterator[InMemoryQueues]:
-    tenants = tmp_path / "tenants.json"
-    tenants.write_text(json.dumps(TENANTS))
     queues = InMemoryQueues()
-    runtime = build_runtime(load_settings(database_url=database_url, tenants_file=tenants), queues=queues)
-    use_runtime(runtime)
-    yield queues
-    use_runtime(None)
-    runtime.engine.dispose()
+    with installed_runtime(database_url, tmp_path, TENANTS, queues):
+        yield queues
 
 
 def post(tenant: str, event: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
@@ -114,23 +107,11 @@ def test_bad_deliveries_get_a_4xx_reason_and_change_nothing(queues: InMemoryQueu
 
 
 def test_no_2xx_without_an_enqueue_and_the_retry_is_not_a_duplicate(database_url: str, tmp_path: Path) -> None:
-    tenants = tmp_path / "tenants.json"
-    tenants.write_text(json.dumps(TENANTS))
-    settings = load_settings(database_url=database_url, tenants_file=tenants)
-    broken = build_runtime(settings, queues=BrokenQueues())
-    use_runtime(broken)
-    try:
+    with installed_runtime(database_url, tmp_path, TENANTS, BrokenQueues()):
         assert post("alpha", "appointment-update", backport(3), HALAXY) == (503, {"error": "temporarily-unavailable"})
-    finally:
-        use_runtime(None)
-        broken.engine.dispose()
-    working = build_runtime(settings, queues=InMemoryQueues())
-    use_runtime(working)
-    try:  # the sender's retry goes through: the failed attempt left no inbox record
+    with installed_runtime(database_url, tmp_path, TENANTS, InMemoryQueues()):
+        # The sender's retry goes through: the failed attempt left no inbox record.
         assert post("alpha", "appointment-update", backport(3), HALAXY) == (202, {"accepted": 1})
-    finally:
-        use_runtime(None)
-        working.engine.dispose()
 
 
 def test_deliveries_are_counted_per_tenant_by_outcome_and_reason(queues: InMemoryQueues) -> None:

@@ -15,12 +15,11 @@ from shared.queues.memory import InMemoryQueues
 from shared.queues.messages import ReconcileMessage, decode
 from shared.sandbox.data import Change
 from shared.sandbox.notify import halaxy_bundle
-from shared.settings import load_settings
 from shared.store.engine import write_transaction
 from shared.store.schema import webhook_events, webhook_subscriptions
 from shared.webhooks.gaps import Gap, record_notification, settle_gaps
 from shared.webhooks.notifications import BackportStatus
-from tests.fakes import registered_functions
+from tests.fakes import installed_runtime, registered_functions
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=timezone.utc)
 GRACE = timedelta(seconds=180)
@@ -83,16 +82,9 @@ TENANTS = [{"id": "alpha", "name": "A", "fhir_base_url": "http://127.0.0.1:9/mai
 
 @pytest.fixture
 def app_runtime(database_url: str, tmp_path: Path) -> Iterator[InMemoryQueues]:
-    from shared.bootstrap import build_runtime, use_runtime
-
-    tenants = tmp_path / "tenants.json"
-    tenants.write_text(json.dumps(TENANTS))
     queues = InMemoryQueues()
-    rt = build_runtime(load_settings(database_url=database_url, tenants_file=tenants), queues=queues)
-    use_runtime(rt)
-    yield queues
-    use_runtime(None)
-    rt.engine.dispose()
+    with installed_runtime(database_url, tmp_path, TENANTS, queues):
+        yield queues
 
 
 def test_a_gap_in_delivered_webhooks_enqueues_a_targeted_incremental_and_is_counted(
