@@ -16,8 +16,8 @@ from shared.bootstrap import runtime
 from shared.metrics import Metrics
 from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, decode, encode
 from shared.source.errors import SourceError, SourceUnavailable
-from shared.store.guard import UpsertCounts
 from shared.store.engine import write_transaction
+from shared.store.guard import UpsertCounts
 from shared.sync.apply import ApplyResult, apply_change
 from shared.sync.reconcile import run_reconcile
 from shared.sync.runs import LeaseLost, RunActive, claim, start_or_resume

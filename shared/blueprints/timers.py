@@ -18,12 +18,13 @@ from shared.store.engine import write_transaction
 from shared.store.schema import sync_runs
 from shared.sync.reconcile import TYPE_ORDER
 from shared.sync.runs import reap_stale
+from shared.sync.schedule import due_runs
 from shared.webhooks.gaps import settle_gaps
 from shared.webhooks.receive import forget_expired
-from shared.sync.schedule import due_runs
 
 log = logging.getLogger("shared.functions")
 bp = func.Blueprint()
+
 
 def fan_out(now: datetime | None = None) -> list[tuple[str, str]]:
     """Enqueue a reconcile for every due (tenant, kind); returns them."""
@@ -63,6 +64,7 @@ def reconcile_gaps(tenant_id: str, now: datetime) -> list[tuple[str, str]]:
         log.warning("webhook gap tenant=%s missing=%d types=%s: incremental reconcile enqueued", tenant_id,
                     gap.missing, ",".join(types or ["all"]))
     return [(tenant_id, "incremental")] * len(gaps)
+
 
 @bp.timer_trigger(arg_name="timer", schedule="%SYNC_FANOUT_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def reconcile_fan_out(timer: func.TimerRequest) -> None:

@@ -274,7 +274,7 @@ webhook_subscriptions = Table(
     Column("gap_seen_at", UTCDateTime()),  # when missing numbers were first noticed
     Column("gap_through", BigInteger),  # the highest number known then: the gap's extent
     Column("gaps", BigInteger, nullable=False),  # events found missing, in total
-    Column("last_event_at", UTCDateTime(), nullable=False),
+    Column("last_event_at", UTCDateTime(), nullable=False),  # first delivery, heartbeats, new types: not every one
     PrimaryKeyConstraint("tenant_id", "subscription"),
 )
 
