@@ -40,8 +40,7 @@ class Answer:
 
 
 def receive_webhook(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, event: str,
-                    headers: Mapping[str, str], body: bytes, now: datetime, metrics: Metrics | None = None) -> Answer:
-    metrics = metrics if metrics is not None else Metrics()
+                    headers: Mapping[str, str], body: bytes, now: datetime, metrics: Metrics) -> Answer:
     answer = _receive(engine, queues, tenant, event, headers, body, now, metrics)
     metrics.maybe_flush(engine)
     return answer
