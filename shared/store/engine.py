@@ -88,8 +88,10 @@ def insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]]) ->
 
         module = postgresql if dialect == "postgresql" else sqlite
         stmt = module.insert(table).on_conflict_do_nothing()
-        result = conn.execute(stmt.values(**rows[0])) if len(rows) == 1 else conn.execute(stmt, rows)
-        return max(result.rowcount, 0)
+        if len(rows) == 1:  # RETURNING: psycopg reports rowcount -1 for this statement
+            key = next(iter(table.primary_key.columns))
+            return len(conn.execute(stmt.values(**rows[0]).returning(key)).all())
+        return max(conn.execute(stmt, rows).rowcount, 0)
     inserted = 0
     for row in rows:
         try:

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, case, update
 
 from shared.metrics import increment
 from shared.settings import TenantConfig
+from shared.store.engine import insert_ignore
 from shared.store.schema import webhook_silence
 
 
@@ -43,22 +43,13 @@ def record_silence(conn: Connection, tenant_id: str, run_id: str, resource_type:
     if not missed:
         return 0
     w = webhook_silence.c
-    key = and_(w.tenant_id == tenant_id, w.resource_type == resource_type)
     newest = max(missed)
-    for _attempt in range(2):
-        row = conn.execute(select(w.changes, w.last_change_at).where(key)).first()
-        if row is not None:
-            conn.execute(update(webhook_silence).where(key).values(
-                changes=row.changes + len(missed), last_seen_at=now, last_run_id=run_id,
-                last_change_at=max(row.last_change_at, newest)))
-            break
-        try:
-            with conn.begin_nested():
-                conn.execute(webhook_silence.insert().values(
-                    tenant_id=tenant_id, resource_type=resource_type, changes=len(missed), first_seen_at=now,
-                    last_seen_at=now, last_run_id=run_id, last_change_at=newest))
-            break
-        except IntegrityError:
-            continue  # another run of the tenant recorded it first: update that row
+    if not insert_ignore(conn, webhook_silence, [{
+            "tenant_id": tenant_id, "resource_type": resource_type, "changes": len(missed), "first_seen_at": now,
+            "last_seen_at": now, "last_run_id": run_id, "last_change_at": newest}]):
+        # Recorded before (by this run or another): add to it in one statement, no read first.
+        conn.execute(update(webhook_silence).where(w.tenant_id == tenant_id, w.resource_type == resource_type)
+                     .values(changes=w.changes + len(missed), last_seen_at=now, last_run_id=run_id,
+                             last_change_at=case((w.last_change_at < newest, newest), else_=w.last_change_at)))
     increment(conn, {(tenant_id, "webhook.silent_changes"): len(missed)}, now)
     return len(missed)

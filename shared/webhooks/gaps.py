@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, delete, func, select, update
-from sqlalchemy.exc import IntegrityError
 
 from shared.store.engine import insert_ignore
 from shared.store.schema import webhook_events, webhook_subscriptions
@@ -47,13 +46,11 @@ def record_notification(conn: Connection, tenant_id: str, status: BackportStatus
     if row is None:
         # The first notification we see: numbers before it are history, not a gap.
         checked = max(min(status.event_numbers, default=highest + 1) - 1, 0)
-        try:
-            with conn.begin_nested():
-                conn.execute(webhook_subscriptions.insert().values(
-                    tenant_id=tenant_id, subscription=subscription, resource_types=_types(set(), types),
-                    highest_event=highest, checked_through=checked, gap_seen_at=None, gap_through=None, gaps=0,
-                    last_event_at=now))
-        except IntegrityError:  # another delivery of the same subscription got there first
+        if not insert_ignore(conn, webhook_subscriptions, [{
+                "tenant_id": tenant_id, "subscription": subscription, "resource_types": _types(set(), types),
+                "highest_event": highest, "checked_through": checked, "gap_seen_at": None, "gap_through": None,
+                "gaps": 0, "last_event_at": now}]):
+            # Another delivery of the same subscription got there first: go on from its row.
             row = conn.execute(select(s.highest_event, s.checked_through, s.resource_types).where(key)).first()
     if row is not None:
         checked = row.checked_through

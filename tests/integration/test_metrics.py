@@ -34,3 +34,20 @@ def test_instances_flushing_the_same_counters_at_once_add_up(engine: Engine) -> 
     assert sum(counts[f"webhook.rejected.r{k}"] for k in range(3)) == 240
     assert counts["lag.sum_ms"] == 6 * sum(round(i * 10) for i in range(40))
     assert sum(v for k, v in counts.items() if k.startswith("lag.le_") or k.startswith("lag.gt_")) == 240
+
+
+def test_insert_ignore_says_whether_it_inserted(engine: Engine) -> None:
+    """The receiver renews an expired inbox key and silence adds to its row only when the insert
+    was skipped: the count must be exact on both databases (psycopg's rowcount is -1 here)."""
+    from datetime import datetime, timedelta, timezone
+
+    from shared.store.engine import insert_ignore, write_transaction
+    from shared.store.schema import inbox
+
+    now = datetime.now(timezone.utc)
+    record = {"tenant_id": "north", "idempotency_key": "k", "event_type": "e", "received_at": now,
+              "expires_at": now + timedelta(days=1)}
+    with write_transaction(engine) as conn:
+        assert insert_ignore(conn, inbox, [record]) == 1
+        assert insert_ignore(conn, inbox, [record]) == 0
+        assert insert_ignore(conn, inbox, []) == 0
