@@ -1,6 +1,7 @@
 """Shared benchmark plumbing: throw-away databases and synthetic session rows."""
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 from collections.abc import Iterator
@@ -80,3 +81,22 @@ def session_rows(count: int, *, version: int, seed: int = 7, offset: int = 0) ->
             },
         ))
     return rows
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU of a process so far, from /proc (Linux)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU of every PostgreSQL server process on this machine (the database's share of the work)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if open(f"/proc/{entry}/comm").read().strip() == "postgres":
+                    total += cpu_seconds(int(entry))
+            except OSError:
+                continue  # ended meanwhile
+    return total

@@ -31,7 +31,7 @@ from datetime import time as dtime
 import httpx
 from sqlalchemy import Engine
 
-from bench.common import DEFAULT_POSTGRES_URL, postgres_engine, sqlite_engine
+from bench.common import DEFAULT_POSTGRES_URL, cpu_seconds, postgres_cpu_seconds, postgres_engine, sqlite_engine
 from shared.fhir.synthetic import SyntheticCounts
 from shared.fhir.transform import transform_resource
 from shared.sandbox.data import SandboxData
@@ -47,25 +47,6 @@ from shared.sync.runs import load_position, start_run
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def cpu_seconds(pid: int) -> float:
-    """user + system CPU of a process so far, from /proc (Linux)."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def postgres_cpu_seconds() -> float:
-    """CPU of every PostgreSQL server process on this machine (the database's share of the work)."""
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if open(f"/proc/{entry}/comm").read().strip() == "postgres":
-                    total += cpu_seconds(int(entry))
-            except OSError:
-                continue  # ended meanwhile
-    return total
 
 
 def cpu_snapshot(sandbox_pid: int | None) -> dict[str, float]:

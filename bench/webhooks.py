@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import Engine, select
 
-from bench.common import DEFAULT_POSTGRES_URL, postgres_engine, sqlite_engine
+from bench.common import DEFAULT_POSTGRES_URL, cpu_seconds, postgres_cpu_seconds, postgres_engine, sqlite_engine
 from shared.bootstrap import azurite_connection_string
 from shared.fhir.transform import TABLE_FOR_TYPE
 from shared.localhost.azurite import free_port, start_azurite_queue, stop
@@ -162,12 +162,27 @@ def main() -> None:
             env = {**os.environ, "PYTHONPATH": str(root), "SYNC_DATABASE_URL": engine.url.render_as_string(False),
                    "SYNC_TENANTS_FILE": str(tenants), "SYNC_LOG_LEVEL": "WARNING",
                    "AzureWebJobsStorage": azurite_connection_string(queue_url)}
+            # The mirror starts loaded, as a production tenant's is, and no reconcile runs during the
+            # measurement (the fan-out timer never fires): what is measured is webhooks alone.
+            env["SYNC_FANOUT_SCHEDULE"] = NEVER
+            loaded = time.perf_counter()
+            for command in (["migrate"], ["reconcile", "--tenant", "bench", "--kind", "full", "--page-size", "1000"]):
+                subprocess.run([sys.executable, "-m", "shared.cli", *command], cwd=root, env=env, check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            print(f"initial full reconcile of the sandbox: {time.perf_counter() - loaded:.1f} s", flush=True)
             host = subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", "--port", str(host_port)], cwd=root,
                                     env=env, stdout=open(tmp / "host.log", "wb"), stderr=subprocess.STDOUT)
             base = f"http://127.0.0.1:{host_port}"
             wait_for(f"{base}/admin/host/status")
             print(f"sending {args.rate} webhooks/s for {args.seconds:.0f} s to the local host "
                   f"({args.database}, queues in Azurite) …", flush=True)
+            processes = {"host": host.pid, "azurite": azurite.pid, "sandbox": sandbox.pid, "sender (this)": os.getpid()}
+
+            def cpu() -> dict[str, float]:
+                return {**{name: cpu_seconds(pid) for name, pid in processes.items()},
+                        "postgresql": postgres_cpu_seconds() if args.database == "postgresql" else 0.0}
+
+            cpu_before = cpu()
             started = time.perf_counter()
             latencies, statuses, events = asyncio.run(send(host_port, source, secret, args.rate, args.seconds))
             elapsed = time.perf_counter() - started
@@ -186,6 +201,14 @@ def main() -> None:
                     break
                 time.sleep(0.2)
             drained = time.perf_counter() - started
+            used = {name: spent - cpu_before[name] for name, spent in cpu().items()}
+            print(f"CPU per webhook, send to drained ({os.cpu_count()} cores, {sum(used.values()) / drained:.0%} of one "
+                  "busy on average): " + ", ".join(f"{name} {spent / len(statuses) * 1000:.2f} ms"
+                                                    for name, spent in used.items() if spent))
+            per_webhook = sum(used.values()) / len(statuses)
+            print(f"ceiling on this machine: {(os.cpu_count() or 1) / per_webhook:,.0f} webhooks/s with every process "
+                  f"here busy all the time; the app process alone (one core, the GIL): "
+                  f"{len(statuses) / used['host']:,.0f}/s")
             measured = lags(engine, events)
             print(f"queue drained {drained - elapsed:.1f} s after the last send; changes handled: "
                   f"{status['handled']:,}, poisoned: {status['poisoned']}")
