@@ -2,8 +2,10 @@
 
 - HTTP triggers on 127.0.0.1 under host.json's route prefix (``/api``), routes as registered;
 - timer triggers on their NCRONTAB schedules (``%SETTING%`` resolved from the settings);
-- queue triggers pumped from the queue port (Azurite or in memory) with host.json's
-  maxDequeueCount, retry delay (visibilityTimeout) and ``<queue>-poison``;
+- queue triggers pumped from the queue port (Azurite or in memory) as the Functions host does:
+  batches of host.json's batchSize handled concurrently, the next batch fetched once no more
+  than newBatchThreshold are in flight; maxDequeueCount, the retry delay (visibilityTimeout) and
+  ``<queue>-poison``;
 - coroutine functions run on one event loop thread, as the Python worker does.
 
 Standard library HTTP server on purpose: a few routes, loopback only, and nothing to install.
@@ -18,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,13 +29,17 @@ from urllib.parse import parse_qsl, urlsplit
 
 from shared.blueprints.invoke import FunctionSpec, call_http, call_queue, call_timer, function_index
 from shared.localhost.routes import Route, best_match, compile_route
-from shared.queues.port import QueuePort, ReceivedMessage, poison_name, pump_once
+from shared.queues.port import QueuePort, ReceivedMessage, poison_name, settle
 from shared.settings import Settings
 from shared.sync.schedule import is_valid, next_fire
 
 log = logging.getLogger("shared.localhost")
 ROOT = Path(__file__).resolve().parents[2]
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
+# After an empty receive the next poll waits this long, doubling up to maxPollingInterval (the
+# Functions host's queue listener does the same from 100 ms). Each poll is a storage request (about
+# 2 ms of this process's CPU through the SDK): polling every 10 ms cost more than the work at 20/s.
+MIN_POLL = 0.1
 
 
 def load_host_json(path: Path = ROOT / "host.json") -> dict[str, Any]:
@@ -68,8 +75,7 @@ class _Server(ThreadingHTTPServer):
 
 class LocalHost:
     def __init__(self, app: Any, settings: Settings, queues: QueuePort, *, port: int = 7071,
-                 host_json: dict[str, Any] | None = None, max_poll: float | None = None,
-                 workers_per_queue: int = 4) -> None:
+                 host_json: dict[str, Any] | None = None, max_poll: float | None = None) -> None:
         config = host_json or load_host_json()
         queue_config = config.get("extensions", {}).get("queues", {})
         self.settings, self.queues = settings, queues
@@ -80,7 +86,8 @@ class LocalHost:
         self.lease_seconds = timespan_seconds(config.get("functionTimeout"), 600)
         self.max_poll = max_poll if max_poll is not None else timespan_seconds(
             queue_config.get("maxPollingInterval"), 2)
-        self.workers_per_queue = max(1, min(workers_per_queue, int(queue_config.get("batchSize", 16))))
+        self.batch_size = max(1, min(32, int(queue_config.get("batchSize", 16))))  # 32: the service's maximum
+        self.new_batch_threshold = max(0, int(queue_config.get("newBatchThreshold", self.batch_size // 2)))
         self.routes: list[tuple[Route, object]] = [
             (compile_route(spec.trigger.get("route") or spec.name), spec)
             for spec in self.functions.values() if spec.kind == "httpTrigger"]
@@ -90,10 +97,11 @@ class LocalHost:
             if not is_valid(schedule):
                 raise ValueError(f"timer {name}: schedule {schedule!r} is not NCRONTAB")
         self.queue_stats: dict[str, Counter[str]] = {
-            spec.trigger["queueName"]: Counter() for spec in self.functions.values() if spec.kind == "queueTrigger"}
+            spec.trigger["queueName"]: Counter(handled=0, failed=0, poisoned=0) for spec in self.functions.values() if spec.kind == "queueTrigger"}
         self.timer_stats: dict[str, dict[str, Any]] = {name: {"fired": 0, "next": None} for name in self.schedules}
-        self._busy = Counter[str]()
+        self._busy = Counter[str]()  # received and not yet settled, per queue
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loop = asyncio.new_event_loop()
@@ -113,8 +121,7 @@ class LocalHost:
         self._spawn("http", self.server.serve_forever)
         for spec in self.functions.values():
             if spec.kind == "queueTrigger":
-                for n in range(self.workers_per_queue):
-                    self._spawn(f"queue-{spec.name}-{n}", self._pump, spec)
+                self._spawn(f"queue-{spec.name}", self._pump, spec)
             elif spec.kind == "timerTrigger":
                 self._spawn(f"timer-{spec.name}", self._timer, spec)
         log.info("local host on %s: %s", self.url, ", ".join(sorted(self.functions)))
@@ -122,6 +129,8 @@ class LocalHost:
 
     def stop(self) -> None:
         self._stop.set()
+        with self._settled:
+            self._settled.notify_all()  # a pump waiting for room to fetch
         if self._threads:  # shutdown() waits for serve_forever, which only runs once started
             self.server.shutdown()
         self.server.server_close()
@@ -141,12 +150,36 @@ class LocalHost:
 
     # -- queues ------------------------------------------------------------------------------
     def _pump(self, spec: FunctionSpec) -> None:
+        """Fetch a batch when no more than newBatchThreshold messages are in flight; each message
+        is handled on a worker thread (its coroutine on the event loop) and settled on its own."""
         queue = spec.trigger["queueName"]
-        wait = 0.01
+        wait = MIN_POLL
+        with ThreadPoolExecutor(self.batch_size + self.new_batch_threshold,
+                                thread_name_prefix=f"queue-{spec.name}") as workers:
+            while not self._stop.is_set():
+                with self._settled:
+                    self._settled.wait_for(lambda: self._busy[queue] <= self.new_batch_threshold
+                                           or self._stop.is_set())
+                if self._stop.is_set():
+                    break
+                try:
+                    batch = self.queues.receive(queue, max_messages=self.batch_size,
+                                                visibility_timeout=self.lease_seconds)
+                except Exception as exc:  # noqa: BLE001 — the queue service itself: keep polling, slower
+                    log.warning("queue %s unavailable: %s", queue, exc.__class__.__name__)
+                    batch = []
+                if batch:
+                    with self._lock:
+                        self._busy[queue] += len(batch)
+                    for message in batch:
+                        workers.submit(self._handle, spec, queue, message)
+                    wait = MIN_POLL
+                    continue
+                self._stop.wait(wait)
+                wait = min(wait * 2, self.max_poll)
 
-        def handle(message: ReceivedMessage) -> None:
-            with self._lock:
-                self._busy[queue] += 1
+    def _handle(self, spec: FunctionSpec, queue: str, message: ReceivedMessage) -> None:
+        def call(message: ReceivedMessage) -> None:
             try:
                 call_queue(spec, self.run, message_id=message.id, text=message.text,
                            dequeue_count=message.dequeue_count)
@@ -155,27 +188,19 @@ class LocalHost:
                             message.dequeue_count, self.max_dequeue_count, exc.__class__.__name__)
                 log.debug("function %s traceback", spec.name, exc_info=True)
                 raise
-            finally:
-                with self._lock:
-                    self._busy[queue] -= 1
 
-        while not self._stop.is_set():
-            try:
-                handled, failed, poisoned = pump_once(
-                    self.queues, queue, handle, max_dequeue_count=self.max_dequeue_count,
-                    visibility_timeout=self.lease_seconds, max_messages=1, retry_delay=self.retry_delay)
-            except Exception as exc:  # noqa: BLE001 — the queue service itself: keep polling, slower
-                log.warning("queue %s unavailable: %s", queue, exc.__class__.__name__)
-                handled = failed = poisoned = 0
-            with self._lock:
-                self.queue_stats[queue].update(handled=handled, failed=failed, poisoned=poisoned)
-            if poisoned:
-                log.error("queue %s: %d message(s) moved to %s", queue, poisoned, poison_name(queue))
-            if handled or failed or poisoned:
-                wait = 0.01
-                continue
-            self._stop.wait(wait)
-            wait = min(wait * 2, self.max_poll)
+        try:
+            outcome = settle(self.queues, queue, message, call, max_dequeue_count=self.max_dequeue_count,
+                             retry_delay=self.retry_delay)
+        except Exception as exc:  # noqa: BLE001 — settling needs the queue service: the lease lapses, it comes back
+            log.warning("queue %s: message %s not settled: %s", queue, message.id, exc.__class__.__name__)
+            outcome = "unsettled"
+        if outcome == "poisoned":
+            log.error("queue %s: message %s moved to %s", queue, message.id, poison_name(queue))
+        with self._settled:
+            self.queue_stats[queue][outcome] += 1
+            self._busy[queue] -= 1
+            self._settled.notify_all()
 
     def idle(self) -> bool:
         """No message waiting or in flight on any trigger queue."""

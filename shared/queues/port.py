@@ -40,27 +40,32 @@ def poison_name(queue: str) -> str:
 def pump_once(port: QueuePort, queue: str, handle: Callable[[ReceivedMessage], None], *, max_dequeue_count: int,
               visibility_timeout: float = 30, max_messages: int = 16,
               retry_delay: float | None = None) -> tuple[int, int, int]:
-    """Receive a batch and handle each message: (handled, failed, poisoned).
+    """Receive a batch and handle each message in turn: (handled, failed, poisoned).
 
-    ``visibility_timeout`` hides a message while it is handled. A message whose handler raises
-    stays on the queue and reappears after ``retry_delay`` (host.json's visibilityTimeout) or,
-    when that is None, when its visibility lapses; the attempt that reaches
-    ``max_dequeue_count`` moves it to the poison queue.
+    ``visibility_timeout`` hides a message while it is handled; see ``settle`` for the rest.
     """
-    handled = failed = poisoned = 0
-    for message in port.receive(queue, max_messages=max_messages, visibility_timeout=visibility_timeout):
-        try:
-            handle(message)
-        except Exception:  # noqa: BLE001 — any failure counts as an attempt, as in the Functions host
-            if message.dequeue_count >= max_dequeue_count:
-                port.send(poison_name(queue), message.text)
-                port.delete(queue, message)
-                poisoned += 1
-            else:
-                failed += 1
-                if retry_delay is not None:
-                    port.release(queue, message, delay=retry_delay)
-            continue
-        port.delete(queue, message)
-        handled += 1
-    return handled, failed, poisoned
+    outcomes = [settle(port, queue, message, handle, max_dequeue_count=max_dequeue_count, retry_delay=retry_delay)
+                for message in port.receive(queue, max_messages=max_messages, visibility_timeout=visibility_timeout)]
+    return outcomes.count("handled"), outcomes.count("failed"), outcomes.count("poisoned")
+
+
+def settle(port: QueuePort, queue: str, message: ReceivedMessage, handle: Callable[[ReceivedMessage], None], *,
+           max_dequeue_count: int, retry_delay: float | None = None) -> str:
+    """Handle one received message: ``handled`` (deleted), ``failed`` or ``poisoned``.
+
+    A message whose handler raises stays on the queue and reappears after ``retry_delay``
+    (host.json's visibilityTimeout) or, when that is None, when its visibility lapses; the attempt
+    that reaches ``max_dequeue_count`` moves it to the poison queue.
+    """
+    try:
+        handle(message)
+    except Exception:  # noqa: BLE001 — any failure counts as an attempt, as in the Functions host
+        if message.dequeue_count >= max_dequeue_count:
+            port.send(poison_name(queue), message.text)
+            port.delete(queue, message)
+            return "poisoned"
+        if retry_delay is not None:
+            port.release(queue, message, delay=retry_delay)
+        return "failed"
+    port.delete(queue, message)
+    return "handled"
