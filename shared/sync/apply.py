@@ -12,6 +12,7 @@ so duplicates, replays and out-of-order deliveries all converge on the source's 
 """
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -50,6 +51,12 @@ async def apply_change(engine: Engine, client: FhirClient, message: ChangeMessag
         except TransformError as exc:
             return ApplyResult("unmappable", UpsertCounts(), str(exc))
         outcome = "applied"
-    with write_transaction(engine) as conn:
-        counts = write_rows(conn, message.tenant, [row])
+    # On a worker thread: the event loop keeps serving other changes while this one waits for
+    # its commit (a synchronous commit here made every apply in the process wait in line).
+    counts = await asyncio.to_thread(_write, engine, message.tenant, row)
     return ApplyResult(outcome, counts)
+
+
+def _write(engine: Engine, tenant_id: str, row: MirrorRow) -> UpsertCounts:
+    with write_transaction(engine) as conn:
+        return write_rows(conn, tenant_id, [row])

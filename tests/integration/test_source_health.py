@@ -10,9 +10,11 @@ from shared.store.health import DatabaseBreakerStore
 
 
 def test_breaker_state_in_the_database_gives_one_probe_across_instances(engine: Engine) -> None:
-    """Eight 'instances' (breakers sharing only the database) race for the half-open probe."""
+    """Eight 'instances' (breakers sharing only the database) race for the half-open probe.
+    Strict reads (max_age=0): with copies, an instance whose copy still says closed may send for
+    up to max_age more (see the next test)."""
     policy = BreakerPolicy(failure_threshold=2, cooldown=30)
-    instances = [CircuitBreaker(policy, DatabaseBreakerStore(engine)) for _ in range(8)]
+    instances = [CircuitBreaker(policy, DatabaseBreakerStore(engine, max_age=0)) for _ in range(8)]
     key = "t1|api.example"
     instances[0].record(key, False, 1000.0)
     instances[1].record(key, False, 1001.0)
@@ -38,3 +40,21 @@ def test_retry_after_hold_is_shared_through_the_database(engine: Engine) -> None
     one.hold("t1|api.example", 2000.5)
     assert two.gate("t1|api.example", 1990.0) == ("wait", 2000.5)
     assert two.gate("t1|api.example", 2000.5)[0] == "go"
+
+
+def test_each_instance_reads_its_copy_for_max_age_and_a_lost_race_reads_again(engine: Engine) -> None:
+    clock = [0.0]
+    mine = DatabaseBreakerStore(engine, max_age=1.0, clock=lambda: clock[0])
+    policy = BreakerPolicy(failure_threshold=3, cooldown=30)
+    breaker, other = CircuitBreaker(policy, mine), CircuitBreaker(policy, DatabaseBreakerStore(engine, max_age=0))
+    key = "t1|copy.example"
+    assert breaker.gate(key, 1000.0)[0] == "go"  # closed; this process keeps a copy
+    other.record(key, False, 1000.5)  # another instance counts a failure (1 of 3)
+    # Our failure, decided on the stale copy (0 failures), loses its compare-and-set, is decided
+    # again on the database's state and counted on top: nothing is lost.
+    breaker.record(key, False, 1000.6)
+    assert other.store.load(key).failures == 2
+    other.record(key, False, 1000.7)  # the other instance opens it
+    assert not breaker.is_open(key, 1001.0)  # our copy (2 failures, closed) is under max_age
+    clock[0] = 1.0
+    assert breaker.is_open(key, 1001.0)  # the copy aged out: the database says open
