@@ -1,7 +1,8 @@
 """The timer that fans out reconciles: one reconcile message per due (tenant, kind).
 
 It runs on the app setting %SYNC_FANOUT_SCHEDULE%; each enabled tenant's incremental, hot and
-full reconciles are due when their own schedule fired since that kind last started. A due kind
+full reconciles are due when their own schedule fired since that kind last started — and a tenant
+never fully loaded gets its full run alone (no hot/incremental until one full run completed). A due kind
 whose run is still going gets a message anyway: reconcile_step acknowledges it as already running.
 """
 from __future__ import annotations
@@ -39,7 +40,9 @@ def fan_out(now: datetime | None = None) -> list[tuple[str, str]]:
     with rt.engine.connect() as conn:
         last = {(tenant, kind): started for tenant, kind, started in conn.execute(
             select(c.tenant_id, c.kind, sql.max(c.started_at)).group_by(c.tenant_id, c.kind))}
-    due = due_runs(rt.tenants.values(), last, now)
+        loaded = set(conn.execute(select(c.tenant_id).where(c.kind == "full", c.status == "completed")
+                                  .distinct()).scalars())
+    due = due_runs(rt.tenants.values(), last, now, loaded)
     for tenant_id, kind in due:
         rt.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile=kind)))  # type: ignore[arg-type]
     log.info("fan-out due=%d runs=%s", len(due), ",".join(f"{t}:{k}" for t, k in due))

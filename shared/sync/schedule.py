@@ -4,7 +4,7 @@ Pure: which tenants are due, given when each last started a run and the time now
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -46,16 +46,24 @@ class Scheduled(Protocol):
 
 
 def due_runs(tenants: Iterable[Scheduled], last_started: Mapping[tuple[str, str], datetime],
-             now: datetime) -> list[tuple[str, str]]:
+             now: datetime, loaded: Collection[str] | None = None) -> list[tuple[str, str]]:
     """(tenant id, kind) for every enabled tenant's reconcile kind whose schedule fired since that
-    kind last started. Schedules read in the tenant's timezone ("0 0 3 * * *" is 03:00 local)."""
+    kind last started. Schedules read in the tenant's timezone ("0 0 3 * * *" is 03:00 local).
+
+    With ``loaded`` (the tenants with a completed full run), a tenant not in it gets its full run
+    alone — until its first load is done, hot and incremental runs would read the same pages
+    again — and gets it whenever any of its schedules fired since the last full run started: a
+    first load that failed is tried again at the tenant's usual pace, not at the next nightly full."""
     out = []
     for tenant in tenants:
         if not tenant.enabled:
             continue
         local = now.astimezone(ZoneInfo(tenant.timezone))
-        out += [(tenant.id, kind) for kind in KINDS
-                if due(tenant.schedule_for(kind), last_started.get((tenant.id, kind)), local)]
+        if loaded is None or tenant.id in loaded:
+            out += [(tenant.id, kind) for kind in KINDS
+                    if due(tenant.schedule_for(kind), last_started.get((tenant.id, kind)), local)]
+        elif any(due(tenant.schedule_for(kind), last_started.get((tenant.id, "full")), local) for kind in KINDS):
+            out.append((tenant.id, "full"))
     return out
 
 

@@ -27,12 +27,14 @@ from shared.sync.compare import compare, live_in_snapshot, mirrored
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = (3, 60, 300, 60)
+NEVER = "0 0 0 1 1 *"  # the fan-out timer: tests that count runs and messages enqueue their own
 quiet = lambda line: None  # noqa: E731 — the e2e tests read figures, not prose
 
 
 @pytest.fixture
 def booted(database_url: str) -> Iterator[Booted]:
-    running = boot(load_settings(database_url=database_url), port=0, say=quiet, demo_counts=SMALL)
+    running = boot(load_settings(database_url=database_url, fanout_schedule=NEVER), port=0, say=quiet,
+                   demo_counts=SMALL)
     yield running
     running.stop()
 
@@ -73,8 +75,8 @@ def test_two_reconciles_of_one_tenant_started_at_once_one_runs(booted: Booted) -
 
 
 def test_a_continuation_chain_completes_a_tenant_larger_than_one_budget(database_url: str) -> None:
-    running = boot(load_settings(database_url=database_url, reconcile_time_budget=0.05), port=0, say=quiet,
-                   demo_counts=SMALL)
+    running = boot(load_settings(database_url=database_url, reconcile_time_budget=0.05, fanout_schedule=NEVER),
+                   port=0, say=quiet, demo_counts=SMALL)
     try:
         assert running.demo is not None
         running.demo.sandbox.config.faults.latency_ms = 20

@@ -185,11 +185,17 @@ def test_the_timer_fans_out_one_message_per_due_tenant_and_kind(setup: tuple[San
 
     _box, queues = setup
     now = datetime(2026, 1, 1, 10, 7, tzinfo=timezone.utc)
-    assert fan_out(now) == [("demo", "full"), ("demo", "hot"), ("demo", "incremental")]  # never ran: all due
-    messages = queues.receive("reconcile", max_messages=5, visibility_timeout=30)
-    assert [decode(m.text, ReconcileMessage) for m in messages] == [
-        ReconcileMessage(tenant="demo", reconcile=kind) for kind in ("full", "hot", "incremental")]
-    for message in messages:
+    assert fan_out(now) == [("demo", "full")]  # never loaded: its first full run alone
+    (message,) = queues.receive("reconcile", max_messages=5, visibility_timeout=30)
+    assert decode(message.text, ReconcileMessage) == ReconcileMessage(tenant="demo", reconcile="full")
+    queues.delete("reconcile", message)
+    with write_transaction(runtime().engine) as conn:  # the full run is still going: still nothing else
+        lease = start_run(conn, "demo", "full", now=now - timedelta(minutes=1))
+    assert fan_out(now) == []
+    with write_transaction(runtime().engine) as conn:  # loaded: the kinds that never ran are due
+        finish(conn, lease, "completed")
+    assert fan_out(now) == [("demo", "hot"), ("demo", "incremental")]
+    for message in queues.receive("reconcile", max_messages=5, visibility_timeout=30):
         queues.delete("reconcile", message)
     with write_transaction(runtime().engine) as conn:  # each kind ran at 10:05, after the 10:05/10:00 fires
         for kind in ("full", "hot", "incremental"):

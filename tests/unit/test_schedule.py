@@ -56,3 +56,15 @@ def test_full_schedule_is_read_in_the_tenant_timezone() -> None:
     last = {("s", "incremental"): before, ("s", "hot"): before, ("s", "full"): before - timedelta(hours=23)}
     assert due_runs([sydney], last, before) == []
     assert due_runs([sydney], last, before + timedelta(minutes=1)) == [("s", "full")]
+
+
+def test_a_tenant_not_yet_loaded_gets_its_full_run_alone() -> None:
+    tenants = [Tenant("new", "0 */15 * * * *"), Tenant("old", "0 */15 * * * *")]
+    assert due_runs(tenants, {}, T, loaded={"old"}) == [("new", "full"), ("old", "full"), ("old", "hot"),
+                                                         ("old", "incremental")]
+    assert due_runs(tenants, {}, T) == [(t, k) for t in ("new", "old") for k in ("full", "hot", "incremental")]
+    # A first load that failed at 09:50 is tried again when the 15-minute schedule fires (10:00),
+    # though the full schedule fires only at 03:00.
+    failed_first = {("new", "full"): T - timedelta(minutes=20)}
+    assert due_runs(tenants[:1], failed_first, T, loaded=set()) == [("new", "full")]
+    assert due_runs(tenants[:1], {("new", "full"): T - timedelta(minutes=5)}, T, loaded=set()) == []
