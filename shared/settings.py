@@ -70,6 +70,10 @@ class TenantConfig(BaseModel):
     def schedule_for(self, kind: str) -> str:
         return {"incremental": self.schedule, "hot": self.hot_schedule, "full": self.full_schedule}[kind]
 
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)  # zoneinfo caches zones: this is a dictionary lookup
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:

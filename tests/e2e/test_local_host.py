@@ -250,3 +250,26 @@ def test_failing_tenants_never_delay_a_healthy_one(database_url: str) -> None:
         running.stop()
         good.stop()
         down.stop()
+
+
+def test_dashboard_and_health_over_http_after_a_full_reconcile(booted: Booted) -> None:
+    from shared.store.schema import practitioners
+
+    assert booted.demo is not None
+    base = f"{booted.host.url}/api"
+    assert httpx.get(f"{base}/health").json()["tenants"][0]["reason"] == "never synced yet"
+    started = datetime.now(timezone.utc)
+    enqueue_reconcile(booted.runtime.queues, DEMO_TENANT, "full")
+    assert wait_for_run(booted.runtime.engine, DEMO_TENANT, "full", started, timeout=120) == "completed"
+    health = httpx.get(f"{base}/health")
+    assert health.status_code == 200 and health.json()["tenants"][0]["status"] == "on_time"
+    with booted.runtime.engine.connect() as conn:
+        practitioner = conn.execute(select(practitioners.c.source_id).where(
+            practitioners.c.tenant_id == DEMO_TENANT).limit(1)).scalar()
+    today = datetime.now(timezone.utc).date().isoformat()
+    board = httpx.get(f"{base}/tenants/{DEMO_TENANT}/practitioners/{practitioner}/dashboard", params={"date": today})
+    assert board.status_code == 200 and board.json()["practitioner"]["id"] == practitioner
+    assert board.json()["sync"]["status"] == "on_time"
+    missing = httpx.get(f"{base}/tenants/{DEMO_TENANT}/practitioners/PR-NOPE/dashboard")
+    bad = httpx.get(f"{base}/tenants/{DEMO_TENANT}/practitioners/{practitioner}/dashboard", params={"date": "x"})
+    assert (missing.status_code, bad.status_code) == (404, 400)

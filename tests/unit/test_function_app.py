@@ -17,7 +17,8 @@ def test_function_app_is_import_safe_in_an_empty_environment(tmp_path: Path) -> 
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "['apply_change_message', 'receive_webhook', 'reconcile_fan_out', 'reconcile_step']"
+    assert done.stdout.strip() == ("['apply_change_message', 'health', 'practitioner_dashboard', 'receive_webhook', "
+                                   "'reconcile_fan_out', 'reconcile_step']")
     assert not (tmp_path / ".data").exists()  # importing created no database, read no settings
 
 
@@ -36,6 +37,13 @@ def test_the_full_list_of_functions_with_triggers_and_queues() -> None:
                             "connection": "AzureWebJobsStorage"}],
         "reconcile_fan_out": [{"direction": "IN", "type": "timerTrigger", "name": "timer",
                                "schedule": "%SYNC_FANOUT_SCHEDULE%", "runOnStartup": False, "useMonitor": True}],
+        "practitioner_dashboard": [{"direction": "IN", "type": "httpTrigger", "name": "req", "methods": ["GET"],
+                                    "authLevel": "FUNCTION",
+                                    "route": "tenants/{tenant}/practitioners/{practitioner}/dashboard"},
+                                   {"direction": "OUT", "type": "http", "name": "$return"}],
+        "health": [{"direction": "IN", "type": "httpTrigger", "name": "req", "methods": ["GET"],
+                    "authLevel": "ANONYMOUS", "route": "health"},
+                   {"direction": "OUT", "type": "http", "name": "$return"}],
     }
 
 

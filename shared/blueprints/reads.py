@@ -1,0 +1,87 @@
+"""Read endpoints: a practitioner's dashboard and per-tenant health.
+
+Every answer is JSON with a machine-readable ``error`` on failure: unknown tenant or
+practitioner 404, bad input 400, the database unreachable 503 (with Retry-After) — never a 500.
+Tenant-scoped reads take the tenant from the route only and filter every query by it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import date, datetime, timezone
+from typing import Any
+
+import azure.functions as func
+
+from shared.bootstrap import runtime
+from shared.reads.dashboard import practitioner_dashboard
+from shared.reads.health import tenant_health
+
+log = logging.getLogger("shared.functions")
+bp = func.Blueprint()
+MAX_ID = 64
+_DAY = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+
+
+def answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, headers=headers or {},
+                             mimetype="application/json")
+
+
+def parse_day(text: str) -> date | None:
+    """YYYY-MM-DD only (date.fromisoformat also takes 20260105 and 2026-W02-1)."""
+    if not _DAY.match(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:  # 2026-02-30
+        return None
+
+
+def unavailable(route: str, exc: Exception) -> func.HttpResponse:
+    log.error("read route=%s outcome=unavailable reason=%s", route, exc.__class__.__name__)
+    return answer(503, {"error": "temporarily-unavailable"}, {"Retry-After": "5"})
+
+
+@bp.function_name("practitioner_dashboard")
+@bp.route(route="tenants/{tenant}/practitioners/{practitioner}/dashboard", methods=["GET"],
+          auth_level=func.AuthLevel.FUNCTION)
+def dashboard_http(req: func.HttpRequest) -> func.HttpResponse:
+    tenant_id, practitioner_id = req.route_params.get("tenant", ""), req.route_params.get("practitioner", "")
+    try:
+        rt = runtime()
+        tenant = rt.tenants.get(tenant_id)
+        if tenant is None:
+            return answer(404, {"error": "unknown-tenant"})
+        now = datetime.now(timezone.utc)
+        raw_date = req.params.get("date")
+        day = parse_day(raw_date) if raw_date is not None else now.astimezone(tenant.zone).date()
+        if day is None:
+            return answer(400, {"error": "bad-date", "expected": "YYYY-MM-DD"})
+        if not practitioner_id or len(practitioner_id) > MAX_ID:
+            return answer(404, {"error": "unknown-practitioner"})
+        with rt.engine.connect() as conn:
+            body = practitioner_dashboard(conn, tenant, practitioner_id, day, now)
+    except Exception as exc:  # noqa: BLE001 — the database or configuration: the caller retries
+        return unavailable("dashboard", exc)
+    if body is None:
+        return answer(404, {"error": "unknown-practitioner"})
+    return answer(200, body)
+
+
+@bp.function_name("health")
+@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def health_http(req: func.HttpRequest) -> func.HttpResponse:
+    """One status per tenant; 503 when any enabled tenant is in error (for load balancers)."""
+    try:
+        rt = runtime()
+        now = datetime.now(timezone.utc)
+        with rt.engine.connect() as conn:
+            tenants = [tenant_health(conn, t, now) for t in sorted(rt.tenants.values(), key=lambda t: t.id)]
+    except Exception as exc:  # noqa: BLE001
+        return unavailable("health", exc)
+    worst = "error" if any(t.status == "error" for t in tenants) else (
+        "delayed" if any(t.status == "delayed" for t in tenants) else "on_time")
+    return answer(503 if worst == "error" else 200,
+                  {"status": worst, "checkedAt": now.isoformat(), "tenants": [t.as_dict() for t in tenants]})

@@ -1,0 +1,1 @@
+"""Reads for the dashboard, sync management and health: queries in, plain dicts out."""

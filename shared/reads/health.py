@@ -1,0 +1,84 @@
+"""Per-tenant sync health: how fresh the mirror is against the tenant's own schedule.
+
+``on_time`` while the last successful incremental or full run finished within one interval of
+the tenant's incremental schedule, ``delayed`` within two, ``error`` beyond two or after
+FAILURE_STREAK consecutive failed runs. A tenant never synced is ``delayed`` until it has
+failed FAILURE_STREAK times; a disabled tenant is ``disabled`` (it never makes /api/health 503).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, func, select
+
+from shared.settings import TenantConfig
+from shared.store.schema import sync_runs
+from shared.sync.runs import FINAL_STATUSES
+from shared.sync.schedule import next_fire, previous_fire
+
+FAILURE_STREAK = 3
+FRESHNESS_KINDS = ("incremental", "full")  # hot covers appointments only
+FAILED = ("failed", "failed_stale")
+
+
+@dataclass(frozen=True)
+class TenantHealth:
+    tenant_id: str
+    status: str  # on_time | delayed | error | disabled
+    reason: str
+    last_success_at: datetime | None
+    freshness_seconds: float | None
+    interval_seconds: float
+    failure_streak: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {"tenant": self.tenant_id, "status": self.status, "reason": self.reason,
+                "lastSuccessAt": self.last_success_at.isoformat() if self.last_success_at else None,
+                "freshnessSeconds": round(self.freshness_seconds) if self.freshness_seconds is not None else None,
+                "intervalSeconds": round(self.interval_seconds), "failureStreak": self.failure_streak}
+
+
+def schedule_interval(schedule: str, now: datetime) -> float:
+    """Seconds between the schedule's fire at or before ``now`` and the next one."""
+    fired = previous_fire(schedule, now)
+    return (next_fire(schedule, fired) - fired).total_seconds()
+
+
+def failure_streak(conn: Connection, tenant_id: str, limit: int = 20) -> int:
+    """Finished runs that failed, counted back from the latest start until one did not."""
+    c = sync_runs.c
+    statuses = conn.execute(select(c.status).where(c.tenant_id == tenant_id, c.status.in_(FINAL_STATUSES))
+                            .order_by(c.started_at.desc()).limit(limit)).scalars()
+    streak = 0
+    for status in statuses:
+        if status not in FAILED:
+            break
+        streak += 1
+    return streak
+
+
+def last_success(conn: Connection, tenant_id: str) -> datetime | None:
+    c = sync_runs.c
+    return conn.execute(select(func.max(c.finished_at)).where(
+        c.tenant_id == tenant_id, c.kind.in_(FRESHNESS_KINDS), c.status == "completed")).scalar()
+
+
+def tenant_health(conn: Connection, tenant: TenantConfig, now: datetime) -> TenantHealth:
+    local_now = now.astimezone(tenant.zone)
+    interval = schedule_interval(tenant.schedule, local_now)
+    success, streak = last_success(conn, tenant.id), failure_streak(conn, tenant.id)
+    age = (now - success).total_seconds() if success else None
+    if not tenant.enabled:
+        status, reason = "disabled", "the tenant is disabled"
+    elif streak >= FAILURE_STREAK:
+        status, reason = "error", f"the last {streak} runs failed"
+    elif age is None:
+        status, reason = "delayed", "never synced yet"
+    elif age > 2 * interval:
+        status, reason = "error", "no successful sync for over two schedule intervals"
+    elif age > interval:
+        status, reason = "delayed", "no successful sync for over one schedule interval"
+    else:
+        status, reason = "on_time", "synced within one schedule interval"
+    return TenantHealth(tenant.id, status, reason, success, age, interval, streak)
