@@ -41,6 +41,7 @@ bench: $(VENV)/.dev azurite
 	$(PY) -m bench.sandbox
 	$(PY) -m bench.reconcile
 	$(PY) -m bench.webhooks
+	$(PY) -m bench.dashboard
 
 clean:
 	rm -rf $(VENV) .tools .data .pytest_cache
