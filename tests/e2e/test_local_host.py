@@ -193,7 +193,8 @@ def test_the_host_answers_bad_http_with_a_4xx_and_reports_its_state(sqlite_url: 
         assert raw("GET", "/elsewhere", {}) == 404
         status = httpx.get(f"{running.host.url}/admin/host/status").json()
         assert status["functions"] == {"apply_change_message": "queueTrigger", "receive_webhook": "httpTrigger",
-                                       "reconcile_fan_out": "timerTrigger", "reconcile_step": "queueTrigger"}
+                                       "reconcile_fan_out": "timerTrigger", "reconcile_step": "queueTrigger",
+                                       "practitioner_dashboard": "httpTrigger", "health": "httpTrigger"}
         assert set(status["queues"]) == {"changes", "reconcile"} and status["timers"]["reconcile_fan_out"]["next"]
     finally:
         running.stop()
