@@ -6,27 +6,19 @@ Tenant-scoped reads take the tenant from the route only and filter every query b
 """
 from __future__ import annotations
 
-import json
-import logging
 import re
 from datetime import date, datetime, timezone
-from typing import Any
 
 import azure.functions as func
 
+from shared.blueprints.http import Refused, answer, route_tenant, unavailable
 from shared.bootstrap import runtime
 from shared.reads.dashboard import practitioner_dashboard
 from shared.reads.health import tenant_health
 
-log = logging.getLogger("shared.functions")
 bp = func.Blueprint()
 MAX_ID = 64
 _DAY = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
-
-
-def answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, headers=headers or {},
-                             mimetype="application/json")
 
 
 def parse_day(text: str) -> date | None:
@@ -39,34 +31,29 @@ def parse_day(text: str) -> date | None:
         return None
 
 
-def unavailable(route: str, exc: Exception) -> func.HttpResponse:
-    log.error("read route=%s outcome=unavailable reason=%s", route, exc.__class__.__name__)
-    return answer(503, {"error": "temporarily-unavailable"}, {"Retry-After": "5"})
-
-
 @bp.function_name("practitioner_dashboard")
 @bp.route(route="tenants/{tenant}/practitioners/{practitioner}/dashboard", methods=["GET"],
           auth_level=func.AuthLevel.FUNCTION)
 def dashboard_http(req: func.HttpRequest) -> func.HttpResponse:
-    tenant_id, practitioner_id = req.route_params.get("tenant", ""), req.route_params.get("practitioner", "")
+    practitioner_id = req.route_params.get("practitioner", "")
     try:
         rt = runtime()
-        tenant = rt.tenants.get(tenant_id)
-        if tenant is None:
-            return answer(404, {"error": "unknown-tenant"})
+        tenant = route_tenant(rt, req)
         now = datetime.now(timezone.utc)
         raw_date = req.params.get("date")
         day = parse_day(raw_date) if raw_date is not None else now.astimezone(tenant.zone).date()
         if day is None:
-            return answer(400, {"error": "bad-date", "expected": "YYYY-MM-DD"})
+            raise Refused(400, "bad-date", expected="YYYY-MM-DD")
         if not practitioner_id or len(practitioner_id) > MAX_ID:
-            return answer(404, {"error": "unknown-practitioner"})
+            raise Refused(404, "unknown-practitioner")
         with rt.engine.connect() as conn:
             body = practitioner_dashboard(conn, tenant, practitioner_id, day, now)
+        if body is None:
+            raise Refused(404, "unknown-practitioner")
+    except Refused as refused:
+        return answer(refused.status, refused.body)
     except Exception as exc:  # noqa: BLE001 — the database or configuration: the caller retries
         return unavailable("dashboard", exc)
-    if body is None:
-        return answer(404, {"error": "unknown-practitioner"})
     return answer(200, body)
 
 

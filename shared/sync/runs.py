@@ -89,6 +89,39 @@ def start_run(conn: Connection, tenant_id: str, kind: str, *, now: datetime | No
     return RunLease(run_id, tenant_id, kind, 1)
 
 
+def queue_run(conn: Connection, tenant_id: str, kind: str, *, now: datetime | None = None) -> str:
+    """A run an operator asked for: ``queued`` (holding the tenant's slot for that kind) until a
+    worker claims it from its message. Raises RunActive naming the active run."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown reconcile kind {kind!r}; one of {', '.join(KINDS)}")
+    now = now or _now()
+    run_id = str(uuid.uuid4())
+    savepoint = conn.begin_nested()
+    try:
+        conn.execute(insert(sync_runs).values(id=run_id, tenant_id=tenant_id, kind=kind, status="queued",
+                                              fencing_token=0, started_at=now, heartbeat_at=now, step="queued"))
+        savepoint.commit()
+    except IntegrityError:
+        savepoint.rollback()
+        raise RunActive(tenant_id, kind, active_run(conn, tenant_id, kind)) from None
+    return run_id
+
+
+def end_run(conn: Connection, tenant_id: str, run_id: str, *, status: str = "cancelled",
+            error: str = "cancelled by an operator", now: datetime | None = None) -> tuple[bool, str | None]:
+    """End an active run of this tenant from outside (an operator's cancel, a queued run whose
+    message could not be sent): (ended now, the run's status afterwards) — (False, its final
+    status) when it had already finished, (False, None) when the tenant has no such run. A worker
+    holding it loses its fenced writes at its next checkpoint and stops."""
+    if status not in FINAL_STATUSES:
+        raise ValueError(f"not a final status: {status!r}")
+    c = sync_runs.c
+    mine = (c.id == run_id) & (c.tenant_id == tenant_id)
+    ended = conn.execute(update(sync_runs).where(mine, c.status.in_(ACTIVE_RUN_STATUSES)).values(
+        status=status, finished_at=now or _now(), error=error)).rowcount == 1
+    return ended, conn.execute(select(c.status).where(mine)).scalar()
+
+
 def start_or_resume(conn: Connection, tenant_id: str, kind: str, *, stale_after: timedelta,
                     now: datetime | None = None) -> RunLease:
     """Start a run, or take over the active one when its worker went silent (crashed, killed)

@@ -194,7 +194,10 @@ def test_the_host_answers_bad_http_with_a_4xx_and_reports_its_state(sqlite_url: 
         status = httpx.get(f"{running.host.url}/admin/host/status").json()
         assert status["functions"] == {"apply_change_message": "queueTrigger", "receive_webhook": "httpTrigger",
                                        "reconcile_fan_out": "timerTrigger", "reconcile_step": "queueTrigger",
-                                       "practitioner_dashboard": "httpTrigger", "health": "httpTrigger"}
+                                       "practitioner_dashboard": "httpTrigger", "health": "httpTrigger",
+                                       **{name: "httpTrigger" for name in (
+                                           "trigger_sync", "sync_run", "sync_runs", "cancel_sync_run",
+                                           "cleanup_sync_runs", "redrive_poison")}}
         assert set(status["queues"]) == {"changes", "reconcile"} and status["timers"]["reconcile_fan_out"]["next"]
     finally:
         running.stop()
@@ -274,3 +277,21 @@ def test_dashboard_and_health_over_http_after_a_full_reconcile(booted: Booted) -
     missing = httpx.get(f"{base}/tenants/{DEMO_TENANT}/practitioners/PR-NOPE/dashboard")
     bad = httpx.get(f"{base}/tenants/{DEMO_TENANT}/practitioners/{practitioner}/dashboard", params={"date": "x"})
     assert (missing.status_code, bad.status_code) == (404, 400)
+
+
+def test_a_sync_triggered_over_http_runs_to_completion_and_shows_in_the_history(booted: Booted) -> None:
+    base = f"{booted.host.url}/api/tenants/{DEMO_TENANT}/sync"
+    queued = httpx.post(base, json={"kind": "full"})
+    assert queued.status_code == 202 and queued.headers["Location"].endswith(queued.json()["runId"])
+    run_id = queued.json()["runId"]
+    assert httpx.post(base, json={"kind": "full"}).json() == {"error": "already-running", "runId": run_id,
+                                                                 "kind": "full"}
+    deadline = time.monotonic() + 120
+    while (run := httpx.get(f"{base}/runs/{run_id}").json())["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, run
+        time.sleep(0.2)
+    assert run["status"] == "completed" and run["percentage"] == 100.0 and run["records"]["processed"] > 0
+    history = httpx.get(f"{base}/runs", params={"limit": "5"}).json()
+    assert [r["runId"] for r in history["runs"]] == [run_id] and history["summary"]["succeeded"] == 1
+    assert httpx.post(f"{base}/runs/{run_id}/cancel").status_code == 409
+    assert httpx.post(base, json={"kind": "weekly"}).status_code == 400

@@ -17,8 +17,10 @@ def test_function_app_is_import_safe_in_an_empty_environment(tmp_path: Path) -> 
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == ("['apply_change_message', 'health', 'practitioner_dashboard', 'receive_webhook', "
-                                   "'reconcile_fan_out', 'reconcile_step']")
+    assert done.stdout.strip() == (
+        "['apply_change_message', 'cancel_sync_run', 'cleanup_sync_runs', 'health', 'practitioner_dashboard', "
+        "'receive_webhook', 'reconcile_fan_out', 'reconcile_step', 'redrive_poison', 'sync_run', 'sync_runs', "
+        "'trigger_sync']")
     assert not (tmp_path / ".data").exists()  # importing created no database, read no settings
 
 
@@ -44,6 +46,16 @@ def test_the_full_list_of_functions_with_triggers_and_queues() -> None:
         "health": [{"direction": "IN", "type": "httpTrigger", "name": "req", "methods": ["GET"],
                     "authLevel": "ANONYMOUS", "route": "health"},
                    {"direction": "OUT", "type": "http", "name": "$return"}],
+        **{name: [{"direction": "IN", "type": "httpTrigger", "name": "req", "methods": [method],
+                   "authLevel": "FUNCTION", "route": route},
+                  {"direction": "OUT", "type": "http", "name": "$return"}]
+           for name, method, route in [
+               ("trigger_sync", "POST", "tenants/{tenant}/sync"),
+               ("sync_run", "GET", "tenants/{tenant}/sync/runs/{run_id}"),
+               ("sync_runs", "GET", "tenants/{tenant}/sync/runs"),
+               ("cancel_sync_run", "POST", "tenants/{tenant}/sync/runs/{run_id}/cancel"),
+               ("cleanup_sync_runs", "POST", "sync/cleanup"),
+               ("redrive_poison", "POST", "tenants/{tenant}/poison/redrive")]},
     }
 
 

@@ -1,0 +1,56 @@
+"""What every HTTP function shares: JSON answers with a machine-readable error, the tenant from
+the route, request bodies read within limits, and a 503 instead of a 500 when storage fails."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, TypeVar
+
+import azure.functions as func
+from pydantic import BaseModel, ValidationError
+
+from shared.bootstrap import Runtime
+from shared.settings import TenantConfig
+
+log = logging.getLogger("shared.functions")
+M = TypeVar("M", bound=BaseModel)
+MAX_BODY = 4096
+
+
+class Refused(Exception):
+    """A request answered with a 4xx: ``status`` and a body with ``error``."""
+
+    def __init__(self, code: int, error: str, /, **detail: Any) -> None:
+        super().__init__(error)
+        self.status, self.body = code, {"error": error, **detail}
+
+
+def answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, headers=headers or {},
+                             mimetype="application/json")
+
+
+def unavailable(route: str, exc: Exception) -> func.HttpResponse:
+    log.error("http route=%s outcome=unavailable reason=%s", route, exc.__class__.__name__)
+    return answer(503, {"error": "temporarily-unavailable"}, {"Retry-After": "5"})
+
+
+def route_tenant(rt: Runtime, req: func.HttpRequest) -> TenantConfig:
+    tenant = rt.tenants.get(req.route_params.get("tenant", ""))
+    if tenant is None:
+        raise Refused(404, "unknown-tenant")
+    return tenant
+
+
+def json_body(req: func.HttpRequest, model: type[M]) -> M:
+    """The body as ``model``: 413 over MAX_BODY, 415 unless JSON, 400 naming the bad fields."""
+    body = req.get_body() or b""
+    if len(body) > MAX_BODY:
+        raise Refused(413, "body-too-large", limit=MAX_BODY)
+    if req.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise Refused(415, "unsupported-media-type", expected="application/json")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
+        raise Refused(400, "bad-body", fields=fields) from None

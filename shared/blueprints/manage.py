@@ -1,0 +1,165 @@
+"""Sync management: trigger a reconcile, follow it, list the history, cancel, clean up stale runs,
+move poison messages back. Function keys in Azure (auth level FUNCTION); the local host asks
+for LOCAL_FUNCTION_KEY when it is set. Every tenant-scoped route acts on the route's tenant only.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Literal
+
+import azure.functions as func
+from pydantic import BaseModel, ConfigDict
+
+from shared.blueprints.http import Refused, answer, json_body, route_tenant, unavailable
+from shared.bootstrap import runtime
+from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, decode, encode
+from shared.queues.port import poison_name
+from shared.reads.runs import run_detail, run_history
+from shared.store.engine import write_transaction
+from shared.sync.runs import RunActive, end_run, queue_run, reap_stale
+
+log = logging.getLogger("shared.functions")
+bp = func.Blueprint()
+MAX_RUN_ID = 36
+REDRIVE_BATCH = 32
+
+
+class SyncRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["full", "incremental", "hot"]
+
+
+def refused_or_unavailable(route: str, exc: Exception) -> func.HttpResponse:
+    if isinstance(exc, Refused):
+        return answer(exc.status, exc.body)
+    return unavailable(route, exc)
+
+
+@bp.function_name("trigger_sync")
+@bp.route(route="tenants/{tenant}/sync", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def trigger_sync(req: func.HttpRequest) -> func.HttpResponse:
+    """202 with the queued run's id; 409 naming the active run of that kind."""
+    try:
+        rt = runtime()
+        tenant = route_tenant(rt, req)
+        kind = json_body(req, SyncRequest).kind
+        if not tenant.enabled:
+            raise Refused(409, "tenant-disabled")
+        with write_transaction(rt.engine) as conn:
+            try:
+                run_id = queue_run(conn, tenant.id, kind)
+            except RunActive as active:
+                raise Refused(409, "already-running", runId=active.run_id, kind=kind) from None
+        try:
+            rt.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant.id, reconcile=kind, run_id=run_id)))
+        except Exception:
+            with write_transaction(rt.engine) as conn:  # nobody will ever take it: free the slot
+                end_run(conn, tenant.id, run_id, status="failed", error="its message could not be enqueued")
+            raise
+        log.info("sync tenant=%s kind=%s run=%s outcome=queued", tenant.id, kind, run_id)
+    except Exception as exc:  # noqa: BLE001 — 4xx as refused, storage trouble as 503
+        return refused_or_unavailable("trigger_sync", exc)
+    return answer(202, {"runId": run_id, "tenant": tenant.id, "kind": kind, "status": "queued"},
+                  {"Location": f"/api/tenants/{tenant.id}/sync/runs/{run_id}"})
+
+
+@bp.function_name("sync_run")
+@bp.route(route="tenants/{tenant}/sync/runs/{run_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def sync_run(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        rt = runtime()
+        tenant = route_tenant(rt, req)
+        run_id = req.route_params.get("run_id", "")
+        with rt.engine.connect() as conn:
+            run = run_detail(conn, tenant.id, run_id[:MAX_RUN_ID + 1], datetime.now(timezone.utc))
+        if run is None:
+            raise Refused(404, "unknown-run")
+    except Exception as exc:  # noqa: BLE001
+        return refused_or_unavailable("sync_run", exc)
+    return answer(200, run)
+
+
+@bp.function_name("sync_runs")
+@bp.route(route="tenants/{tenant}/sync/runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def sync_runs(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        rt = runtime()
+        tenant = route_tenant(rt, req)
+        raw = req.params.get("limit", "20")
+        if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 100):
+            raise Refused(400, "bad-limit", expected="an integer from 1 to 100")
+        with rt.engine.connect() as conn:
+            history = run_history(conn, tenant.id, int(raw), datetime.now(timezone.utc))
+    except Exception as exc:  # noqa: BLE001
+        return refused_or_unavailable("sync_runs", exc)
+    return answer(200, history)
+
+
+@bp.function_name("cancel_sync_run")
+@bp.route(route="tenants/{tenant}/sync/runs/{run_id}/cancel", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def cancel_sync_run(req: func.HttpRequest) -> func.HttpResponse:
+    """200 when cancelled; 409 with the status when the run had already finished."""
+    try:
+        rt = runtime()
+        tenant = route_tenant(rt, req)
+        run_id = req.route_params.get("run_id", "")[:MAX_RUN_ID + 1]
+        with write_transaction(rt.engine) as conn:
+            ended, status = end_run(conn, tenant.id, run_id)
+        if status is None:
+            raise Refused(404, "unknown-run")
+        if not ended:
+            raise Refused(409, "already-finished", runId=run_id, status=status)
+        log.info("sync tenant=%s run=%s outcome=cancelled", tenant.id, run_id)
+    except Exception as exc:  # noqa: BLE001
+        return refused_or_unavailable("cancel_sync_run", exc)
+    return answer(200, {"runId": run_id, "status": "cancelled"})
+
+
+@bp.function_name("cleanup_sync_runs")
+@bp.route(route="sync/cleanup", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def cleanup_sync_runs(req: func.HttpRequest) -> func.HttpResponse:
+    """Mark runs without a heartbeat for SYNC_RUN_STALE_AFTER seconds ``failed_stale``."""
+    try:
+        rt = runtime()
+        with write_transaction(rt.engine) as conn:
+            reaped = reap_stale(conn, older_than=timedelta(seconds=rt.settings.run_stale_after))
+    except Exception as exc:  # noqa: BLE001
+        return refused_or_unavailable("cleanup_sync_runs", exc)
+    if reaped:
+        log.warning("sync cleanup reaped runs=%s", ",".join(reaped))
+    return answer(200, {"failedStale": reaped, "count": len(reaped)})
+
+
+@bp.function_name("redrive_poison")
+@bp.route(route="tenants/{tenant}/poison/redrive", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def redrive_poison(req: func.HttpRequest) -> func.HttpResponse:
+    """Move this tenant's change messages from the poison queue back to ``changes`` (fresh
+    dequeue count); other tenants' messages and unreadable ones stay where they are."""
+    try:
+        rt = runtime()
+        tenant = route_tenant(rt, req)
+        poison = poison_name(CHANGES_QUEUE)
+        moved = kept = 0
+        seen: set[str] = set()
+        while True:
+            batch = [m for m in rt.queues.receive(poison, max_messages=REDRIVE_BATCH, visibility_timeout=60)
+                     if m.id not in seen]
+            if not batch:
+                break
+            for message in batch:
+                seen.add(message.id)
+                try:
+                    mine = decode(message.text, ChangeMessage).tenant == tenant.id
+                except ValueError:
+                    mine = False
+                if not mine:
+                    kept += 1  # invisible for a minute, then back in the poison queue as it was
+                    continue
+                rt.queues.send(CHANGES_QUEUE, message.text)
+                rt.queues.delete(poison, message)
+                moved += 1
+        log.info("poison redrive tenant=%s moved=%d kept=%d", tenant.id, moved, kept)
+    except Exception as exc:  # noqa: BLE001
+        return refused_or_unavailable("redrive_poison", exc)
+    return answer(200, {"tenant": tenant.id, "moved": moved, "leftForOthers": kept})

@@ -1,0 +1,153 @@
+"""Sync management routes on both databases, called as the Functions host calls them."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import pytest
+from sqlalchemy import select, update
+
+from shared.queues.memory import InMemoryQueues
+from shared.queues.messages import ChangeMessage, ReconcileMessage, decode, encode
+from shared.store.engine import write_transaction
+from shared.store.schema import sync_runs
+from shared.sync.runs import claim
+from tests.fakes import installed_runtime, registered_functions
+
+TENANTS = [{"id": t, "name": t, "fhir_base_url": "http://127.0.0.1:9/main", "client_id": "c", "client_secret": "s",
+            "enabled": t != "off"} for t in ("alpha", "beta", "off")]
+JSON = {"Content-Type": "application/json"}
+
+
+class FlakyQueues(InMemoryQueues):
+    down = False
+
+    def send(self, queue: str, text: str, *, delay: float = 0) -> None:
+        if self.down:
+            raise ConnectionError("queue service unreachable")
+        super().send(queue, text, delay=delay)
+
+
+@pytest.fixture
+def rt(database_url: str, tmp_path: Path) -> Iterator[Any]:
+    with installed_runtime(database_url, tmp_path, TENANTS, FlakyQueues()) as runtime:
+        yield runtime
+
+
+def call(name: str, method: str = "GET", body: bytes = b"", headers: dict[str, str] | None = None,
+         params: dict[str, str] | None = None, **route: str) -> tuple[int, dict[str, Any]]:
+    request = func.HttpRequest(method, f"http://localhost/api/{name}", body=body, headers=headers or {},
+                               params=params or {}, route_params=route)
+    response = registered_functions()[name].get_user_function()(request)  # type: ignore[attr-defined]
+    return response.status_code, json.loads(response.get_body())
+
+
+def trigger(tenant: str, kind: str = "full") -> tuple[int, dict[str, Any]]:
+    return call("trigger_sync", "POST", json.dumps({"kind": kind}).encode(), JSON, tenant=tenant)
+
+
+def test_trigger_queues_one_run_per_kind_and_names_the_active_one(rt: Any) -> None:
+    status, body = trigger("alpha")
+    assert status == 202 and body["status"] == "queued"
+    (message,) = rt.queues.receive("reconcile", max_messages=5, visibility_timeout=30)
+    assert decode(message.text, ReconcileMessage) == ReconcileMessage(tenant="alpha", reconcile="full",
+                                                                       run_id=body["runId"])
+    assert trigger("alpha") == (409, {"error": "already-running", "runId": body["runId"], "kind": "full"})
+    assert trigger("alpha", "incremental")[0] == 202  # another kind has its own slot
+    assert trigger("beta")[0] == 202  # another tenant too
+    assert call("sync_run", tenant="alpha", run_id=body["runId"])[1]["status"] == "queued"
+
+
+def test_trigger_refuses_bad_requests_and_changes_nothing(rt: Any) -> None:
+    cases = [
+        (b'{"kind": "full"}', {"Content-Type": "text/plain"}, "alpha", (415, "unsupported-media-type")),
+        (b'{"kind": "weekly"}', JSON, "alpha", (400, "bad-body")),
+        (b'{"kind": "full", "tenant": "beta"}', JSON, "alpha", (400, "bad-body")),
+        (b"{not json", JSON, "alpha", (400, "bad-body")),
+        (b"", JSON, "alpha", (400, "bad-body")),
+        (b'{"kind": "full", "pad": "' + b"x" * 5000 + b'"}', JSON, "alpha", (413, "body-too-large")),
+        (b'{"kind": "full"}', JSON, "nope", (404, "unknown-tenant")),
+        (b'{"kind": "full"}', JSON, "off", (409, "tenant-disabled")),
+    ]
+    for body, headers, tenant, (status, error) in cases:
+        got_status, got = call("trigger_sync", "POST", body, headers, tenant=tenant)
+        assert (got_status, got["error"]) == (status, error), body[:40]
+    assert call("trigger_sync", "POST", b'{"kind": 1}', JSON, tenant="alpha")[1]["fields"] == ["kind"]
+    with rt.engine.connect() as conn:
+        assert conn.execute(select(sync_runs.c.id)).all() == []
+    assert rt.queues.count("reconcile") == 0
+
+
+def test_a_queue_that_is_down_answers_503_and_frees_the_slot(rt: Any) -> None:
+    rt.queues.down = True
+    status, body = trigger("alpha")
+    assert (status, body) == (503, {"error": "temporarily-unavailable"})
+    with rt.engine.connect() as conn:
+        assert conn.execute(select(sync_runs.c.status, sync_runs.c.error)).one() == (
+            "failed", "its message could not be enqueued")
+    rt.queues.down = False
+    assert trigger("alpha")[0] == 202
+
+
+def test_progress_history_and_tenant_isolation(rt: Any) -> None:
+    run_id = trigger("alpha")[1]["runId"]
+    with write_transaction(rt.engine) as conn:
+        claim(conn, run_id)  # a worker took it
+        conn.execute(update(sync_runs).where(sync_runs.c.id == run_id).values(
+            records_total=200, processed=50, inserted=40, step="Patient: 50 of 200",
+            started_at=datetime.now(timezone.utc) - timedelta(seconds=30)))
+    status, run = call("sync_run", tenant="alpha", run_id=run_id)
+    assert status == 200 and (run["status"], run["percentage"], run["step"]) == ("running", 25.0, "Patient: 50 of 200")
+    assert run["records"] == {"processed": 50, "total": 200} and run["counts"]["inserted"] == 40
+    eta = datetime.fromisoformat(run["estimatedCompletion"]) - datetime.now(timezone.utc)
+    assert timedelta(seconds=80) < eta < timedelta(seconds=100)  # 50 in 30 s: 150 more in ~90 s
+    # Another tenant cannot see, list or cancel it.
+    assert call("sync_run", tenant="beta", run_id=run_id) == (404, {"error": "unknown-run"})
+    assert call("sync_runs", tenant="beta")[1]["runs"] == []
+    assert call("cancel_sync_run", "POST", tenant="beta", run_id=run_id) == (404, {"error": "unknown-run"})
+    assert call("sync_run", tenant="alpha", run_id=run_id)[1]["status"] == "running"
+    assert call("sync_run", tenant="alpha", run_id="x" * 500) == (404, {"error": "unknown-run"})
+    # Cancelled: the slot is free again; cancelling twice says it is over.
+    assert call("cancel_sync_run", "POST", tenant="alpha", run_id=run_id) == (
+        200, {"runId": run_id, "status": "cancelled"})
+    assert call("cancel_sync_run", "POST", tenant="alpha", run_id=run_id) == (
+        409, {"error": "already-finished", "runId": run_id, "status": "cancelled"})
+    second = trigger("alpha")[1]["runId"]
+    with write_transaction(rt.engine) as conn:
+        lease = claim(conn, second)
+        from shared.sync.runs import finish
+        finish(conn, lease, "completed")
+    status, history = call("sync_runs", params={"limit": "10"}, tenant="alpha")
+    assert status == 200 and [r["runId"] for r in history["runs"]] == [second, run_id]
+    summary = history["summary"]
+    assert (summary["total"], summary["succeeded"], summary["failed"], summary["averageOver"]) == (2, 1, 0, 1)
+    assert summary["lastSuccessAt"] is not None and history["runs"][0]["percentage"] == 100.0
+    for bad in ("0", "101", "x", "-1", "1.5", "２"):
+        assert call("sync_runs", params={"limit": bad}, tenant="alpha")[0] == 400, bad
+
+
+def test_cleanup_fails_only_runs_gone_silent(rt: Any) -> None:
+    silent, fresh = trigger("alpha")[1]["runId"], trigger("beta")[1]["runId"]
+    with write_transaction(rt.engine) as conn:
+        conn.execute(update(sync_runs).where(sync_runs.c.id == silent).values(
+            heartbeat_at=datetime.now(timezone.utc) - timedelta(hours=1)))
+    assert call("cleanup_sync_runs", "POST") == (200, {"failedStale": [silent], "count": 1})
+    assert call("sync_run", tenant="alpha", run_id=silent)[1]["status"] == "failed_stale"
+    assert call("sync_run", tenant="beta", run_id=fresh)[1]["status"] == "queued"
+
+
+def test_redrive_moves_back_only_the_tenants_poison_messages(rt: Any) -> None:
+    def change(tenant: str, rid: str) -> str:
+        return encode(ChangeMessage(tenant=tenant, type="Patient", id=rid, action="update"))  # type: ignore[arg-type]
+
+    for text in (change("alpha", "PT-1"), change("beta", "PT-2"), "not a message", change("alpha", "PT-3")):
+        rt.queues.send("changes-poison", text)
+    assert call("redrive_poison", "POST", tenant="alpha") == (200, {"tenant": "alpha", "moved": 2, "leftForOthers": 2})
+    moved = rt.queues.receive("changes", max_messages=10, visibility_timeout=30)
+    assert sorted(decode(m.text, ChangeMessage).id for m in moved) == ["PT-1", "PT-3"]
+    assert rt.queues.count("changes-poison") == 2  # beta's and the unreadable one stay
+    assert call("redrive_poison", "POST", tenant="nope") == (404, {"error": "unknown-tenant"})
