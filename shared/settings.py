@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     # The Functions host's storage (queues); "UseDevelopmentStorage=true" means Azurite. Unset:
     # the local host keeps queues in memory.
     azure_webjobs_storage: SecretStr | None = Field(default=None, validation_alias="AzureWebJobsStorage")
+    # The local host's stand-in for Azure's function keys: routes at auth level FUNCTION or ADMIN
+    # want it in the `x-functions-key` header or the `code` query parameter. Unset or empty: open.
+    local_function_key: SecretStr | None = Field(default=None, validation_alias="LOCAL_FUNCTION_KEY")
     # Seconds a reconcile invocation works before it checkpoints and enqueues its continuation
     # (under host.json's functionTimeout of 10 minutes).
     reconcile_time_budget: Annotated[float, Field(gt=0, le=540)] = 300.0

@@ -14,6 +14,7 @@ Standard library HTTP server on purpose: a few routes, loopback only, and nothin
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import threading
@@ -244,6 +245,16 @@ class LocalHost:
         self.timer_stats[spec.name]["fired"] += 1
 
     # -- HTTP --------------------------------------------------------------------------------
+    def key_accepted(self, spec: FunctionSpec, header: str | None, query: list[tuple[str, str]]) -> bool:
+        """Azure's auth levels with LOCAL_FUNCTION_KEY as the one key: anonymous routes are open,
+        function and admin routes want the key (header ``x-functions-key`` or query ``code``)."""
+        secret = self.settings.local_function_key
+        key = secret.get_secret_value() if secret else ""
+        if not key or spec.trigger.get("authLevel", "FUNCTION").upper() == "ANONYMOUS":
+            return True
+        offered = header if header is not None else next((v for k, v in query if k == "code"), "")
+        return hmac.compare_digest(offered.encode(), key.encode())
+
     def status(self) -> dict[str, Any]:
         with self._lock:
             queues = {q: {**stats, "depth": self._depth(q), "poison_depth": self._depth(poison_name(q))}
@@ -321,6 +332,8 @@ def _handler_for(host: LocalHost) -> type[BaseHTTPRequestHandler]:
             methods = [m.upper() for m in spec.trigger.get("methods") or []]
             if methods and method not in methods:
                 return _json(405, {"error": "method-not-allowed", "allowed": methods})
+            if not host.key_accepted(spec, self.headers.get("x-functions-key"), parse_qsl(split.query)):
+                return _json(401, {"error": "function-key-required"})
             try:
                 response = call_http(spec, host.run, method=method, url=f"{host.url}{self.path}",
                                      headers=dict(self.headers.items()), params=dict(parse_qsl(split.query)),

@@ -295,3 +295,28 @@ def test_a_sync_triggered_over_http_runs_to_completion_and_shows_in_the_history(
     assert [r["runId"] for r in history["runs"]] == [run_id] and history["summary"]["succeeded"] == 1
     assert httpx.post(f"{base}/runs/{run_id}/cancel").status_code == 409
     assert httpx.post(base, json={"kind": "weekly"}).status_code == 400
+
+
+def test_local_function_key_guards_function_level_routes_only(database_url: str) -> None:
+    settings = load_settings(database_url=database_url, fanout_schedule=NEVER, LOCAL_FUNCTION_KEY="local-key")
+    running = boot(settings, port=0, say=quiet, demo_counts=SMALL)
+    try:
+        api = f"{running.host.url}/api"
+        runs = f"{api}/tenants/{DEMO_TENANT}/sync/runs"
+        assert httpx.get(f"{api}/health").status_code == 200  # anonymous
+        assert httpx.get(runs).json() == {"error": "function-key-required"}
+        assert httpx.get(runs, headers={"x-functions-key": "wrong"}).status_code == 401
+        assert httpx.get(runs, params={"code": "local-key"}).status_code == 200
+        assert httpx.get(runs, headers={"x-functions-key": "local-key"}).status_code == 200
+        # The webhook door stays anonymous: its tenant's own secret decides.
+        forged = httpx.post(f"{api}/webhooks/{DEMO_TENANT}/appointment-update", content=b"{}",
+                            headers={"Content-Type": "application/fhir+json", "X-Webhook-Secret": "guess"})
+        assert forged.json() == {"error": "bad-secret"}
+    finally:
+        running.stop()
+    open_settings = load_settings(database_url=database_url, fanout_schedule=NEVER, LOCAL_FUNCTION_KEY="")
+    running = boot(open_settings, port=0, say=quiet, demo_counts=SMALL)
+    try:  # empty: no key needed
+        assert httpx.get(f"{running.host.url}/api/tenants/{DEMO_TENANT}/sync/runs").status_code == 200
+    finally:
+        running.stop()
