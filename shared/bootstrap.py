@@ -17,6 +17,7 @@ from shared.metrics import Metrics
 from shared.queues.memory import InMemoryQueues
 from shared.queues.port import QueuePort
 from shared.settings import Settings, TenantConfig, load_settings
+from shared.source.budget import RateBudget
 from shared.source.registry import SourceRegistry
 from shared.store.engine import create_store_engine
 from shared.store.health import DatabaseBreakerStore
@@ -44,6 +45,10 @@ class Runtime:
         if tenant is None:
             raise LookupError(f"tenant {tenant_id!r} is not configured")
         return tenant
+
+    def rate_budget(self, tenant_id: str) -> RateBudget | None:
+        """The tenant's budget as this process last saw it (from any event loop's registry)."""
+        return next((b for r in list(self._registries.values()) if (b := r.budget(tenant_id))), None)
 
     def sources(self) -> SourceRegistry:
         """The registry of the running event loop (one httpx client per loop)."""

@@ -16,6 +16,7 @@ from shared.bootstrap import runtime
 from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, decode, encode
 from shared.queues.port import poison_name
 from shared.reads.runs import run_detail, run_history
+from shared.reads.status import tenant_status
 from shared.store.engine import write_transaction
 from shared.sync.runs import RunActive, end_run, queue_run, reap_stale
 
@@ -163,3 +164,16 @@ def redrive_poison(req: func.HttpRequest) -> func.HttpResponse:
     except Exception as exc:  # noqa: BLE001
         return refused_or_unavailable("redrive_poison", exc)
     return answer(200, {"tenant": tenant.id, "moved": moved, "leftForOthers": kept})
+
+
+@bp.function_name("sync_status")
+@bp.route(route="tenants/{tenant}/sync/status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def sync_status(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        rt = runtime()
+        tenant = route_tenant(rt, req)
+        with rt.engine.connect() as conn:
+            status = tenant_status(conn, tenant, rt.queues, rt.rate_budget(tenant.id), datetime.now(timezone.utc))
+    except Exception as exc:  # noqa: BLE001
+        return refused_or_unavailable("sync_status", exc)
+    return answer(200, status)

@@ -6,6 +6,7 @@ tests/integration/test_queues.py proves producer and host agree.
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 from urllib.request import getproxies
 
@@ -63,6 +64,14 @@ class AzureQueues:
 
     def count(self, queue: str) -> int:
         return self._queue(queue).get_queue_properties().approximate_message_count
+
+    def oldest_age(self, queue: str) -> float | None:
+        """Seconds since the first visible message was enqueued (peek: messages being handled
+        are not seen, so this is the oldest waiting one)."""
+        peeked = self._queue(queue).peek_messages(max_messages=1)
+        if not peeked or peeked[0].inserted_on is None:
+            return None
+        return (datetime.now(timezone.utc) - peeked[0].inserted_on).total_seconds()
 
 
 def _transport() -> RequestsTransport:

@@ -5,7 +5,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.queues.port import ReceivedMessage
 
@@ -17,6 +17,7 @@ class _Stored:
     visible_at: float
     dequeue_count: int = 0
     receipt: str = ""
+    sent_at: float = field(default_factory=time.time)  # wall clock: an age an operator reads
 
 
 class InMemoryQueues:
@@ -58,3 +59,8 @@ class InMemoryQueues:
     def count(self, queue: str) -> int:
         with self._lock:
             return len(self._queues.get(queue, []))
+
+    def oldest_age(self, queue: str) -> float | None:
+        with self._lock:
+            items = self._queues.get(queue, [])
+            return time.time() - min(s.sent_at for s in items) if items else None

@@ -32,6 +32,10 @@ class QueuePort(Protocol):
 
     def count(self, queue: str) -> int: ...
 
+    def oldest_age(self, queue: str) -> float | None:
+        """Seconds the oldest waiting message has been in the queue; None when it is empty."""
+        ...
+
 
 def poison_name(queue: str) -> str:
     return f"{queue}-poison"

@@ -34,3 +34,8 @@ class SourceRegistry:
                             user_agent=self.user_agent)
         self._clients[tenant.id] = client
         return client
+
+    def budget(self, tenant_id: str) -> RateBudget | None:
+        """The tenant's rate budget in this registry, once it has a client here."""
+        client = self._clients.get(tenant_id)
+        return client.budget if client is not None else None

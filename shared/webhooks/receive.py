@@ -29,6 +29,7 @@ from shared.webhooks.verify import WebhookRejected, verify_request
 log = logging.getLogger("shared.webhooks")
 # Longer than the ±300 s signature tolerance and than any sender's retry schedule we know of.
 INBOX_RETENTION = timedelta(hours=24)
+EVENT_METRIC = "webhook.event."
 _EVENT_TEXT = re.compile(r"^[a-z]{1,30}[-.][a-z]{1,10}$", re.IGNORECASE)
 
 
@@ -87,6 +88,8 @@ def _receive(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, eve
         return Answer(503, {"error": "temporarily-unavailable"}, {"Retry-After": "5"})
     log.info("webhook tenant=%s event=%s outcome=enqueued changes=%d", tenant.id, label, len(events))
     metrics.add(tenant.id, "webhook.enqueued", len(events))
+    if label != "?":  # per event type: its row's updated_at is the last delivery of that type
+        metrics.add(tenant.id, f"{EVENT_METRIC}{label.lower()}")
     return Answer(202, {"accepted": len(events)})
 
 

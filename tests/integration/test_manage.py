@@ -9,7 +9,7 @@ from typing import Any
 
 import azure.functions as func
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from shared.queues.memory import InMemoryQueues
 from shared.queues.messages import ChangeMessage, ReconcileMessage, decode, encode
@@ -151,3 +151,41 @@ def test_redrive_moves_back_only_the_tenants_poison_messages(rt: Any) -> None:
     assert sorted(decode(m.text, ChangeMessage).id for m in moved) == ["PT-1", "PT-3"]
     assert rt.queues.count("changes-poison") == 2  # beta's and the unreadable one stay
     assert call("redrive_poison", "POST", tenant="nope") == (404, {"error": "unknown-tenant"})
+
+
+def test_sync_status_tells_freshness_webhooks_breaker_queues_silence_and_credentials(rt: Any) -> None:
+    from shared.store.schema import source_health, sync_cursors, tenant_metrics, webhook_silence
+
+    now = datetime.now(timezone.utc)
+    with write_transaction(rt.engine) as conn:
+        conn.execute(insert(sync_cursors).values(tenant_id="alpha", resource_type="Patient",
+                                                 watermark=now - timedelta(minutes=7), updated_at=now))
+        conn.execute(insert(sync_cursors).values(tenant_id="beta", resource_type="Patient", watermark=now,
+                                                 updated_at=now))
+        conn.execute(insert(tenant_metrics).values(tenant_id="alpha", name="webhook.event.patient-update", value=4,
+                                                   updated_at=now - timedelta(seconds=30)))
+        conn.execute(insert(source_health).values(breaker_key="alpha|127.0.0.1:9", state="open", failures=5,
+                                                  opened_at=now.timestamp(), probe_until=0.0,
+                                                  not_before=now.timestamp() + 60, updated_at=now))
+        conn.execute(insert(webhook_silence).values(tenant_id="alpha", resource_type="Appointment", changes=3,
+                                                    first_seen_at=now, last_seen_at=now, last_run_id="r1",
+                                                    last_change_at=now))
+    run_id = trigger("alpha", "incremental")[1]["runId"]
+    with write_transaction(rt.engine) as conn:
+        from shared.sync.runs import finish
+        finish(conn, claim(conn, run_id), "failed", error="token refused: invalid_scope")
+    rt.queues.send("changes", "{}")
+    status, body = call("sync_status", tenant="alpha")
+    assert status == 200 and body["tenant"] == "alpha" and body["enabled"] is True
+    assert body["freshness"]["Patient"]["ageSeconds"] >= 420 and list(body["freshness"]) == ["Patient"]
+    assert body["webhooks"] == {"patient-update": {"count": 4, "lastAt": (now - timedelta(seconds=30)).isoformat()}}
+    assert body["breaker"]["state"] == "open" and body["breaker"]["retryAfterUntil"] is not None
+    assert body["queues"]["changes"]["depth"] == 1 and body["queues"]["changes"]["oldestMessageAgeSeconds"] >= 0
+    assert body["silentWebhooks"][0]["resourceType"] == "Appointment" and body["silentWebhooks"][0]["changes"] == 3
+    assert body["credentials"]["status"] == "refused" and "invalid_scope" in body["credentials"]["detail"]
+    assert body["failureStreak"] == 1 and set(body["nextRuns"]) == {"full", "hot", "incremental"}
+    assert body["rateBudget"] is None  # no request to the source from this process yet
+    other = call("sync_status", tenant="beta")[1]  # beta sees none of alpha's state
+    assert (other["webhooks"], other["silentWebhooks"], other["breaker"]["state"]) == ({}, [], "closed")
+    assert other["credentials"]["status"] == "unknown"
+    assert call("sync_status", tenant="nope") == (404, {"error": "unknown-tenant"})

@@ -42,6 +42,10 @@ def test_send_receive_delete_count(azurite_queue_url: str) -> None:
     for message in received:
         queues.delete("roundtrip", message)
     assert queues.count("roundtrip") == 1
+    time.sleep(1.1)
+    age = queues.oldest_age("roundtrip")
+    assert age is not None and 1.0 <= age < 30  # the waiting one, enqueued over a second ago
+    assert queues.oldest_age("never-used") is None
 
 
 @pytest.mark.azurite

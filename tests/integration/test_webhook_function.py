@@ -130,7 +130,8 @@ def test_deliveries_are_counted_per_tenant_by_outcome_and_reason(queues: InMemor
         alpha, beta, nobody = (read_metrics(conn, t) for t in ("alpha", "beta", "nobody"))
     assert {k: v for k, v in alpha.items()} == {
         "webhook.received": 4, "webhook.enqueued": 1, "webhook.duplicate": 1,
-        "webhook.rejected.bad-secret": 1, "webhook.rejected.malformed-json": 1}
+        "webhook.rejected.bad-secret": 1, "webhook.rejected.malformed-json": 1,
+        "webhook.event.appointment-update": 1}  # accepted deliveries per event type (the status's "last webhook")
     assert beta == {"webhook.received": 1, "webhook.rejected.missing-signature": 1}
     assert nobody == {}
 

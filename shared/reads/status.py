@@ -1,0 +1,88 @@
+"""A tenant's sync status for operators: freshness per type, webhooks, failures, the source's
+breaker, queues, silent-webhook warnings, credentials, and when each reconcile runs next."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import Connection, select
+
+from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE
+from shared.queues.port import QueuePort, poison_name
+from shared.reads.health import tenant_health
+from shared.settings import TenantConfig
+from shared.source.budget import RateBudget
+from shared.store.schema import source_health, sync_cursors, sync_runs, tenant_metrics, webhook_silence
+from shared.sync.schedule import KINDS, next_fire
+from shared.webhooks.receive import EVENT_METRIC
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def breaker_key(tenant: TenantConfig) -> str:
+    return f"{tenant.id}|{urlsplit(str(tenant.fhir_base_url)).netloc}"  # as the client keys it
+
+
+def credential_health(conn: Connection, tenant_id: str) -> dict[str, Any]:
+    """From the latest finished run: a refused token is a credential problem (wrong secret, a
+    missing scope), which an operator must not read as "no data"."""
+    c = sync_runs.c
+    latest = conn.execute(select(c.status, c.error, c.finished_at).where(
+        c.tenant_id == tenant_id, c.finished_at.is_not(None)).order_by(c.started_at.desc()).limit(1)).first()
+    if latest is None:
+        return {"status": "unknown", "detail": "no run has finished yet", "checkedAt": None}
+    refused = latest.status == "failed" and "token" in (latest.error or "").lower()
+    return {"status": "refused" if refused else "ok",
+            "detail": (latest.error or "")[:300] if refused else "the latest run obtained a token",
+            "checkedAt": _iso(latest.finished_at)}
+
+
+def queue_view(queues: QueuePort, name: str) -> dict[str, Any]:
+    try:
+        age = queues.oldest_age(name)
+        return {"depth": queues.count(name), "oldestMessageAgeSeconds": round(age, 1) if age is not None else None}
+    except Exception as exc:  # noqa: BLE001 — the status must answer when the queue service does not
+        return {"depth": None, "oldestMessageAgeSeconds": None, "error": exc.__class__.__name__}
+
+
+def tenant_status(conn: Connection, tenant: TenantConfig, queues: QueuePort, budget: RateBudget | None,
+                  now: datetime) -> dict[str, Any]:
+    health = tenant_health(conn, tenant, now)
+    cur, m, h, s = sync_cursors.c, tenant_metrics.c, source_health.c, webhook_silence.c
+    freshness = {rtype: {"watermark": _iso(mark), "ageSeconds": round((now - mark).total_seconds()) if mark else None}
+                 for rtype, mark in conn.execute(select(cur.resource_type, cur.watermark).where(
+                     cur.tenant_id == tenant.id).order_by(cur.resource_type))}
+    webhooks = {name.removeprefix(EVENT_METRIC): {"count": value, "lastAt": _iso(at)}
+                for name, value, at in conn.execute(select(m.name, m.value, m.updated_at).where(
+                    m.tenant_id == tenant.id, m.name.like(f"{EVENT_METRIC}%")).order_by(m.name))}
+    breaker = conn.execute(select(h.state, h.failures, h.not_before, h.updated_at).where(
+        h.breaker_key == breaker_key(tenant))).first()
+    silent = [{"resourceType": r.resource_type, "changes": r.changes, "firstSeenAt": _iso(r.first_seen_at),
+               "lastSeenAt": _iso(r.last_seen_at), "lastRunId": r.last_run_id}
+              for r in conn.execute(select(s.resource_type, s.changes, s.first_seen_at, s.last_seen_at,
+                                           s.last_run_id).where(s.tenant_id == tenant.id).order_by(s.resource_type))]
+    local = now.astimezone(tenant.zone)
+    return {
+        "tenant": tenant.id,
+        "enabled": tenant.enabled,
+        "health": health.as_dict(),
+        "freshness": freshness,
+        "webhooks": webhooks,
+        "failureStreak": health.failure_streak,
+        "breaker": {"state": breaker.state, "failures": breaker.failures,
+                    "retryAfterUntil": (datetime.fromtimestamp(breaker.not_before, now.tzinfo).isoformat()
+                                        if breaker.not_before > now.timestamp() else None),
+                    "updatedAt": _iso(breaker.updated_at)} if breaker else {"state": "closed", "failures": 0},
+        # Queues are shared by every tenant: their depth is the app's backlog, not this tenant's.
+        "queues": {name: queue_view(queues, name) for name in (CHANGES_QUEUE, poison_name(CHANGES_QUEUE),
+                                                                RECONCILE_QUEUE)},
+        # Per process: fed by the source's x-ratelimit headers on this instance's own requests.
+        "rateBudget": {"limit": budget.limit, "remaining": round(budget.remaining())} if budget else None,
+        "silentWebhooks": silent,
+        "credentials": credential_health(conn, tenant.id),
+        "nextRuns": {kind: next_fire(tenant.schedule_for(kind), local).isoformat() for kind in KINDS}
+        if tenant.enabled else {},
+    }
