@@ -12,12 +12,14 @@ import azure.functions as func
 from pydantic import BaseModel, ConfigDict
 
 from shared.blueprints.http import Refused, answer, json_body, route_tenant, unavailable
-from shared.bootstrap import runtime
+from shared.bootstrap import Runtime, runtime
 from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, decode, encode
 from shared.queues.port import poison_name
 from shared.reads.runs import run_detail, run_history
 from shared.reads.status import tenant_status
+from shared.settings import TenantConfig
 from shared.store.engine import write_transaction
+from shared.sync.reconcile import TYPE_ORDER
 from shared.sync.runs import RunActive, end_run, queue_run, reap_stale
 
 log = logging.getLogger("shared.functions")
@@ -45,24 +47,65 @@ def trigger_sync(req: func.HttpRequest) -> func.HttpResponse:
         rt = runtime()
         tenant = route_tenant(rt, req)
         kind = json_body(req, SyncRequest).kind
-        if not tenant.enabled:
-            raise Refused(409, "tenant-disabled")
-        with write_transaction(rt.engine) as conn:
-            try:
-                run_id = queue_run(conn, tenant.id, kind)
-            except RunActive as active:
-                raise Refused(409, "already-running", runId=active.run_id, kind=kind) from None
-        try:
-            rt.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant.id, reconcile=kind, run_id=run_id)))
-        except Exception:
-            with write_transaction(rt.engine) as conn:  # nobody will ever take it: free the slot
-                end_run(conn, tenant.id, run_id, status="failed", error="its message could not be enqueued")
-            raise
-        log.info("sync tenant=%s kind=%s run=%s outcome=queued", tenant.id, kind, run_id)
+        run_id = queue_reconcile(rt, tenant, ReconcileMessage(tenant=tenant.id, reconcile=kind))
     except Exception as exc:  # noqa: BLE001 — 4xx as refused, storage trouble as 503
         return refused_or_unavailable("trigger_sync", exc)
     return answer(202, {"runId": run_id, "tenant": tenant.id, "kind": kind, "status": "queued"},
                   {"Location": f"/api/tenants/{tenant.id}/sync/runs/{run_id}"})
+
+
+def queue_reconcile(rt: Runtime, tenant: TenantConfig, message: ReconcileMessage) -> str:
+    """A queued run and its message; 409 naming the active run of that kind; when the queue
+    refuses the message the run is failed at once, so its slot is free again."""
+    if not tenant.enabled:
+        raise Refused(409, "tenant-disabled")
+    with write_transaction(rt.engine) as conn:
+        try:
+            run_id = queue_run(conn, tenant.id, message.reconcile)
+        except RunActive as active:
+            raise Refused(409, "already-running", runId=active.run_id, kind=message.reconcile) from None
+    try:
+        rt.queues.send(RECONCILE_QUEUE, encode(message.model_copy(update={"run_id": run_id})))
+    except Exception:
+        with write_transaction(rt.engine) as conn:
+            end_run(conn, tenant.id, run_id, status="failed", error="its message could not be enqueued")
+        raise
+    log.info("sync tenant=%s kind=%s run=%s outcome=queued", tenant.id, message.reconcile, run_id)
+    return run_id
+
+
+@bp.function_name("replay_sync")
+@bp.route(route="tenants/{tenant}/sync/replay", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def replay_sync(req: func.HttpRequest) -> func.HttpResponse:
+    """Re-read everything of ``type`` (comma-separated; all types when absent) changed since
+    ``since`` (ISO 8601 with an offset): an incremental run whose windows start there."""
+    try:
+        rt = runtime()
+        tenant = route_tenant(rt, req)
+        raw_types = [t for t in req.params.get("type", "").split(",") if t]
+        unknown = sorted(set(raw_types) - set(TYPE_ORDER))
+        if unknown or len(raw_types) > len(TYPE_ORDER):
+            raise Refused(400, "bad-type", expected=list(TYPE_ORDER))
+        since = parse_instant(req.params.get("since", ""))
+        now = datetime.now(timezone.utc)
+        if since is None or since >= now:
+            raise Refused(400, "bad-since", expected="an ISO 8601 time with an offset, in the past")
+        types = [t for t in TYPE_ORDER if t in raw_types] or None
+        run_id = queue_reconcile(rt, tenant, ReconcileMessage(tenant=tenant.id, reconcile="incremental",
+                                                              types=types, since=since))  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001
+        return refused_or_unavailable("replay_sync", exc)
+    return answer(202, {"runId": run_id, "tenant": tenant.id, "kind": "incremental", "status": "queued",
+                        "types": types or list(TYPE_ORDER), "since": since.isoformat()},
+                  {"Location": f"/api/tenants/{tenant.id}/sync/runs/{run_id}"})
+
+
+def parse_instant(text: str) -> datetime | None:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00")) if 0 < len(text) <= 40 else None
+    except ValueError:
+        return None
+    return value if value is not None and value.tzinfo is not None else None
 
 
 @bp.function_name("sync_run")

@@ -93,7 +93,7 @@ async def handle_reconcile(text: str) -> str:
     try:
         silence = silence_check(tenant, rt.settings.webhook_silent_grace, datetime.now(timezone.utc))
         finished = await run_reconcile(rt.engine, client, tenant, lease, deadline=deadline, only=message.types,
-                                       silence=silence)
+                                       since=message.since, silence=silence)
     except LeaseLost:
         return "superseded"
     except SourceError as exc:

@@ -9,7 +9,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 CHANGES_QUEUE = "changes"
 RECONCILE_QUEUE = "reconcile"
@@ -51,6 +51,8 @@ class ReconcileMessage(Message):
     run_id: Annotated[str, Field(max_length=36)] | None = None  # set on continuations
     # Only these types (a webhook gap's); all of them when absent. Kept in the run's checkpoint.
     types: Annotated[list[ResourceType], Field(min_length=1, max_length=5)] | None = None
+    # A replay: an incremental run whose windows start here, not at the watermarks.
+    since: AwareDatetime | None = None
 
 
 class InvalidMessage(ValueError):

@@ -69,16 +69,21 @@ async def run_reconcile(engine: Engine, client: FhirClient, tenant: TenantConfig
                         deadline: float | None = None, clock: Callable[[], float] = time.monotonic,
                         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), page_size: int = 100,
                         on_progress: Callable[[Progress], None] | None = None,
-                        only: list[str] | None = None, silence: SilenceCheck | None = None) -> bool:
+                        only: list[str] | None = None, since: datetime | None = None,
+                        silence: SilenceCheck | None = None) -> bool:
     """Work on the run until it completes (True) or ``deadline`` passes after a checkpoint (False).
 
-    ``only`` narrows a new run to some resource types (kept in its checkpoint, so continuations
-    keep to them). ``silence`` looks for changes webhooks should have brought (sync/silence.py).
+    ``only`` narrows a new run to some resource types and ``since`` starts a new incremental
+    run's windows there instead of at the watermarks (a replay); both are kept in its checkpoint,
+    so continuations keep to them. ``silence`` looks for changes webhooks should have brought (sync/silence.py).
     Source failures end the run as ``failed`` with the reason recorded, and re-raise."""
     with engine.connect() as conn:
         position, counts = load_position(conn, lease)
-    if not position and only and lease.kind != "full":  # a full run lists everything: deletes depend on it
+    fresh = not position
+    if fresh and only and lease.kind != "full":  # a full run lists everything: deletes depend on it
         position["only"] = [t for t in TYPE_ORDER if t in only]
+    if fresh and since is not None and lease.kind == "incremental":
+        position["since"] = _iso(since)
     position.setdefault("type", 0)
     types = plan_types(lease.kind, position.get("only"))
     try:
@@ -132,6 +137,8 @@ def _open_window(engine: Engine, tenant: TenantConfig, kind: str, resource_type:
     if kind == "incremental":
         with engine.connect() as conn:
             start = cursors.watermark(conn, tenant.id, resource_type) or EPOCH
+        if position.get("since"):  # a replay re-reads from there (the watermark never moves back)
+            start = datetime.fromisoformat(position["since"])
         end = now - LAG
         if end <= start:
             return None
@@ -229,7 +236,7 @@ def _commit_page(engine: Engine, tenant: TenantConfig, lease: RunLease, resource
 
 def _next_type(position: dict[str, Any], counts: RunCounts) -> dict[str, Any]:
     following = {"type": position["type"] + 1, "base": counts.processed}
-    return {**following, "only": position["only"]} if position.get("only") else following
+    return {**following, **{k: position[k] for k in ("only", "since") if position.get(k)}}
 
 
 def _rows(bundle: dict[str, Any], resource_type: str, counts: RunCounts) -> list[MirrorRow]:

@@ -164,6 +164,38 @@ def test_a_targeted_incremental_reads_only_its_types_and_moves_only_their_waterm
     assert moved == {"Appointment", "Invoice"}
 
 
+def test_a_replay_rereads_from_its_start_though_the_watermark_is_past_it(setup: tuple[Sandbox, InMemoryQueues]) -> None:
+    from datetime import timedelta
+
+    from shared.blueprints.queues import handle_reconcile
+    from shared.bootstrap import runtime
+    from shared.store.schema import sync_cursors, sync_runs
+
+    box, queues = setup
+    box.config.faults.latency_ms = 0
+
+    def run(message: ReconcileMessage) -> int:
+        result = asyncio.run(handle_reconcile(encode(message)))
+        while result == "continued":
+            (queued,) = queues.receive("reconcile", max_messages=1, visibility_timeout=30)
+            queues.delete("reconcile", queued)
+            result = asyncio.run(handle_reconcile(queued.text))
+        assert result == "completed"
+        with runtime().engine.connect() as conn:
+            return conn.execute(select(sync_runs.c.processed).order_by(sync_runs.c.started_at.desc())
+                                .limit(1)).scalar_one()
+
+    incremental = ReconcileMessage(tenant="demo", reconcile="incremental", types=["Invoice"])
+    assert run(incremental) == 20  # the first reads everything
+    with runtime().engine.connect() as conn:
+        mark = conn.execute(select(sync_cursors.c.watermark)).scalar_one()
+    assert run(incremental) == 0  # nothing changed since the watermark
+    replay = incremental.model_copy(update={"since": NOW - timedelta(days=3650)})
+    assert run(replay) == 20  # from ``since``: everything again
+    with runtime().engine.connect() as conn:
+        assert conn.execute(select(sync_cursors.c.watermark)).scalar_one() >= mark  # never moved back
+
+
 def test_a_second_reconcile_of_the_same_kind_is_acknowledged_not_run(setup: tuple[Sandbox, InMemoryQueues]) -> None:
     from shared.blueprints.queues import handle_reconcile
     from shared.bootstrap import runtime

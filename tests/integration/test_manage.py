@@ -189,3 +189,20 @@ def test_sync_status_tells_freshness_webhooks_breaker_queues_silence_and_credent
     assert (other["webhooks"], other["silentWebhooks"], other["breaker"]["state"]) == ({}, [], "closed")
     assert other["credentials"]["status"] == "unknown"
     assert call("sync_status", tenant="nope") == (404, {"error": "unknown-tenant"})
+
+
+def test_replay_queues_an_incremental_from_since_for_the_types_asked(rt: Any) -> None:
+    def replay(**params: str) -> tuple[int, dict[str, Any]]:
+        return call("replay_sync", "POST", params=params, tenant="alpha")
+
+    status, body = replay(type="Invoice,Patient", since="2026-01-01T00:00:00Z")
+    assert status == 202 and (body["types"], body["since"]) == (["Patient", "Invoice"], "2026-01-01T00:00:00+00:00")
+    (message,) = rt.queues.receive("reconcile", max_messages=5, visibility_timeout=30)
+    sent = decode(message.text, ReconcileMessage)
+    assert (sent.reconcile, sent.types, sent.run_id) == ("incremental", ["Patient", "Invoice"], body["runId"])
+    assert sent.since == datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert replay(since="2026-01-01T00:00:00+10:00")[1] == {  # the incremental slot is taken
+        "error": "already-running", "runId": body["runId"], "kind": "incremental"}
+    for params in ({"since": "2026-01-01T00:00:00"}, {"since": "yesterday"}, {}, {"since": "2999-01-01T00:00:00Z"},
+                   {"since": "2026-01-01T00:00:00Z", "type": "Observation"}):
+        assert replay(**params)[0] == 400, params
