@@ -109,6 +109,11 @@ def test_a_practitioners_day_in_the_tenants_timezone(seeded: Engine) -> None:
     assert week["revenue"] == [{"currency": "AUD", "amount": "249.50"}]  # IN-1 + IN-2, not the cancelled IN-3
     assert month["revenue"] == [{"currency": "AUD", "amount": "249.50"}]  # IN-4 was February
     assert board["stats"]["upcoming"] == {"booked": 2, "next7Days": 2}
+    with seeded.connect() as conn:  # Sunday 1 March: its week (from 23 Feb) reaches into February
+        sunday = practitioner_dashboard(conn, SYD, "PR-1", date(2026, 3, 1), now)
+    assert sunday is not None
+    assert sunday["stats"]["week"]["revenue"] == [{"currency": "AUD", "amount": "80.00"}]  # IN-4, 27 Feb
+    assert sunday["stats"]["month"]["revenue"] == [{"currency": "AUD", "amount": "249.50"}]  # March only
     assert board["practitioner"] == {"id": "PR-1", "name": "Dr syd", "active": True}
     assert board["sync"]["status"] == "delayed" and board["sync"]["reason"] == "never synced yet"
 
