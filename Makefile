@@ -16,11 +16,15 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-# pyodbc (Azure SQL) links against unixODBC's libodbc; Debian's package provides it.
+# pyodbc (Azure SQL) links against unixODBC's libodbc; Debian's package provides it. The status
+# page's browser test drives Debian's Chromium (headless, through Playwright).
 system-deps:
 	@ldconfig -p | grep -q 'libodbc.so.2' || { \
 	  echo "installing unixodbc (Debian) for pyodbc"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq unixodbc >/dev/null; }
+	@test -x /usr/bin/chromium || { \
+	  echo "installing chromium (Debian) for the status page's browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 # Azure Storage emulator for the queue tests; the tests start it (in memory, no telemetry).
 azurite: .tools/node_modules/.bin/azurite

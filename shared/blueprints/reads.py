@@ -15,6 +15,7 @@ from shared.blueprints.http import Refused, answer, route_tenant, unavailable
 from shared.bootstrap import runtime
 from shared.reads.dashboard import practitioner_dashboard
 from shared.reads.health import tenant_health
+from shared.reads.status_page import status_page
 
 bp = func.Blueprint()
 MAX_ID = 64
@@ -72,3 +73,18 @@ def health_http(req: func.HttpRequest) -> func.HttpResponse:
         "delayed" if any(t.status == "delayed" for t in tenants) else "on_time")
     return answer(503 if worst == "error" else 200,
                   {"status": worst, "checkedAt": now.isoformat(), "tenants": [t.as_dict() for t in tenants]})
+
+
+@bp.function_name("status_page")
+@bp.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def status_page_http(req: func.HttpRequest) -> func.HttpResponse:
+    """The operators' HTML page; a plain-text 503 when the database does not answer."""
+    try:
+        rt = runtime()
+        with rt.engine.connect() as conn:
+            page = status_page(conn, sorted(rt.tenants.values(), key=lambda t: t.id), rt.queues,
+                               datetime.now(timezone.utc))
+    except Exception as exc:  # noqa: BLE001
+        return unavailable("status", exc)
+    return func.HttpResponse(page, status_code=200, mimetype="text/html", charset="utf-8",
+                             headers={"Cache-Control": "no-store"})

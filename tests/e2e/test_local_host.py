@@ -198,7 +198,7 @@ def test_the_host_answers_bad_http_with_a_4xx_and_reports_its_state(sqlite_url: 
                                        **{name: "httpTrigger" for name in (
                                            "trigger_sync", "sync_run", "sync_runs", "cancel_sync_run",
                                            "cleanup_sync_runs", "redrive_poison", "sync_status",
-                                           "replay_sync")}}
+                                           "replay_sync", "status_page")}}
         assert set(status["queues"]) == {"changes", "reconcile"} and status["timers"]["reconcile_fan_out"]["next"]
     finally:
         running.stop()

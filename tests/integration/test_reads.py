@@ -169,3 +169,17 @@ def test_health_is_per_tenant_and_503_when_one_is_in_error(seeded: Engine) -> No
     with write_transaction(seeded) as conn:
         run(conn, "other", "incremental", "completed", now)
     assert get("health")[0] == 200
+
+
+def test_the_status_page_escapes_what_it_shows(seeded: Engine) -> None:
+    with write_transaction(seeded) as conn:
+        conn.execute(insert(sync_runs).values(id=str(uuid.uuid4()), tenant_id="syd", kind="full", status="failed",
+                                              started_at=T0, finished_at=T0,
+                                              error='<script>alert("x")</script> token refused'))
+    request = func.HttpRequest("GET", "http://localhost/api/status", body=b"", params={}, route_params={})
+    response = registered_functions()["status_page"].get_user_function()(request)  # type: ignore[attr-defined]
+    page = response.get_body().decode()
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    assert "<script>" not in page and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; token refused" in page
+    assert 'class="card delayed" data-tenant="syd"' in page and 'data-tenant="other"' in page
+    assert "Alice" not in page and "AB" not in page  # no client data on the operators' page

@@ -19,8 +19,8 @@ def test_function_app_is_import_safe_in_an_empty_environment(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (
         "['apply_change_message', 'cancel_sync_run', 'cleanup_sync_runs', 'health', 'practitioner_dashboard', "
-        "'receive_webhook', 'reconcile_fan_out', 'reconcile_step', 'redrive_poison', 'replay_sync', 'sync_run', "
-        "'sync_runs', 'sync_status', 'trigger_sync']")
+        "'receive_webhook', 'reconcile_fan_out', 'reconcile_step', 'redrive_poison', 'replay_sync', 'status_page', "
+        "'sync_run', 'sync_runs', 'sync_status', 'trigger_sync']")
     assert not (tmp_path / ".data").exists()  # importing created no database, read no settings
 
 
@@ -57,7 +57,8 @@ def test_the_full_list_of_functions_with_triggers_and_queues() -> None:
                ("cleanup_sync_runs", "POST", "sync/cleanup"),
                ("redrive_poison", "POST", "tenants/{tenant}/poison/redrive"),
                ("sync_status", "GET", "tenants/{tenant}/sync/status"),
-               ("replay_sync", "POST", "tenants/{tenant}/sync/replay")]},
+               ("replay_sync", "POST", "tenants/{tenant}/sync/replay"),
+               ("status_page", "GET", "status")]},
     }
 
 
