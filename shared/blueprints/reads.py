@@ -15,6 +15,7 @@ from shared.blueprints.http import Refused, answer, route_tenant, unavailable
 from shared.bootstrap import runtime
 from shared.reads.dashboard import practitioner_dashboard
 from shared.reads.health import tenant_health
+from shared.reads.openapi import document as openapi_document
 from shared.reads.status_page import status_page
 
 bp = func.Blueprint()
@@ -88,3 +89,9 @@ def status_page_http(req: func.HttpRequest) -> func.HttpResponse:
         return unavailable("status", exc)
     return func.HttpResponse(page, status_code=200, mimetype="text/html", charset="utf-8",
                              headers={"Cache-Control": "no-store"})
+
+
+@bp.function_name("openapi")
+@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def openapi_http(req: func.HttpRequest) -> func.HttpResponse:
+    return answer(200, openapi_document())

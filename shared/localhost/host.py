@@ -295,6 +295,13 @@ def _handler_for(host: LocalHost) -> type[BaseHTTPRequestHandler]:
         def do_DELETE(self) -> None:  # noqa: N802
             self._serve("DELETE")
 
+        def __getattr__(self, name: str) -> Any:
+            # Any other method (TRACE, OPTIONS, HEAD…) gets the route's 405 or a 404, as from the
+            # Functions host; http.server would answer 501, a server error.
+            if name.startswith("do_") and name[3:].isalpha():
+                return lambda: self._serve(name[3:])
+            raise AttributeError(name)
+
         def _serve(self, method: str) -> None:
             status, headers, body = self._answer(method)
             self.send_response(status)
@@ -303,7 +310,8 @@ def _handler_for(host: LocalHost) -> type[BaseHTTPRequestHandler]:
                     self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if method != "HEAD":  # a HEAD answer has the headers of the body it does not send
+                self.wfile.write(body)
 
         def _answer(self, method: str) -> tuple[int, dict[str, str], bytes]:
             split = urlsplit(self.path)

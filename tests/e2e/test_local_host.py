@@ -189,6 +189,7 @@ def test_the_host_answers_bad_http_with_a_4xx_and_reports_its_state(sqlite_url: 
         assert raw("POST", hook, {"Transfer-Encoding": "chunked"}, b"0\r\n\r\n") == 411
         assert raw("POST", hook, {"Content-Length": "abc"}) == 400
         assert raw("GET", hook, {}) == 405
+        assert raw("TRACE", hook, {}) == raw("OPTIONS", "/api/health", {}) == 405  # not http.server's 501
         assert raw("POST", "/api/unknown", {"Content-Length": "0"}) == 404
         assert raw("GET", "/elsewhere", {}) == 404
         status = httpx.get(f"{running.host.url}/admin/host/status").json()
@@ -198,7 +199,7 @@ def test_the_host_answers_bad_http_with_a_4xx_and_reports_its_state(sqlite_url: 
                                        **{name: "httpTrigger" for name in (
                                            "trigger_sync", "sync_run", "sync_runs", "cancel_sync_run",
                                            "cleanup_sync_runs", "redrive_poison", "sync_status",
-                                           "replay_sync", "status_page")}}
+                                           "replay_sync", "status_page", "openapi")}}
         assert set(status["queues"]) == {"changes", "reconcile"} and status["timers"]["reconcile_fan_out"]["next"]
     finally:
         running.stop()
@@ -321,3 +322,23 @@ def test_local_function_key_guards_function_level_routes_only(database_url: str)
         assert httpx.get(f"{running.host.url}/api/tenants/{DEMO_TENANT}/sync/runs").status_code == 200
     finally:
         running.stop()
+
+
+def test_schemathesis_finds_no_server_error_through_the_local_host(booted: Booted, tmp_path: Path) -> None:
+    """Generated requests for every operation of /api/openapi.json (bounded): none answers 5xx,
+    and every answer matches the document's declared status codes and content types."""
+    started = datetime.now(timezone.utc)
+    enqueue_reconcile(booted.runtime.queues, DEMO_TENANT, "full")  # real rows behind the reads
+    assert wait_for_run(booted.runtime.engine, DEMO_TENANT, "full", started, timeout=120) == "completed"
+    report = tmp_path / "junit.xml"
+    done = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{booted.host.url}/api/openapi.json",
+         "--url", f"{booted.host.url}/api", "--checks", "not_a_server_error,status_code_conformance,"
+         "content_type_conformance", "--max-examples", "25", "--seed", "7", "--request-timeout", "30",
+         "--report", "junit", "--report-junit-path", str(report)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    summary = "\n".join(done.stdout.splitlines()[-25:])
+    assert done.returncode == 0, summary
+    junit = report.read_text()
+    assert 'failures="0"' in junit and 'errors="0"' in junit, summary
+    assert junit.count("<testcase") >= 13, summary  # every operation was exercised

@@ -18,9 +18,9 @@ def test_function_app_is_import_safe_in_an_empty_environment(tmp_path: Path) -> 
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (
-        "['apply_change_message', 'cancel_sync_run', 'cleanup_sync_runs', 'health', 'practitioner_dashboard', "
-        "'receive_webhook', 'reconcile_fan_out', 'reconcile_step', 'redrive_poison', 'replay_sync', 'status_page', "
-        "'sync_run', 'sync_runs', 'sync_status', 'trigger_sync']")
+        "['apply_change_message', 'cancel_sync_run', 'cleanup_sync_runs', 'health', 'openapi', "
+        "'practitioner_dashboard', 'receive_webhook', 'reconcile_fan_out', 'reconcile_step', 'redrive_poison', "
+        "'replay_sync', 'status_page', 'sync_run', 'sync_runs', 'sync_status', 'trigger_sync']")
     assert not (tmp_path / ".data").exists()  # importing created no database, read no settings
 
 
@@ -46,6 +46,9 @@ def test_the_full_list_of_functions_with_triggers_and_queues() -> None:
         "health": [{"direction": "IN", "type": "httpTrigger", "name": "req", "methods": ["GET"],
                     "authLevel": "ANONYMOUS", "route": "health"},
                    {"direction": "OUT", "type": "http", "name": "$return"}],
+        "openapi": [{"direction": "IN", "type": "httpTrigger", "name": "req", "methods": ["GET"],
+                     "authLevel": "ANONYMOUS", "route": "openapi.json"},
+                    {"direction": "OUT", "type": "http", "name": "$return"}],
         **{name: [{"direction": "IN", "type": "httpTrigger", "name": "req", "methods": [method],
                    "authLevel": "FUNCTION", "route": route},
                   {"direction": "OUT", "type": "http", "name": "$return"}]
@@ -84,3 +87,19 @@ def test_local_settings_example_names_only_known_settings() -> None:
     values = json.loads((ROOT / "local.settings.json.example").read_text())["Values"]
     ours = {k.removeprefix("SYNC_").lower() for k in values if k.startswith("SYNC_")}
     assert ours <= set(Settings.model_fields), ours - set(Settings.model_fields)
+
+
+def test_the_openapi_document_lists_every_http_route_with_its_method() -> None:
+    from shared.reads.openapi import document
+    from tests.fakes import registered_functions
+
+    paths = document()["paths"]
+    for name, function in registered_functions().items():
+        trigger = json.loads(function.get_function_json())["bindings"][0]  # type: ignore[attr-defined]
+        if trigger["type"] != "httpTrigger":
+            continue
+        operations = paths.get("/" + trigger["route"])
+        assert operations is not None, f"{name}: /{trigger['route']} is missing from the OpenAPI document"
+        assert set(operations) == {m.lower() for m in trigger["methods"]}, name
+        keyed = "security" in next(iter(operations.values()))
+        assert keyed == (trigger["authLevel"] != "ANONYMOUS"), name
