@@ -35,6 +35,13 @@ def unavailable(route: str, exc: Exception) -> func.HttpResponse:
     return answer(503, {"error": "temporarily-unavailable"}, {"Retry-After": "5"})
 
 
+def refused_or_unavailable(route: str, exc: Exception) -> func.HttpResponse:
+    """The answer for whatever a function raised: its 4xx when it refused, else a 503."""
+    if isinstance(exc, Refused):
+        return answer(exc.status, exc.body)
+    return unavailable(route, exc)
+
+
 def route_tenant(rt: Runtime, req: func.HttpRequest) -> TenantConfig:
     tenant = rt.tenants.get(req.route_params.get("tenant", ""))
     if tenant is None:

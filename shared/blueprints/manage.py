@@ -11,7 +11,7 @@ from typing import Literal
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict
 
-from shared.blueprints.http import Refused, answer, json_body, route_tenant, unavailable
+from shared.blueprints.http import Refused, answer, json_body, refused_or_unavailable, route_tenant
 from shared.bootstrap import Runtime, runtime
 from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, decode, encode
 from shared.queues.port import poison_name
@@ -31,12 +31,6 @@ REDRIVE_BATCH = 32
 class SyncRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["full", "incremental", "hot"]
-
-
-def refused_or_unavailable(route: str, exc: Exception) -> func.HttpResponse:
-    if isinstance(exc, Refused):
-        return answer(exc.status, exc.body)
-    return unavailable(route, exc)
 
 
 @bp.function_name("trigger_sync")

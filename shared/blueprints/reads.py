@@ -11,7 +11,7 @@ from datetime import date, datetime, timezone
 
 import azure.functions as func
 
-from shared.blueprints.http import Refused, answer, route_tenant, unavailable
+from shared.blueprints.http import Refused, answer, refused_or_unavailable, route_tenant, unavailable
 from shared.bootstrap import runtime
 from shared.reads.dashboard import practitioner_dashboard
 from shared.reads.health import tenant_health
@@ -52,10 +52,8 @@ def dashboard_http(req: func.HttpRequest) -> func.HttpResponse:
             body = practitioner_dashboard(conn, tenant, practitioner_id, day, now)
         if body is None:
             raise Refused(404, "unknown-practitioner")
-    except Refused as refused:
-        return answer(refused.status, refused.body)
-    except Exception as exc:  # noqa: BLE001 — the database or configuration: the caller retries
-        return unavailable("dashboard", exc)
+    except Exception as exc:  # noqa: BLE001 — 4xx as refused; the database or configuration: 503
+        return refused_or_unavailable("dashboard", exc)
     return answer(200, body)
 
 
