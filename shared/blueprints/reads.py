@@ -77,7 +77,7 @@ def health_http(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("status_page")
 @bp.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def status_page_http(req: func.HttpRequest) -> func.HttpResponse:
-    """The operators' HTML page; a plain-text 503 when the database does not answer."""
+    """The operators' HTML page; a JSON 503 (with Retry-After) when the database does not answer."""
     try:
         rt = runtime()
         with rt.engine.connect() as conn:

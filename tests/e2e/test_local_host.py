@@ -342,3 +342,4 @@ def test_schemathesis_finds_no_server_error_through_the_local_host(booted: Boote
     junit = report.read_text()
     assert 'failures="0"' in junit and 'errors="0"' in junit, summary
     assert junit.count("<testcase") >= 13, summary  # every operation was exercised
+    print(summary)  # with -s: what ran (phases, cases generated, warnings)
