@@ -74,32 +74,25 @@ def _now() -> datetime:
 
 
 def start_run(conn: Connection, tenant_id: str, kind: str, *, now: datetime | None = None) -> RunLease:
-    if kind not in KINDS:
-        raise ValueError(f"unknown reconcile kind {kind!r}; one of {', '.join(KINDS)}")
-    now = now or _now()
-    run_id = str(uuid.uuid4())
-    savepoint = conn.begin_nested()
-    try:
-        conn.execute(insert(sync_runs).values(id=run_id, tenant_id=tenant_id, kind=kind, status="running",
-                                              fencing_token=1, started_at=now, heartbeat_at=now))
-        savepoint.commit()
-    except IntegrityError:
-        savepoint.rollback()
-        raise RunActive(tenant_id, kind, active_run(conn, tenant_id, kind)) from None
-    return RunLease(run_id, tenant_id, kind, 1)
+    return RunLease(_insert_run(conn, tenant_id, kind, "running", now or _now()), tenant_id, kind, 1)
 
 
 def queue_run(conn: Connection, tenant_id: str, kind: str, *, now: datetime | None = None) -> str:
     """A run an operator asked for: ``queued`` (holding the tenant's slot for that kind) until a
     worker claims it from its message. Raises RunActive naming the active run."""
+    return _insert_run(conn, tenant_id, kind, "queued", now or _now())
+
+
+def _insert_run(conn: Connection, tenant_id: str, kind: str, status: str, now: datetime) -> str:
+    """A new active run (running: fencing token 1, held by the caller; queued: 0, held by none)."""
     if kind not in KINDS:
         raise ValueError(f"unknown reconcile kind {kind!r}; one of {', '.join(KINDS)}")
-    now = now or _now()
     run_id = str(uuid.uuid4())
     savepoint = conn.begin_nested()
     try:
-        conn.execute(insert(sync_runs).values(id=run_id, tenant_id=tenant_id, kind=kind, status="queued",
-                                              fencing_token=0, started_at=now, heartbeat_at=now, step="queued"))
+        conn.execute(insert(sync_runs).values(id=run_id, tenant_id=tenant_id, kind=kind, status=status,
+                                              fencing_token=1 if status == "running" else 0, started_at=now,
+                                              heartbeat_at=now, step="queued" if status == "queued" else None))
         savepoint.commit()
     except IntegrityError:
         savepoint.rollback()
