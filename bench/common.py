@@ -100,3 +100,9 @@ def postgres_cpu_seconds() -> float:
             except OSError:
                 continue  # ended meanwhile
     return total
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The nearest-rank percentile (share 0.99 → p99)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]

@@ -31,7 +31,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy import Engine, select
 
-from bench.common import DEFAULT_POSTGRES_URL, cpu_seconds, postgres_cpu_seconds, postgres_engine, sqlite_engine
+from bench.common import (DEFAULT_POSTGRES_URL, cpu_seconds, percentile, postgres_cpu_seconds, postgres_engine,
+                          sqlite_engine)
 from shared.bootstrap import azurite_connection_string
 from shared.fhir.transform import TABLE_FOR_TYPE
 from shared.localhost.azurite import free_port, start_azurite_queue, stop
@@ -42,11 +43,6 @@ from shared.store.schema import MIRRORED_TABLES
 
 HEADER = "X-Webhook-Secret"
 NEVER = "0 0 0 1 1 *"
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
 
 
 def wait_for(url: str, timeout: float = 60) -> None:

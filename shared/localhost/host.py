@@ -98,7 +98,8 @@ class LocalHost:
             if not is_valid(schedule):
                 raise ValueError(f"timer {name}: schedule {schedule!r} is not NCRONTAB")
         self.queue_stats: dict[str, Counter[str]] = {
-            spec.trigger["queueName"]: Counter(handled=0, failed=0, poisoned=0) for spec in self.functions.values() if spec.kind == "queueTrigger"}
+            spec.trigger["queueName"]: Counter(handled=0, failed=0, poisoned=0)
+            for spec in self.functions.values() if spec.kind == "queueTrigger"}
         self.timer_stats: dict[str, dict[str, Any]] = {name: {"fired": 0, "next": None} for name in self.schedules}
         self._busy = Counter[str]()  # received and not yet settled, per queue
         self._lock = threading.Lock()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, select
 
@@ -13,6 +12,7 @@ from shared.queues.port import QueuePort, poison_name
 from shared.reads.health import tenant_health
 from shared.settings import TenantConfig
 from shared.source.budget import RateBudget
+from shared.source.client import breaker_key
 from shared.store.schema import source_health, sync_cursors, sync_runs, tenant_metrics, webhook_silence
 from shared.sync.schedule import KINDS, next_fire
 from shared.webhooks.receive import EVENT_METRIC
@@ -20,10 +20,6 @@ from shared.webhooks.receive import EVENT_METRIC
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
-
-
-def breaker_key(tenant: TenantConfig) -> str:
-    return f"{tenant.id}|{urlsplit(str(tenant.fhir_base_url)).netloc}"  # as the client keys it
 
 
 def credential_health(conn: Connection, tenant_id: str) -> dict[str, Any]:

@@ -71,6 +71,11 @@ def _expired_outcome(body: Any) -> bool:
             and any(isinstance(i, dict) and i.get("code") == "expired" for i in body.get("issue", [])))
 
 
+def breaker_key(tenant: TenantConfig) -> str:
+    """One breaker per tenant and source host (``source_health.breaker_key``)."""
+    return f"{tenant.id}|{urlsplit(str(tenant.fhir_base_url)).netloc}"
+
+
 class FhirClient:
     def __init__(self, tenant: TenantConfig, http: httpx.AsyncClient, tokens: TokenManager, breaker: CircuitBreaker,
                  *, budget: RateBudget | None = None, policy: RetryPolicy = RetryPolicy(),
@@ -84,7 +89,7 @@ class FhirClient:
         self.base = str(tenant.fhir_base_url).rstrip("/")
         base = urlsplit(self.base)
         self._origin = (base.scheme, base.netloc)
-        self.breaker_key = f"{tenant.id}|{base.netloc}"
+        self.breaker_key = breaker_key(tenant)
         self.not_before = 0.0  # no request to this source before then (a Retry-After)
         self.requests = 0
 

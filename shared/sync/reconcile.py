@@ -75,7 +75,8 @@ async def run_reconcile(engine: Engine, client: FhirClient, tenant: TenantConfig
 
     ``only`` narrows a new run to some resource types and ``since`` starts a new incremental
     run's windows there instead of at the watermarks (a replay); both are kept in its checkpoint,
-    so continuations keep to them. ``silence`` looks for changes webhooks should have brought (sync/silence.py).
+    so continuations keep to them. ``silence`` looks for changes webhooks should have brought
+    (sync/silence.py).
     Source failures end the run as ``failed`` with the reason recorded, and re-raise."""
     with engine.connect() as conn:
         position, counts = load_position(conn, lease)
