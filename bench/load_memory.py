@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def write_export(path: Path, total: int, fmt: str) -> None:
     from shared.fhir.synthetic import SyntheticCounts, generate
 
-    # Shaped like a practice's export: mostly appointments, then clients and invoices.
-    counts = SyntheticCounts(practitioners=max(total // 2000, 1), patients=total // 5,
-                             appointments=total * 3 // 5, invoices=total // 5 - 2 * max(total // 2000, 1))
+    # Shaped like a practice's export: mostly appointments, then clients, invoices and referrals.
+    counts = SyntheticCounts(practitioners=max(total // 2000, 1), patients=total // 5, appointments=total * 3 // 5,
+                             invoices=total // 10 - 2 * max(total // 2000, 1), referrals=total // 10)
     with path.open("w") as out:
         if fmt == "bundle":
             out.write('{"resourceType": "Bundle", "type": "collection", "entry": [\n')

@@ -57,7 +57,8 @@ def cpu_snapshot(sandbox_pid: int | None) -> dict[str, float]:
 
 def counts_for(n: int) -> SyntheticCounts:
     practitioners = max(n // 2000, 1)
-    return SyntheticCounts(practitioners, n // 5, n * 3 // 5, n // 5 - 2 * practitioners)
+    # n resources in all: a fifth clients, three fifths appointments, a tenth each invoices and referrals.
+    return SyntheticCounts(practitioners, n // 5, n * 3 // 5, n // 10 - 2 * practitioners, n // 10)
 
 
 def sandbox_data(n: int, anchor: date) -> SandboxData:

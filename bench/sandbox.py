@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, nargs="+", default=[100, 1000], help="page sizes (_count)")
     args = parser.parse_args()
     started = time.perf_counter()
-    data = SandboxData(SyntheticCounts(20, max(args.resources // 5, 1), args.resources, 0), seed=1,
+    data = SandboxData(SyntheticCounts(20, max(args.resources // 5, 1), args.resources, 0, 0), seed=1,
                        anchor=datetime(2026, 1, 15, 9, tzinfo=timezone.utc))
     print(f"generated {sum(len(v) for v in data.by_type.values()):,} resources in {time.perf_counter() - started:.1f} s")
     box = Sandbox(data, SandboxConfig(rate_limit=0)).start()

@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--patients", type=int, default=50)
     generate.add_argument("--appointments", type=int, default=200)
     generate.add_argument("--invoices", type=int, default=100)
+    generate.add_argument("--referrals", type=int, help="default: one for every other patient")
     generate.add_argument("--anchor", help="ISO date the data is centred on (default: today)")
     sandbox = commands.add_parser("sandbox", help="serve a Halaxy-like FHIR R4 sandbox on 127.0.0.1")
     sandbox.add_argument("--port", type=int, default=7072)
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--patients", type=int, default=200)
     sandbox.add_argument("--appointments", type=int, default=1000)
     sandbox.add_argument("--invoices", type=int, default=400)
+    sandbox.add_argument("--referrals", type=int, help="default: one for every other patient")
     sandbox.add_argument("--anchor", help="ISO date the data is centred on (default: today)")
     sandbox.add_argument("--client-id", default="sandbox-client")
     sandbox.add_argument("--client-secret", default="sandbox-secret")
@@ -269,7 +271,7 @@ def cmd_generate(_settings: Settings, args: argparse.Namespace) -> int:
     from shared.fhir.synthetic import SyntheticCounts, generate
 
     anchor = _anchor(args.anchor)
-    counts = SyntheticCounts(args.practitioners, args.patients, args.appointments, args.invoices)
+    counts = SyntheticCounts(args.practitioners, args.patients, args.appointments, args.invoices, args.referrals)
     resources = generate(counts, seed=args.seed, anchor=anchor)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     n = 0
@@ -314,7 +316,7 @@ def cmd_sandbox(_settings: Settings, args: argparse.Namespace) -> int:
             raise CliError(f"--webhook-*: {exc}") from None
     anchor = _anchor(args.anchor)
     started = time.monotonic()
-    counts = SyntheticCounts(args.practitioners, args.patients, args.appointments, args.invoices)
+    counts = SyntheticCounts(args.practitioners, args.patients, args.appointments, args.invoices, args.referrals)
     data = SandboxData(counts, seed=args.seed, anchor=anchor)
     config = SandboxConfig(
         client_id=args.client_id, client_secret=args.client_secret, token_ttl=args.token_ttl,

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
+
+# The source's resource types the mirror keeps, in the order a reconcile reads them (references
+# point backwards: roles name practitioners, appointments name clients and roles).
+ResourceType = Literal["Practitioner", "PractitionerRole", "Patient", "Appointment", "Invoice", "Referral"]
+RESOURCE_TYPES: tuple[str, ...] = get_args(ResourceType)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.records import ResourceType
+
 DEFAULT_DATABASE_URL = "sqlite:///./.data/mirror.db"
 WebhookScheme = Literal["halaxy", "hmac-sha256", "standard-webhooks"]
 
@@ -63,7 +65,7 @@ class TenantConfig(BaseModel):
     # Types whose creates and updates the source announces by webhook (Halaxy: patients,
     # appointments, invoices). A reconcile finding such changes no webhook brought warns that the
     # subscription is probably broken; only checked when webhook_secrets are set.
-    webhook_types: list[Literal["Practitioner", "PractitionerRole", "Patient", "Appointment", "Invoice"]] = Field(
+    webhook_types: list[ResourceType] = Field(
         default_factory=lambda: ["Patient", "Appointment", "Invoice"])
     enabled: bool = True
 

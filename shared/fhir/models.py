@@ -35,9 +35,18 @@ class CodeableConcept(Element):
         return self.text or next((c.display or c.code for c in self.coding if c.display or c.code), None)
 
 
+class Quantity(Element):
+    value: Decimal | None = None
+    unit: str | None = None
+    code: str | None = None
+
+
 class Extension(Element):
     url: str = ""
     valueCode: str | None = None
+    valueInteger: int | None = None
+    valueDecimal: Decimal | None = None
+    valueQuantity: Quantity | None = None
     valueString: str | None = None
     valueCoding: Coding | None = None
     valueCodeableConcept: CodeableConcept | None = None
@@ -157,8 +166,43 @@ class Invoice(Resource):
         return {"value": value} if isinstance(value, (int, float, str)) else value
 
 
+class Period(Element):
+    start: str | None = None  # a date or a dateTime: the transformer keeps the date
+    end: str | None = None
+
+
+class Referral(Resource):
+    """Halaxy's Referral (``/main/Referral``): the practice's record of a referral (in Australia
+    often a GP's Mental Health Treatment Plan) with its validity period, the practitioner it is
+    assigned to and an appointment limit. Published fields: ``period``, ``performer``
+    (Practitioner), ``requester``, ``coverage``, ``referralDefinition`` (the referral type's
+    name), ``created``, ``priority`` (the patient's preferred referral). The patient and the limit
+    are read from ``subject``/``patient`` and from extensions (docs/referrals.md)."""
+
+    status: str | None = None
+    subject: Reference | None = None
+    patient: Reference | None = None
+    performer: Reference | None = None
+    period: Period | None = None
+    referralDefinition: str | None = None
+    priority: bool | None = None
+    extension: list[Extension] = Field(default_factory=list)
+
+    @field_validator("performer", mode="before")
+    @classmethod
+    def _first_performer(cls, value: Any) -> Any:
+        # FHIR's ServiceRequest has a list of performers; Halaxy documents one.
+        return value[0] if isinstance(value, list) and value else (None if value == [] else value)
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority(cls, value: Any) -> Any:
+        # FHIR's request priority is a code (routine, urgent…): not the "preferred" flag.
+        return value if isinstance(value, bool) or value is None else None
+
+
 MODELS: dict[str, type[Resource]] = {
-    m.__name__: m for m in (Practitioner, PractitionerRole, Patient, Appointment, Invoice)
+    m.__name__: m for m in (Practitioner, PractitionerRole, Patient, Appointment, Invoice, Referral)
 }
 
 

@@ -7,7 +7,8 @@ Shaped after Halaxy's published API reference: PractitionerRole ids share the ``
 appointments and invoices name the practitioner only through a PractitionerRole, references
 look like ``/main/Patient/123`` with a ``type``, the client's attendance is an
 ``appointment-participant-status`` extension, invoices carry ``practitioner``, ``recipient``,
-``totalPaid`` and ``totalBalance`` and a status of ``active``/``issued``/``write-off``.
+``totalPaid`` and ``totalBalance`` and a status of ``active``/``issued``/``write-off``; referrals
+(``/main/Referral``) have a ``period``, a ``performer`` and an appointment limit (docs/referrals.md).
 """
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ class SyntheticCounts:
     patients: int = 50
     appointments: int = 200
     invoices: int = 100
+    # One referral for every other patient unless given.
+    referrals: int | None = None
+
+    @property
+    def referral_count(self) -> int:
+        return self.patients // 2 if self.referrals is None else self.referrals
 
 
 def practitioner_id(n: int) -> str:
@@ -46,6 +53,10 @@ def role_id(n: int) -> str:
 # The extension's URL as this generator writes it; the transformer matches on the
 # "participant-status" suffix, so the exact base does not matter.
 PARTICIPANT_STATUS_URL = "https://fhir.halaxy.example/StructureDefinition/appointment-participant-status"
+# The transformer matches referral extensions on "limit" / "prior" in the URL's last segment.
+REFERRAL_LIMIT_URL = "https://fhir.halaxy.example/StructureDefinition/referral-appointment-limit"
+REFERRAL_PRIOR_URL = "https://fhir.halaxy.example/StructureDefinition/referral-prior-appointments"
+REFERRAL_TYPES = ("Mental Health Treatment Plan", "Chronic Disease Management Plan", "Eating Disorder Plan")
 
 
 def ref(resource_type: str, resource_id: str) -> dict[str, str]:
@@ -64,6 +75,10 @@ def invoice_id(n: int) -> str:
     return f"IN-{4_000_000 + n}"
 
 
+def referral_id(n: int) -> str:
+    return f"RF-{5_000_000 + n}"
+
+
 def _instant(value: datetime) -> str:
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -78,13 +93,14 @@ def _name(rng: random.Random) -> tuple[str, str]:
 
 
 def generate(counts: SyntheticCounts, *, seed: int = 1, anchor: datetime | None = None) -> Iterator[dict[str, Any]]:
-    """Practitioners and roles, then patients, appointments and invoices, in that order."""
+    """Practitioners and roles, then patients, appointments, invoices and referrals, in that order."""
     anchor = anchor or datetime(2026, 1, 15, tzinfo=timezone.utc)
     rng = random.Random(seed)
     yield from _practitioners(rng, counts, anchor)
     yield from _patients(rng, counts, anchor)
     yield from _appointments(rng, counts, anchor)
     yield from _invoices(rng, counts, anchor)
+    yield from _referrals(rng, counts, anchor)
 
 
 def _practitioners(rng: random.Random, counts: SyntheticCounts, anchor: datetime) -> Iterator[dict[str, Any]]:
@@ -168,3 +184,23 @@ def _invoices(rng: random.Random, counts: SyntheticCounts, anchor: datetime) -> 
             "totalPaid": {"value": paid, "currency": "AUD"},
             "totalBalance": {"value": round(fee - paid, 2), "currency": "AUD"},
         }
+
+
+def _referrals(rng: random.Random, counts: SyntheticCounts, anchor: datetime) -> Iterator[dict[str, Any]]:
+    for n in range(counts.referral_count):
+        patient = n * 2 % max(counts.patients, 1)
+        starts = anchor.date() - timedelta(days=rng.randrange(0, 200))
+        resource: dict[str, Any] = {
+            "resourceType": "Referral", "id": referral_id(n), "meta": _meta(rng, anchor),
+            "subject": ref("Patient", patient_id(patient)),
+            "coverage": ref("Coverage", f"CV-{6_000_000 + patient}"),
+            "requester": ref("PractitionerRole", f"EP-{7_000_000 + rng.randrange(50)}"),
+            "period": {"start": starts.isoformat(), "end": (starts + timedelta(days=365)).isoformat()},
+            "referralDefinition": rng.choice(REFERRAL_TYPES),
+            "priority": n % 5 != 0,
+            "extension": [{"url": REFERRAL_LIMIT_URL, "valueInteger": rng.choice((6, 10, 10, 20))},
+                          {"url": REFERRAL_PRIOR_URL, "valueInteger": rng.choice((0, 0, 0, 1, 2))}],
+        }
+        if n % 4:  # most referrals are assigned to the practitioner the patient sees
+            resource["performer"] = ref("Practitioner", practitioner_id(patient % max(counts.practitioners, 1)))
+        yield resource

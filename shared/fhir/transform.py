@@ -160,13 +160,17 @@ def choose_contact(telecom: list[m.ContactPoint], systems: tuple[str, ...], pref
 
 
 def _birth_date(resource: m.Patient) -> date | None:
-    value = resource.birthDate
-    if value is None or len(value) != 10:
-        return None  # partial dates (year, year-month) are not a day
+    return _day(resource.birthDate, "Patient", resource.id, "birthDate")
+
+
+def _day(value: str | None, resource_type: str, resource_id: str | None, element: str) -> date | None:
+    """A FHIR date (or the date of a dateTime); None for partial dates (year, year-month)."""
+    if value is None or len(value) < 10:
+        return None
     try:
-        return date.fromisoformat(value)
+        return date.fromisoformat(value[:10])
     except ValueError:
-        raise TransformError("Patient", resource.id, "birthDate is not a FHIR date") from None
+        raise TransformError(resource_type, resource_id, f"{element} is not a FHIR date") from None
 
 
 def _money(value: m.Money | None) -> Decimal | None:
@@ -285,6 +289,75 @@ def transform_invoice(resource: dict[str, Any]) -> MirrorRow:
     })
 
 
+# Halaxy limits a referral by appointments, hours, minutes or money; only an appointment limit is
+# a number of sessions. Units naming sessions (or none at all) count; any other unit does not.
+SESSION_UNITS = {"", "appointment", "appointments", "session", "sessions", "visit", "visits", "{appointment}",
+                 "{appointments}", "{session}", "{sessions}", "1"}
+# Referrals that no longer fund anything.
+REFERRAL_STATUS = {"active": "active", "completed": "completed", "on-hold": "on_hold", "draft": "draft",
+                   "revoked": "revoked", "cancelled": "revoked", "entered-in-error": "error", "unknown": "active"}
+MAX_SESSIONS = 10_000
+
+
+def _referral_count(res: m.Referral, ext: m.Extension) -> int | None:
+    """An extension's whole number of sessions, or None when it counts something else."""
+    if ext.valueQuantity is not None:
+        unit = (ext.valueQuantity.code or ext.valueQuantity.unit or "").strip().lower()
+        if unit not in SESSION_UNITS:
+            return None
+        value: Any = ext.valueQuantity.value
+    else:
+        value = next((v for v in (ext.valueInteger, ext.valueDecimal, ext.valueString) if v is not None), None)
+    if value is None:
+        return None
+    try:
+        number = Decimal(str(value).strip())
+    except ArithmeticError:
+        raise TransformError("Referral", res.id, "a session count is not a number") from None
+    if number != number.to_integral_value() or not 0 <= number <= MAX_SESSIONS:
+        raise TransformError("Referral", res.id, f"a session count is not a whole number from 0 to {MAX_SESSIONS}")
+    return int(number)
+
+
+def _referral_counts(res: m.Referral) -> tuple[int | None, int]:
+    """(appointment limit or None, prior appointments) from the referral's extensions, matched on
+    the last segment of their URL: ``…limit…`` and ``…prior…``. A limit-type extension naming
+    hours, minutes or money means the limit is not a number of sessions."""
+    limit, prior, other_unit = None, 0, False
+    for ext in res.extension:
+        name = ext.url.rstrip("/").rsplit("/", 1)[-1].lower()
+        if "prior" in name:
+            prior = _referral_count(res, ext) or 0
+        elif "limit" in name and ("type" in name or "unit" in name):
+            other_unit = (ext.code() or "").strip().lower() not in SESSION_UNITS
+        elif "limit" in name:
+            limit = _referral_count(res, ext)
+    return (None if other_unit else limit), prior
+
+
+def transform_referral(resource: dict[str, Any]) -> MirrorRow:
+    res = _parse(m.Referral, resource)
+    status = (res.status or "active").strip().lower()
+    if status not in REFERRAL_STATUS:
+        raise TransformError("Referral", res.id, f"unmapped status {status!r}")
+    limit, prior = _referral_counts(res)
+    period = res.period or m.Period()
+    starts, ends = _day(period.start, "Referral", res.id, "period.start"), _day(period.end, "Referral", res.id, "period.end")
+    if starts and ends and ends < starts:
+        raise TransformError("Referral", res.id, "period ends before it starts")
+    return _row("referrals", res, {
+        "client_id": parse_reference(res.subject, "Patient") or parse_reference(res.patient, "Patient"),
+        "practitioner_id": parse_reference(res.performer, "Practitioner"),
+        "status": REFERRAL_STATUS[status],
+        "name": _text(res.referralDefinition),
+        "starts_on": starts,
+        "ends_on": ends,
+        "session_limit": limit,
+        "prior_sessions": prior,
+        "preferred": res.priority,
+    })
+
+
 def _first_ref(refs: Iterable[m.Reference | None], resource_type: str) -> str | None:
     return next((r for ref in refs if (r := parse_reference(ref, resource_type))), None)
 
@@ -305,6 +378,7 @@ TABLE_FOR_TYPE = {
     "Patient": "clients",
     "Appointment": "sessions",
     "Invoice": "invoices",
+    "Referral": "referrals",
 }
 
 TRANSFORMERS: dict[str, Callable[[dict[str, Any]], MirrorRow]] = {
@@ -313,4 +387,5 @@ TRANSFORMERS: dict[str, Callable[[dict[str, Any]], MirrorRow]] = {
     "Patient": transform_patient,
     "Appointment": transform_appointment,
     "Invoice": transform_invoice,
+    "Referral": transform_referral,
 }

@@ -198,7 +198,7 @@ def run_once(host: Any, engine: Engine, queues: Any, demo: Demo, say: Callable[[
     say(f"2/4 churn: {changes} changes, {len(log_)} webhooks "
         f"({sum(d['status'] == 'delivered' for d in log_)} delivered), queues drained: {delivered and idle}")
     say(f"3/4 after webhooks: {after_webhooks.summary()}; announced but not applied: {len(missed)} "
-        "(Halaxy sends no webhook for Patient deletes or Practitioner changes: the reconcile finds those)")
+        "(Halaxy sends no webhook for Patient deletes, referrals or Practitioner changes: the reconcile finds those)")
     second = datetime.now(timezone.utc)
     enqueue_reconcile(queues, DEMO_TENANT, "full")
     status = wait_for_run(engine, DEMO_TENANT, "full", second, timeout)

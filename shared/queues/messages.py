@@ -11,6 +11,8 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from shared.records import RESOURCE_TYPES, ResourceType
+
 CHANGES_QUEUE = "changes"
 RECONCILE_QUEUE = "reconcile"
 # Azure Storage allows 64 KiB per message; ids-only messages stay far below, and a message over
@@ -19,7 +21,6 @@ MAX_MESSAGE_BYTES = 48 * 1024
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-.]+$")]
 TenantId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-ResourceType = Literal["Practitioner", "PractitionerRole", "Patient", "Appointment", "Invoice"]
 
 
 class Message(BaseModel):
@@ -50,7 +51,7 @@ class ReconcileMessage(Message):
     reconcile: Literal["full", "incremental", "hot"]
     run_id: Annotated[str, Field(max_length=36)] | None = None  # set on continuations
     # Only these types (a webhook gap's); all of them when absent. Kept in the run's checkpoint.
-    types: Annotated[list[ResourceType], Field(min_length=1, max_length=5)] | None = None
+    types: Annotated[list[ResourceType], Field(min_length=1, max_length=len(RESOURCE_TYPES))] | None = None
     # A replay: an incremental run whose windows start here, not at the watermarks.
     since: AwareDatetime | None = None
 

@@ -18,13 +18,14 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Select, and_, bindparam, case, func, select
 
-from shared.fhir.transform import session_numbers
+from shared.fhir.transform import COUNTED_STATUSES, session_numbers
 from shared.reads.health import tenant_health
 from shared.settings import TenantConfig
-from shared.store.schema import clients, invoices, practitioners, sessions
+from shared.store.schema import clients, invoices, practitioners, referrals, sessions
 
 HELD = ("attended", "arrived")
 REVENUE = ("issued", "paid")  # invoices that count: not drafts, cancelled, written off or errors
+FUNDING = ("active", "completed", "on_hold")  # referrals a session can be counted against
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class _Statements:
     practitioner: Select[Any]
     day: Select[Any]
     history: Select[Any]
+    referrals: Select[Any]
     counts: Select[Any]
     revenue: Select[Any]
     upcoming: Select[Any]
@@ -86,7 +88,7 @@ class _Statements:
 
 @cache
 def _statements() -> _Statements:
-    p, s, c, i = practitioners.c, sessions.c, clients.c, invoices.c
+    p, s, c, i, r = practitioners.c, sessions.c, clients.c, invoices.c, referrals.c
     tenant, practitioner = bindparam("tenant"), bindparam("practitioner")
     live = s.deleted_at.is_(None)
     mine = and_(s.tenant_id == tenant, s.practitioner_id == practitioner, live)
@@ -107,9 +109,13 @@ def _statements() -> _Statements:
         day=select(s.source_id, s.start_at, s.end_at, s.status, s.service, s.client_id, c.initials, s.last_synced_at)
         .select_from(sessions.outerjoin(clients, and_(c.tenant_id == s.tenant_id, c.source_id == s.client_id)))
         .where(mine, within(s.start_at, "day")).order_by(s.start_at, s.source_id),
-        history=select(s.client_id, s.source_id, s.start_at, s.status).where(
+        history=select(s.client_id, s.source_id, s.start_at, s.status, s.practitioner_id).where(
             s.tenant_id == tenant, s.client_id.in_(bindparam("clients", expanding=True)),
             s.start_at < bindparam("until"), live),
+        referrals=select(r.client_id, r.source_id, r.name, r.starts_on, r.ends_on, r.session_limit, r.prior_sessions,
+                         r.preferred, r.practitioner_id).where(
+            r.tenant_id == tenant, r.client_id.in_(bindparam("clients", expanding=True)),
+            r.status.in_(FUNDING), r.deleted_at.is_(None)),
         # One range covering both periods (a week can straddle two months).
         counts=select(*counts).where(mine, within(s.start_at, "span")),
         revenue=select(i.currency, *(func.sum(case((within(i.issued_at, name), i.total_gross)))
@@ -123,7 +129,11 @@ def _statements() -> _Statements:
 
 def _day_sessions(conn: Connection, who: dict[str, str], day: Period, zone: ZoneInfo) -> list[dict[str, Any]]:
     rows = conn.execute(_statements().day, {**who, "day_start": day.start, "day_end": day.end}).all()
-    numbers = _session_numbers(conn, who["tenant"], {r.client_id for r in rows if r.client_id}, day.end)
+    history = _history(conn, who["tenant"], {r.client_id for r in rows if r.client_id}, day.end)
+    numbers: dict[str, int] = {}
+    for visits in history.values():
+        numbers.update(session_numbers((v.source_id, v.start_at, v.status) for v in visits))
+    plans = _care_plans(conn, who["tenant"], history, zone)
     return [{
         "id": r.source_id,
         "start": r.start_at.astimezone(zone).isoformat(),
@@ -132,25 +142,58 @@ def _day_sessions(conn: Connection, who: dict[str, str], day: Period, zone: Zone
         "service": r.service,
         "clientInitials": r.initials,
         "sessionNumber": numbers.get(r.source_id),
-        # CarePlan resources are not mirrored (Halaxy's webhooks do not announce them and no
-        # transformer maps them yet): unknown, not zero.
-        "carePlan": None,
+        "carePlan": plans.get(r.source_id),
         "_synced": r.last_synced_at,
     } for r in rows]
 
 
-def _session_numbers(conn: Connection, tenant_id: str, client_ids: set[str], until: datetime) -> dict[str, int]:
-    """Each session's number in its client's history (with any practitioner of the tenant)."""
-    if not client_ids:
+def _history(conn: Connection, tenant_id: str, client_ids: set[str], until: datetime) -> dict[str, list[Any]]:
+    """The clients' sessions (with any practitioner of the tenant) before ``until``, by client."""
+    history: dict[str, list[Any]] = {client_id: [] for client_id in client_ids}
+    if client_ids:
+        for row in conn.execute(_statements().history,
+                                {"tenant": tenant_id, "clients": sorted(client_ids), "until": until}):
+            history[row.client_id].append(row)
+    return history
+
+
+def _care_plans(conn: Connection, tenant_id: str, history: dict[str, list[Any]],
+                zone: ZoneInfo) -> dict[str, dict[str, Any]]:
+    """Each session's referral (care plan) and the sessions it has used up to and including this one.
+
+    The clients' sessions are counted in start order against the referral Halaxy would pick:
+    valid on the session's local date, assigned to its practitioner or to nobody, not used up;
+    the preferred one first, then one assigned to the practitioner, then the most recent. A
+    referral starts at its prior appointments; booked, arrived and attended sessions use one,
+    cancelled ones and no-shows do not. When every valid referral is used up, the session is
+    counted against the first of them (sessionsUsed then exceeds sessionsTotal: worth seeing).
+    """
+    if not history:
         return {}
-    history: dict[str, list[tuple[str, datetime | None, str]]] = {}
-    for client_id, source_id, start_at, status in conn.execute(
-            _statements().history, {"tenant": tenant_id, "clients": sorted(client_ids), "until": until}):
-        history.setdefault(client_id, []).append((source_id, start_at, status))
-    numbers: dict[str, int] = {}
-    for visits in history.values():
-        numbers.update(session_numbers(visits))
-    return numbers
+    plans: dict[str, list[Any]] = {}
+    for row in conn.execute(_statements().referrals, {"tenant": tenant_id, "clients": sorted(history)}):
+        plans.setdefault(row.client_id, []).append(row)
+    out: dict[str, dict[str, Any]] = {}
+    for client_id, referrals_ in plans.items():
+        used = {r.source_id: r.prior_sessions or 0 for r in referrals_}
+        for visit in sorted((v for v in history[client_id] if v.start_at), key=lambda v: (v.start_at, v.source_id)):
+            day = visit.start_at.astimezone(zone).date()
+            valid = [r for r in referrals_ if (r.starts_on is None or r.starts_on <= day)
+                     and (r.ends_on is None or day <= r.ends_on)
+                     and r.practitioner_id in (None, visit.practitioner_id)]
+            if not valid:
+                continue
+            valid.sort(key=lambda r: (not r.preferred, r.practitioner_id is None,
+                                      -(r.starts_on.toordinal() if r.starts_on else 0), r.source_id))
+            plan = next((r for r in valid if r.session_limit is None or used[r.source_id] < r.session_limit), valid[0])
+            if visit.status in COUNTED_STATUSES:
+                used[plan.source_id] += 1
+            out[visit.source_id] = {
+                "referral": plan.source_id, "name": plan.name, "sessionsUsed": used[plan.source_id],
+                "sessionsTotal": plan.session_limit,
+                "validUntil": plan.ends_on.isoformat() if plan.ends_on else None,
+            }
+    return out
 
 
 def _period_stats(conn: Connection, who: dict[str, str], week: Period, month: Period,

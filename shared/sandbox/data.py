@@ -22,10 +22,12 @@ from shared.fhir.synthetic import (
     generate,
     invoice_id,
     patient_id,
+    referral_id,
 )
+from shared.records import RESOURCE_TYPES
 from shared.sandbox.search import BadSearch, date_range
 
-TYPES = ("Practitioner", "PractitionerRole", "Patient", "Appointment", "Invoice")
+TYPES = RESOURCE_TYPES
 
 
 def _instant(value: datetime) -> str:
@@ -67,7 +69,8 @@ class SandboxData:
         self.by_type: dict[str, dict[str, Stored]] = {t: {} for t in TYPES}
         self.order: dict[str, list[tuple[datetime, str]]] = {t: [] for t in TYPES}
         self.counts = counts
-        self._next_id = {"Patient": counts.patients, "Appointment": counts.appointments, "Invoice": counts.invoices}
+        self._next_id = {"Patient": counts.patients, "Appointment": counts.appointments, "Invoice": counts.invoices,
+                         "Referral": counts.referral_count}
         for resource in generate(counts, seed=seed, anchor=anchor):
             meta = resource["meta"]
             self._put(resource, _parse_time(meta["lastUpdated"]), int(meta["versionId"]))
@@ -148,7 +151,8 @@ class SandboxData:
     def _create(self, kind: str) -> Change:
         n = self._next_id[kind]
         self._next_id[kind] += 1
-        template_id = {"Patient": patient_id, "Appointment": appointment_id, "Invoice": invoice_id}[kind]
+        template_id = {"Patient": patient_id, "Appointment": appointment_id, "Invoice": invoice_id,
+                       "Referral": referral_id}[kind]
         live = [s for s in self.by_type[kind].values() if s.deleted_at is None]
         source = json.loads(self.rng.choice(live).encoded) if live else None
         if source is None:
@@ -162,7 +166,7 @@ class SandboxData:
         return [(k, s) for k in kinds for s in self.by_type[k].values() if s.deleted_at is None]
 
     def _update(self) -> Change | None:
-        kind = self.rng.choice(("Appointment", "Appointment", "Patient", "Invoice"))
+        kind = self.rng.choice(("Appointment", "Appointment", "Patient", "Invoice", "Referral"))
         candidates = [s for s in self.by_type[kind].values() if s.deleted_at is None]
         if not candidates:
             return None
@@ -177,6 +181,8 @@ class SandboxData:
                         ext["valueCode"] = code
         elif kind == "Patient":
             resource["telecom"][0]["value"] = f"04{self.rng.randrange(10**8):08d}"
+        elif kind == "Referral":  # an adjusted count of prior appointments, or a renewed limit
+            resource["extension"][self.rng.randrange(2)]["valueInteger"] = self.rng.randrange(0, 11)
         else:
             resource["status"] = self.rng.choice(("active", "issued", "write-off"))
         at = self._now_after(kind)

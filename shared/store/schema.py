@@ -145,7 +145,23 @@ invoices = _mirrored(
     indexes=(Index(None, "practitioner_id", "tenant_id", "issued_at"),),
 )
 
-MIRRORED_TABLES = {t.name: t for t in (practitioners, practitioner_roles, clients, sessions, invoices)}
+# Halaxy's referrals (a GP's care plan, say): a validity period, the practitioner it is for and
+# how many sessions it funds. The dashboard counts a client's sessions against them.
+referrals = _mirrored(
+    "referrals",
+    Column("client_id", ID),
+    Column("practitioner_id", ID),
+    Column("status", String(16)),
+    Column("name", Unicode(200)),
+    Column("starts_on", Date),
+    Column("ends_on", Date),
+    Column("session_limit", Integer),
+    Column("prior_sessions", Integer),
+    Column("preferred", Boolean),
+    indexes=(Index(None, "client_id", "tenant_id"),),
+)
+
+MIRRORED_TABLES = {t.name: t for t in (practitioners, practitioner_roles, clients, sessions, invoices, referrals)}
 
 tenants = Table(
     "tenants",

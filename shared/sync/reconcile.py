@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 
 from shared.fhir.transform import TransformError, UnsupportedResourceType, transform_resource
-from shared.records import MirrorRow
+from shared.records import RESOURCE_TYPES, MirrorRow
 from shared.settings import TenantConfig
 from shared.source.budget import BULK
 from shared.source.client import FhirClient, window_params
@@ -35,7 +35,7 @@ from shared.sync.deletes import detect_deletes, forget_seen, record_seen
 from shared.sync.runs import RunCounts, RunLease, checkpoint, finish, load_position, run_started_at
 from shared.sync.silence import SilenceCheck, record_silence
 
-TYPE_ORDER = ("Practitioner", "PractitionerRole", "Patient", "Appointment", "Invoice")
+TYPE_ORDER = RESOURCE_TYPES
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 LAG = timedelta(minutes=2)
 MAX_WINDOW_RESTARTS = 3

@@ -11,10 +11,11 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, func, select
 
 from shared.bootstrap import azurite_connection_string
 from shared.fhir.synthetic import SyntheticCounts
@@ -279,6 +280,27 @@ def test_dashboard_and_health_over_http_after_a_full_reconcile(booted: Booted) -
     missing = httpx.get(f"{base}/tenants/{DEMO_TENANT}/practitioners/PR-NOPE/dashboard")
     bad = httpx.get(f"{base}/tenants/{DEMO_TENANT}/practitioners/{practitioner}/dashboard", params={"date": "x"})
     assert (missing.status_code, bad.status_code) == (404, 400)
+    # Care plans: a session of a client whose referral is assigned to the session's practitioner
+    # shows that referral's limit and at least its prior sessions plus this one.
+    from shared.store.schema import referrals, sessions
+
+    r, s = referrals.c, sessions.c
+    with booted.runtime.engine.connect() as conn:
+        mirrored = conn.execute(select(func.count()).select_from(referrals).where(r.tenant_id == DEMO_TENANT)).scalar()
+        plan, visit = next(
+            (plan, visit) for plan in conn.execute(select(referrals).where(
+                r.tenant_id == DEMO_TENANT, r.practitioner_id.is_not(None), r.session_limit.is_not(None)))
+            for visit in conn.execute(select(s.source_id, s.start_at).where(
+                s.tenant_id == DEMO_TENANT, s.client_id == plan.client_id, s.practitioner_id == plan.practitioner_id,
+                s.status.in_(("booked", "attended"))))
+            if plan.starts_on <= visit.start_at.astimezone(ZoneInfo("Australia/Sydney")).date() <= plan.ends_on)
+    assert mirrored == sum(1 for x in booted.demo.sandbox.data.snapshot() if x["type"] == "Referral" and not x["deleted"])
+    day = visit.start_at.astimezone(ZoneInfo("Australia/Sydney")).date().isoformat()
+    shown = httpx.get(f"{base}/tenants/{DEMO_TENANT}/practitioners/{plan.practitioner_id}/dashboard",
+                      params={"date": day}).json()
+    care = next(x["carePlan"] for x in shown["sessions"] if x["id"] == visit.source_id)
+    assert care["referral"] == plan.source_id and care["sessionsTotal"] == plan.session_limit
+    assert care["sessionsUsed"] >= (plan.prior_sessions or 0) + 1 and care["validUntil"] == plan.ends_on.isoformat()
 
 
 def test_a_sync_triggered_over_http_runs_to_completion_and_shows_in_the_history(booted: Booted) -> None:

@@ -35,7 +35,7 @@ def tenants_file(tmp_path: Path) -> Path:
 
 
 def resources(**counts: int) -> list[dict[str, Any]]:
-    return list(generate(SyntheticCounts(**counts), seed=3))
+    return list(generate(SyntheticCounts(**{"referrals": 0, **counts}), seed=3))  # counts below are exact
 
 
 def write_ndjson(path: Path, items: list[Any]) -> Path:
@@ -227,7 +227,7 @@ def test_generate_then_load_through_the_real_command(tmp_path: Path, tenants_fil
                  ["load", "--tenant", "demo", str(bundle)]):
         done = subprocess.run(base + args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
-    assert "inserted 230" in done.stdout  # 5 practitioners + 5 roles + 30 patients + 90 + 100 invoices
+    assert "inserted 245" in done.stdout  # 5 practitioners + 5 roles + 30 patients + 90 + 100 invoices + 15 referrals
     engine = create_store_engine(load_settings(database_url=db))
     try:
         assert count(engine, sessions) == 90 and count(engine, clients) == 30

@@ -305,3 +305,60 @@ def test_synthetic_data_maps_without_errors() -> None:
     assert {r.content["status"] for r in sessions} >= {"attended", "booked", "cancelled"}
     assert all(r.content["practitioner_role_id"] and not r.content["practitioner_id"] for r in sessions)
     assert {r.content["status"] for r in rows if r.table == "invoices"} >= {"paid", "issued"}
+
+
+def referral(*extension: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    base = {"resourceType": "Referral", "id": "RF-1", "meta": META,
+            "subject": {"reference": "/main/Patient/PT-9", "type": "Patient"},
+            "performer": {"reference": "/main/Practitioner/PR-3", "type": "Practitioner"},
+            "period": {"start": "2026-01-05", "end": "2027-01-04"},
+            "referralDefinition": " Mental Health Treatment Plan ", "priority": True,
+            "extension": list(extension) or [
+                {"url": "https://x.example/StructureDefinition/referral-appointment-limit", "valueInteger": 10},
+                {"url": "https://x.example/StructureDefinition/referral-prior-appointments", "valueInteger": 2}]}
+    return {**base, **fields}
+
+
+def test_a_halaxy_referral_becomes_a_care_plan_row() -> None:
+    row = transform_resource(referral())
+    assert row.table == "referrals" and row.source_id == "RF-1"
+    assert row.content == {
+        "client_id": "PT-9", "practitioner_id": "PR-3", "status": "active", "name": "Mental Health Treatment Plan",
+        "starts_on": date(2026, 1, 5), "ends_on": date(2027, 1, 4), "session_limit": 10, "prior_sessions": 2,
+        "preferred": True}
+
+
+def test_referral_variants_map_to_what_they_mean() -> None:
+    # No performer: any practitioner of the practice may use it; a dateTime period keeps its date;
+    # FHIR's request priority is a code, not Halaxy's "preferred" flag; ``patient`` names the client.
+    row = transform_resource(referral(performer=None, subject=None, priority="routine",
+                                      patient={"reference": "Patient/PT-7"},
+                                      period={"start": "2026-01-05T09:00:00+11:00"}))
+    assert (row.content["client_id"], row.content["practitioner_id"], row.content["preferred"]) == ("PT-7", None, None)
+    assert (row.content["starts_on"], row.content["ends_on"]) == (date(2026, 1, 5), None)
+    # A limit in hours or dollars is not a number of sessions; a limit type saying so wins too.
+    hours = transform_resource(referral({"url": "https://x/referral-limit", "valueQuantity": {"value": 6, "unit": "h"}}))
+    assert hours.content["session_limit"] is None and hours.content["prior_sessions"] == 0
+    typed = transform_resource(referral({"url": "https://x/referral-limit", "valueInteger": 500},
+                                        {"url": "https://x/referral-limit-type", "valueCode": "money"}))
+    assert typed.content["session_limit"] is None
+    counted = transform_resource(referral({"url": "https://x/referral-limit", "valueQuantity": {"value": 12,
+                                                                                               "unit": "appointments"}}))
+    assert counted.content["session_limit"] == 12
+    assert transform_resource(referral(status="revoked")).content["status"] == "revoked"
+    assert transform_resource(referral(extension=[])).content["session_limit"] is None
+
+
+@pytest.mark.parametrize("fields, reason", [
+    ({"period": {"start": "2026-02-01", "end": "2026-01-01"}}, "period ends before it starts"),
+    ({"period": {"start": "2026-13-01"}}, "period.start is not a FHIR date"),
+    ({"status": "sideways"}, "unmapped status 'sideways'"),
+    ({"extension": [{"url": "https://x/referral-limit", "valueInteger": -1}]}, "whole number"),
+    ({"extension": [{"url": "https://x/referral-limit", "valueDecimal": 2.5}]}, "whole number"),
+    ({"extension": [{"url": "https://x/referral-prior-appointments", "valueString": "ten"}]}, "not a number"),
+])
+def test_an_unmappable_referral_names_itself_not_its_content(fields: dict[str, Any], reason: str) -> None:
+    with pytest.raises(TransformError) as caught:
+        transform_resource(referral(**fields))
+    assert caught.value.resource_type == "Referral" and caught.value.resource_id == "RF-1"
+    assert reason in str(caught.value) and "PT-9" not in str(caught.value)
