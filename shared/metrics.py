@@ -8,6 +8,10 @@ built here, never request input, so a flood of forged deliveries cannot grow it.
 
 Lag (event timestamp → row committed) is kept as a histogram of fixed buckets (``lag.le_<ms>``)
 plus ``lag.count`` and ``lag.sum_ms``, enough for percentiles to a bucket's precision.
+
+Webhook deliveries are also counted per minute (``webhook.minute.<minutes since 1970>``) for the
+rate on the status page; a flush drops minutes older than an hour, at most every five minutes,
+so a tenant has at most ~65 of these rows.
 """
 from __future__ import annotations
 
@@ -16,9 +20,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, delete, func, select, text
 
 from shared.store.engine import write_transaction
 from shared.store.schema import tenant_metrics
@@ -26,6 +30,10 @@ from shared.store.schema import tenant_metrics
 log = logging.getLogger("shared.metrics")
 LAG_BUCKETS_MS = (100, 250, 500, 1_000, 2_500, 5_000, 30_000, 300_000)
 LAG_OVER = f"lag.gt_{LAG_BUCKETS_MS[-1]}"
+MINUTE_PREFIX = "webhook.minute."
+MINUTES_KEPT = timedelta(hours=1)
+PRUNE_EVERY = 300.0  # seconds between two prunes of old minutes, per process
+RATE_MINUTES = 15
 
 _MSSQL_MERGE = text(
     "MERGE tenant_metrics WITH (HOLDLOCK) AS t "
@@ -34,6 +42,10 @@ _MSSQL_MERGE = text(
     "WHEN MATCHED THEN UPDATE SET value = t.value + s.value, updated_at = s.updated_at "
     "WHEN NOT MATCHED THEN INSERT (tenant_id, name, value, updated_at) "
     "VALUES (s.tenant_id, s.name, s.value, s.updated_at);")
+
+
+def minute_bucket(at: datetime) -> str:
+    return f"{MINUTE_PREFIX}{int(at.timestamp()) // 60}"
 
 
 def lag_bucket(seconds: float) -> str:
@@ -49,6 +61,7 @@ class Metrics:
         self._pending: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._last_flush = clock()
+        self._last_prune: float | None = None
 
     def add(self, tenant_id: str, name: str, n: int = 1) -> None:
         if n:
@@ -66,11 +79,17 @@ class Metrics:
         with self._lock:
             batch, self._pending = self._pending, Counter()
             self._last_flush = self.clock()
+            prune = self._last_prune is None or self._last_flush - self._last_prune >= PRUNE_EVERY
+            if prune:
+                self._last_prune = self._last_flush
         if not batch:
             return 0
         try:
             with write_transaction(engine) as conn:
-                increment(conn, batch, datetime.now(timezone.utc))
+                now = datetime.now(timezone.utc)
+                increment(conn, batch, now)
+                if prune:
+                    prune_minutes(conn, now - MINUTES_KEPT)
         except Exception:
             with self._lock:
                 self._pending.update(batch)
@@ -104,6 +123,23 @@ def increment(conn: Connection, counts: Mapping[tuple[str, str], int], now: date
         conn.execute(_MSSQL_MERGE, rows)
     else:
         raise ValueError(f"metrics do not support the {dialect!r} dialect")
+
+
+def prune_minutes(conn: Connection, before: datetime) -> int:
+    """Drop per-minute webhook counts last written before ``before`` (every tenant's)."""
+    c = tenant_metrics.c
+    return conn.execute(delete(tenant_metrics).where(
+        c.name.startswith(MINUTE_PREFIX, autoescape=True), c.updated_at < before)).rowcount or 0
+
+
+def webhook_rate(conn: Connection, tenant_id: str, now: datetime, minutes: int = RATE_MINUTES) -> float:
+    """Deliveries per minute over the last ``minutes`` minutes, the current one included."""
+    c = tenant_metrics.c
+    current = int(now.timestamp()) // 60
+    names = [f"{MINUTE_PREFIX}{m}" for m in range(current - minutes + 1, current + 1)]
+    total = conn.execute(select(func.coalesce(func.sum(c.value), 0)).where(
+        c.tenant_id == tenant_id, c.name.in_(names))).scalar_one()
+    return int(total) / minutes
 
 
 def read_metrics(conn: Connection, tenant_id: str) -> dict[str, int]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from shared.metrics import RATE_MINUTES, webhook_rate
 from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE
 from shared.queues.port import QueuePort, poison_name
 from shared.reads.health import tenant_health
@@ -67,6 +68,7 @@ def tenant_status(conn: Connection, tenant: TenantConfig, queues: QueuePort, bud
         "health": health.as_dict(),
         "freshness": freshness,
         "webhooks": webhooks,
+        "webhookRate": {"perMinute": round(webhook_rate(conn, tenant.id, now), 2), "overMinutes": RATE_MINUTES},
         "failureStreak": health.failure_streak,
         "breaker": {"state": breaker.state, "failures": breaker.failures,
                     "retryAfterUntil": (datetime.fromtimestamp(breaker.not_before, now.tzinfo).isoformat()

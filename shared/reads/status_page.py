@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from shared.metrics import RATE_MINUTES, webhook_rate
 from shared.queues.messages import CHANGES_QUEUE
 from shared.queues.port import QueuePort, poison_name
 from shared.reads.health import TenantHealth, tenant_health
@@ -49,9 +50,9 @@ def ago(then: datetime | None, now: datetime) -> str:
     return f"{seconds} s ago"
 
 
-def _card(tenant: TenantConfig, health: TenantHealth, last_run: Any, webhooks: tuple[int, datetime | None],
+def _card(tenant: TenantConfig, health: TenantHealth, last_run: Any, webhooks: tuple[int, datetime | None, float],
           silent: int, now: datetime) -> str:
-    received, last_webhook = webhooks
+    received, last_webhook, rate = webhooks
     run = (f"{escape(last_run.kind)} · {escape(last_run.status)} · {ago(last_run.started_at, now)}"
            if last_run else "none yet")
     problems = []
@@ -65,7 +66,8 @@ def _card(tenant: TenantConfig, health: TenantHealth, last_run: Any, webhooks: t
         f'<span class="badge">{LABELS[health.status]}</span>'
         f"<dl><dt>Freshness</dt><dd>{ago(health.last_success_at, now)}</dd>"
         f"<dt>Last run</dt><dd>{run}</dd>"
-        f"<dt>Webhooks</dt><dd>{received:,} received · last {ago(last_webhook, now)}</dd>"
+        f"<dt>Webhooks</dt><dd>{rate:,.1f}/min (last {RATE_MINUTES} min) · last {ago(last_webhook, now)}"
+        f" · {received:,} in all</dd>"
         f"<dt>Failures</dt><dd>{health.failure_streak} in a row</dd></dl>"
         + "".join(f'<p class="problem">{p}</p>' for p in problems)
         + "</article>")
@@ -81,7 +83,8 @@ def status_page(conn: Connection, tenants: list[TenantConfig], queues: QueuePort
         webhooks = conn.execute(select(m.value, m.updated_at).where(
             m.tenant_id == tenant.id, m.name == "webhook.received")).first()
         silent = conn.execute(select(s.changes).where(s.tenant_id == tenant.id)).scalars().all()
-        cards.append(_card(tenant, health, last_run, (webhooks[0], webhooks[1]) if webhooks else (0, None),
+        rate = webhook_rate(conn, tenant.id, now)
+        cards.append(_card(tenant, health, last_run, (*webhooks, rate) if webhooks else (0, None, rate),
                            sum(silent), now))
     recent = conn.execute(select(r.tenant_id, r.kind, r.status, r.processed, r.started_at, r.finished_at)
                           .order_by(r.started_at.desc()).limit(15)).all()

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, exists, select, update
 
-from shared.metrics import Metrics
+from shared.metrics import Metrics, minute_bucket
 from shared.queues.messages import CHANGES_QUEUE, ChangeMessage, encode
 from shared.queues.port import QueuePort
 from shared.settings import TenantConfig
@@ -52,6 +52,7 @@ def _receive(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, eve
     tenant_label = tenant.id if tenant else "?"
     if tenant is not None:  # unknown tenants are not counted: their names come from the URL
         metrics.add(tenant.id, "webhook.received")
+        metrics.add(tenant.id, minute_bucket(now))
     label = event if _EVENT_TEXT.match(event) else "?"  # from the URL: never log it raw
     try:
         if tenant is None:

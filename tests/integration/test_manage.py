@@ -164,6 +164,9 @@ def test_sync_status_tells_freshness_webhooks_breaker_queues_silence_and_credent
                                                  updated_at=now))
         conn.execute(insert(tenant_metrics).values(tenant_id="alpha", name="webhook.event.patient-update", value=4,
                                                    updated_at=now - timedelta(seconds=30)))
+        from shared.metrics import minute_bucket
+        conn.execute(insert(tenant_metrics).values(tenant_id="alpha", name=minute_bucket(now), value=30,
+                                                   updated_at=now))
         conn.execute(insert(source_health).values(breaker_key="alpha|127.0.0.1:9", state="open", failures=5,
                                                   opened_at=now.timestamp(), probe_until=0.0,
                                                   not_before=now.timestamp() + 60, updated_at=now))
@@ -179,6 +182,7 @@ def test_sync_status_tells_freshness_webhooks_breaker_queues_silence_and_credent
     assert status == 200 and body["tenant"] == "alpha" and body["enabled"] is True
     assert body["freshness"]["Patient"]["ageSeconds"] >= 420 and list(body["freshness"]) == ["Patient"]
     assert body["webhooks"] == {"patient-update": {"count": 4, "lastAt": (now - timedelta(seconds=30)).isoformat()}}
+    assert body["webhookRate"] == {"perMinute": 2.0, "overMinutes": 15}  # 30 this minute, over 15 minutes
     assert body["breaker"]["state"] == "open" and body["breaker"]["retryAfterUntil"] is not None
     assert body["queues"]["changes"]["depth"] == 1 and body["queues"]["changes"]["oldestMessageAgeSeconds"] >= 0
     assert body["silentWebhooks"][0]["resourceType"] == "Appointment" and body["silentWebhooks"][0]["changes"] == 3
@@ -187,6 +191,7 @@ def test_sync_status_tells_freshness_webhooks_breaker_queues_silence_and_credent
     assert body["rateBudget"] is None  # no request to the source from this process yet
     other = call("sync_status", tenant="beta")[1]  # beta sees none of alpha's state
     assert (other["webhooks"], other["silentWebhooks"], other["breaker"]["state"]) == ({}, [], "closed")
+    assert other["webhookRate"]["perMinute"] == 0
     assert other["credentials"]["status"] == "unknown"
     assert call("sync_status", tenant="nope") == (404, {"error": "unknown-tenant"})
 

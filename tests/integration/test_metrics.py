@@ -51,3 +51,25 @@ def test_insert_ignore_says_whether_it_inserted(engine: Engine) -> None:
         assert insert_ignore(conn, inbox, [record]) == 1
         assert insert_ignore(conn, inbox, [record]) == 0
         assert insert_ignore(conn, inbox, []) == 0
+
+
+def test_the_webhook_rate_counts_the_last_minutes_and_old_minutes_are_dropped(engine: Engine) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from shared.metrics import increment, minute_bucket, prune_minutes, webhook_rate
+    from shared.store.engine import write_transaction
+
+    now = datetime(2026, 11, 23, 21, 30, 20, tzinfo=timezone.utc)
+    with write_transaction(engine) as conn:
+        for minutes_ago, n in ((0, 3), (14, 12), (15, 100), (70, 7)):  # 15 and 70 min ago: outside
+            at = now - timedelta(minutes=minutes_ago)
+            increment(conn, {("north", minute_bucket(at)): n}, at)
+        increment(conn, {("south", minute_bucket(now)): 50, ("north", "webhook.received"): 1}, now - timedelta(hours=3))
+    with engine.connect() as conn:
+        assert webhook_rate(conn, "north", now) == 1.0  # (3 + 12) / 15 minutes; south's are its own
+        assert webhook_rate(conn, "south", now) == 50 / 15 and webhook_rate(conn, "east", now) == 0
+    with write_transaction(engine) as conn:  # minutes written over an hour ago go; other counters stay
+        assert prune_minutes(conn, now - timedelta(hours=1)) == 2  # north's 70-minute one and south's
+    with engine.connect() as conn:
+        left = read_metrics(conn, "north")
+    assert left["webhook.received"] == 1 and sum(1 for k in left if k.startswith("webhook.minute.")) == 3

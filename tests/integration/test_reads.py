@@ -17,7 +17,7 @@ from shared.queues.memory import InMemoryQueues
 from shared.reads.dashboard import practitioner_dashboard
 from shared.settings import TenantConfig
 from shared.store.engine import write_transaction
-from shared.store.schema import clients, invoices, practitioners, sessions, sync_runs
+from shared.store.schema import clients, invoices, practitioners, referrals, sessions, sync_runs
 from tests.fakes import installed_runtime, registered_functions
 
 TENANTS = [
@@ -77,6 +77,19 @@ def seeded(database_url: str, tmp_path: Path) -> Iterator[Engine]:
                     status=status, total_gross=Decimal(gross), currency=currency)
             put(conn, invoices, "other", "IN-1", practitioner_id="PR-1", issued_at=local(DAY, 10), status="paid",
                 total_gross=Decimal("1000.00"), currency="AUD")
+            # Care plans. Alice: a plan with PR-1 that started with 2 prior sessions, and a revoked
+            # one that must be ignored. Carol: a used-up preferred plan, a plan from today and an
+            # expired one. The other tenant has a plan with the same id for its own Alice.
+            for tenant, rid, client, limit, prior, first, last, extra in [
+                    ("syd", "RF-1", "PT-A", 10, 2, date(2026, 2, 1), date(2026, 12, 31), {"practitioner_id": "PR-1"}),
+                    ("syd", "RF-REVOKED", "PT-A", 5, 0, None, None, {"status": "revoked", "preferred": True}),
+                    ("syd", "RF-2", "PT-B", 1, 1, date(2026, 1, 1), None, {"preferred": True}),
+                    ("syd", "RF-3", "PT-B", 6, 0, DAY, DAY + timedelta(days=365), {}),
+                    ("syd", "RF-OLD", "PT-B", 10, 0, None, DAY - timedelta(days=1), {"preferred": True}),
+                    ("other", "RF-1", "PT-A", 99, 50, None, None, {})]:
+                put(conn, referrals, tenant, rid, client_id=client, session_limit=limit, prior_sessions=prior,
+                    starts_on=first, ends_on=last, name="Mental Health Treatment Plan",
+                    **{"status": "active", "preferred": False, **extra})
         yield rt.engine
 
 
@@ -99,7 +112,14 @@ def test_a_practitioners_day_in_the_tenants_timezone(seeded: Engine) -> None:
     assert first["sessionNumber"] == 3  # AP-1 and AP-3 (another practitioner) counted, AP-2 cancelled not
     assert late["start"] == "2026-03-04T23:30:00+11:00" and late["sessionNumber"] == 1
     assert cancelled["status"] == "cancelled" and cancelled["sessionNumber"] is None
-    assert first["carePlan"] is None
+    # Alice's plan with PR-1: 2 prior + AP-1 + today; AP-3 was with PR-2, AP-2 cancelled.
+    assert first["carePlan"] == {"referral": "RF-1", "name": "Mental Health Treatment Plan", "sessionsUsed": 4,
+                                 "sessionsTotal": 10, "validUntil": "2026-12-31"}
+    # Carol: yesterday's no-show fell under the used-up RF-2 (RF-3 starts today, RF-OLD ended
+    # yesterday); today RF-3 applies. The cancellation uses no session, the 23:30 booking the first.
+    assert cancelled["carePlan"]["referral"] == "RF-3" and cancelled["carePlan"]["sessionsUsed"] == 0
+    assert late["carePlan"] == {"referral": "RF-3", "name": "Mental Health Treatment Plan", "sessionsUsed": 1,
+                                "sessionsTotal": 6, "validUntil": "2027-03-04"}
     text = json.dumps(board)
     assert "Alice" not in text and "Brown" not in text and "Carol" not in text  # initials only
     week, month = board["stats"]["week"], board["stats"]["month"]
@@ -182,4 +202,5 @@ def test_the_status_page_escapes_what_it_shows(seeded: Engine) -> None:
     assert response.status_code == 200 and response.mimetype == "text/html"
     assert "<script>" not in page and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; token refused" in page
     assert 'class="card delayed" data-tenant="syd"' in page and 'data-tenant="other"' in page
+    assert page.count("0.0/min (last 15 min)") == 2  # the webhook rate of each tenant
     assert "Alice" not in page and "AB" not in page  # no client data on the operators' page
