@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 import azure.functions as func
 
+from shared import failpoints
 from shared.bootstrap import runtime
 from shared.webhooks.receive import Answer, receive_webhook
 
@@ -35,4 +36,6 @@ def receive_webhook_http(req: func.HttpRequest) -> func.HttpResponse:
         return json_response(Answer(503, {"error": "temporarily-unavailable"}, {"Retry-After": "30"}))
     answer = receive_webhook(rt.engine, rt.queues, tenant, event, dict(req.headers), req.get_body(),
                              datetime.now(timezone.utc), rt.metrics)
+    if answer.status == 202:
+        failpoints.hit("webhook.after_enqueue")
     return json_response(answer)

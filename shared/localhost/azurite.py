@@ -23,17 +23,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_azurite_queue(log: Path, *, timeout: float = 30) -> tuple[subprocess.Popen[bytes], str]:
-    """(the process, its queue endpoint URL); raises AzuriteUnavailable saying what to do."""
+def start_azurite_queue(log: Path, *, timeout: float = 30, port: int | None = None,
+                        location: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """(the process, its queue endpoint URL); raises AzuriteUnavailable saying what to do.
+
+    In memory unless ``location`` is given: a folder kept on disk, so that Azurite stopped and
+    started again on the same ``port`` still has its queues (the fault harness does that)."""
     binary = ROOT / ".tools" / "node_modules" / ".bin" / "azurite-queue"
     if not binary.exists():
         on_path = shutil.which("azurite-queue")
         if on_path is None:
             raise AzuriteUnavailable("Azurite is not installed: run `make test` (it installs azurite from npm)")
         binary = Path(on_path)
-    port = free_port()
+    port = port or free_port()
+    persistence = ["--location", str(location)] if location is not None else ["--inMemoryPersistence"]
     proc = subprocess.Popen(
-        [str(binary), "--queueHost", "127.0.0.1", "--queuePort", str(port), "--inMemoryPersistence",
+        [str(binary), "--queueHost", "127.0.0.1", "--queuePort", str(port), *persistence,
          "--disableTelemetry", "--skipApiVersionCheck", "--loose", "--debug", str(log)],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout

@@ -110,7 +110,8 @@ class Booted:
 
 
 def boot(settings: Settings, *, port: int, say: Callable[[str], None] = print,
-         demo_counts: tuple[int, int, int, int] = (5, 200, 1000, 400), queues: Any = None) -> Booted:
+         demo_counts: tuple[int, int, int, int] = (5, 200, 1000, 400), queues: Any = None,
+         host_json: dict[str, Any] | None = None) -> Booted:
     """Migrate, start the sandbox when no tenant is configured, install the runtime, start the host."""
     from function_app import app
     from shared.localhost.host import LocalHost
@@ -118,7 +119,7 @@ def boot(settings: Settings, *, port: int, say: Callable[[str], None] = print,
     migrate(settings)
     tenants = settings.load_tenants()
     queues = queues if queues is not None else queue_port(settings)
-    host = LocalHost(app, settings, queues, port=port)  # binds now: the sandbox needs its URL
+    host = LocalHost(app, settings, queues, port=port, host_json=host_json)  # binds now: the sandbox needs its URL
     demo = None
     if not tenants:
         demo = start_demo(host.url, counts=demo_counts)

@@ -170,7 +170,21 @@ class SandboxData:
         candidates = [s for s in self.by_type[kind].values() if s.deleted_at is None]
         if not candidates:
             return None
-        stored = self.rng.choice(candidates)
+        return self._revise(kind, self.rng.choice(candidates))
+
+    def revise(self, kind: str, rid: str) -> Change:
+        """A new version of one live record (the fault harness changes one key many times)."""
+        with self.lock:
+            stored = self.by_type[kind][rid]
+            if stored.deleted_at is not None:
+                raise ValueError(f"{kind}/{rid} is deleted")
+            return self._revise(kind, stored)
+
+    def first_live(self, kind: str) -> str:
+        with self.lock:
+            return min(rid for rid, s in self.by_type[kind].items() if s.deleted_at is None)
+
+    def _revise(self, kind: str, stored: Stored) -> Change:
         resource = json.loads(stored.encoded)
         if kind == "Appointment":
             code = self.rng.choice(("attended", "cancelled", "did-not-attend", "confirmed"))

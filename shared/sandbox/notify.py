@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import queue
+import random
 import threading
 import time
 import uuid
@@ -47,6 +48,14 @@ class WebhookConfig:
     header: str = ""  # halaxy: the static secret's header; hmac-sha256: the signature's header
     max_attempts: int = 6
     backoff: float = 0.2
+    # Misbehaviour, for the fault harness: send every notification ``repeat`` times, leave out a
+    # share of them (``drop_rate``: never sent, status "dropped"), send each batch of changes in
+    # shuffled order, and send from ``senders`` threads at once (which reorders too).
+    repeat: int = 1
+    drop_rate: float = 0.0
+    shuffle: bool = False
+    senders: int = 1
+    seed: int = 0
 
     def __post_init__(self) -> None:
         require_loopback(self.url.replace("{event}", "e"))
@@ -65,7 +74,8 @@ class Delivery:
     version: str
     event_number: int
     attempts: int = 0
-    status: str = "pending"  # pending | delivered | failed
+    copies: int = 0  # copies sent (more than one with WebhookConfig.repeat)
+    status: str = "pending"  # pending | delivered | failed | dropped
     last_status: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -110,20 +120,33 @@ class Notifier:
         self._numbers: dict[str, int] = {}
         self._queue: queue.Queue[tuple[Delivery, bytes, dict[str, str]] | None] = queue.Queue()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="sandbox-webhooks", daemon=True)
-        self._thread.start()
+        self._rng = random.Random(config.seed)
+        self._threads = [threading.Thread(target=self._run, name=f"sandbox-webhooks-{n}", daemon=True)
+                         for n in range(max(config.senders, 1))]
+        for thread in self._threads:
+            thread.start()
 
     def notify(self, changes: list[Change]) -> None:
-        for change in changes:
-            if (change.type, change.action) not in FIRING:
-                continue
-            event = event_name(change)
-            with self._lock:
+        firing = [c for c in changes if (c.type, c.action) in FIRING]
+        with self._lock:
+            numbered = []
+            for change in firing:  # event numbers follow the changes, whatever the sending order
+                event = event_name(change)
                 number = self._numbers[event] = self._numbers.get(event, 0) + 1
-                delivery = Delivery(event, change.type, change.id, change.action, str(change.version), number)
+                numbered.append((change, event, number))
+            if self.config.shuffle:
+                self._rng.shuffle(numbered)
+        for change, event, number in numbered:
+            with self._lock:
+                dropped = self.config.drop_rate > 0 and self._rng.random() < self.config.drop_rate
+                delivery = Delivery(event, change.type, change.id, change.action, str(change.version), number,
+                                    status="dropped" if dropped else "pending")
                 self.log.append(delivery)
+            if dropped:
+                continue
             body, headers = self._render(change, number)
-            self._queue.put((delivery, body, headers))
+            for _ in range(max(self.config.repeat, 1)):
+                self._queue.put((delivery, body, headers))
 
     def _render(self, change: Change, number: int) -> tuple[bytes, dict[str, str]]:
         config = self.config
@@ -152,11 +175,15 @@ class Notifier:
                     except httpx.TransportError:
                         delivery.last_status = None
                     if delivery.last_status is not None and 200 <= delivery.last_status < 300:
-                        delivery.status = "delivered"
                         break
                     time.sleep(self.config.backoff * 2 ** attempt)
-                else:
-                    delivery.status = "failed"
+                with self._lock:  # with repeats, one delivered copy is enough
+                    delivered = delivery.last_status is not None and 200 <= delivery.last_status < 300
+                    delivery.copies += 1
+                    if delivered:
+                        delivery.status = "delivered"
+                    elif delivery.copies >= max(self.config.repeat, 1) and delivery.status == "pending":
+                        delivery.status = "failed"
                 self._queue.task_done()
 
     def drain(self, timeout: float = 30) -> bool:
@@ -164,14 +191,16 @@ class Notifier:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                if all(d.status != "pending" for d in self.log):
+                if all(d.status != "pending" for d in self.log) and not self._queue.unfinished_tasks:
                     return True
             time.sleep(0.02)
         return False
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=5)
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=5)
 
     def deliveries(self) -> list[dict[str, Any]]:
         with self._lock:

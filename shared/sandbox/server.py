@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +54,16 @@ def outcome(code: str, diagnostics: str) -> dict[str, Any]:
             "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}]}
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-request (a crashed worker, a timeout) is routine for a source."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class Sandbox:
     """The server and its state; start() runs it in a background thread (tests), serve() in front."""
 
@@ -65,8 +76,7 @@ class Sandbox:
         self._expired_answers = 0
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"sandbox": self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _Server((host, port), handler)
         self._thread: threading.Thread | None = None
         self.notifier = Notifier(config.webhook, self.base_url) if config.webhook else None
 
