@@ -18,7 +18,7 @@ from shared.queues.memory import InMemoryQueues
 from shared.queues.port import QueuePort
 from shared.settings import Settings, TenantConfig, load_settings
 from shared.source.budget import RateBudget
-from shared.source.registry import SourceRegistry
+from shared.source.registry import SourceRegistry, source_options
 from shared.store.engine import create_store_engine
 from shared.store.health import DatabaseBreakerStore
 
@@ -56,7 +56,8 @@ class Runtime:
         registry = self._registries.get(id(loop))
         if registry is None:
             http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
-            registry = self._registries[id(loop)] = SourceRegistry(http, DatabaseBreakerStore(self.engine))
+            registry = self._registries[id(loop)] = SourceRegistry(
+                http, DatabaseBreakerStore(self.engine), **source_options(self.settings))
         return registry
 
 

@@ -193,7 +193,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
     from shared.importer.progress import CountProgress
     from shared.source.errors import SourceError
-    from shared.source.registry import SourceRegistry
+    from shared.source.registry import SourceRegistry, source_options
     from shared.store.engine import create_store_engine, write_transaction
     from shared.store.health import DatabaseBreakerStore
     from shared.store.tenants import sync_tenants
@@ -217,7 +217,8 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
         async def run() -> None:
             async with httpx.AsyncClient(timeout=httpx.Timeout(30.0)) as http:
-                client = SourceRegistry(http, DatabaseBreakerStore(engine)).client(tenant)
+                client = SourceRegistry(http, DatabaseBreakerStore(engine),
+                                        **source_options(settings)).client(tenant)
                 await run_reconcile(engine, client, tenant, lease,
                                     on_progress=lambda p: progress.update(p.done, p.total, p.step))
 

@@ -148,6 +148,14 @@ class Settings(BaseSettings):
     # next message for that tenant and kind takes it over and resumes from its checkpoint. The
     # fan-out marks runs silent for four times this long as failed_stale.
     run_stale_after: Annotated[float, Field(gt=0)] = 900.0
+    # The circuit breaker per tenant and source host: this many consecutive failures open it; after
+    # the cooldown (seconds) exactly one probe request is let through, and its outcome closes or
+    # re-opens it. While it is open, webhooks' changes are put back until the probe may run.
+    breaker_failures: Annotated[int, Field(ge=1, le=100)] = 5
+    breaker_cooldown: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # Credentials the source refused are not presented again for this long (seconds); a webhook's
+    # change waiting on them is put back until then (up to 50 times) instead of failing to poison.
+    credentials_retry_after: Annotated[float, Field(gt=0, le=3600)] = 300.0
     # How often the timer looks for due tenants (NCRONTAB). The timer binds it as the app setting
     # %SYNC_FANOUT_SCHEDULE%, so in Azure it must be set (the Bicep sets it).
     fanout_schedule: Schedule = "0 */5 * * * *"

@@ -12,10 +12,11 @@ from datetime import datetime, timedelta, timezone
 
 import azure.functions as func
 
+from shared import failpoints
 from shared.bootstrap import runtime
 from shared.metrics import Metrics
 from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, decode, encode
-from shared.source.errors import SourceError, SourceUnavailable
+from shared.source.errors import CredentialsRefused, SourceError, SourceUnavailable
 from shared.store.engine import write_transaction
 from shared.store.guard import UpsertCounts
 from shared.sync.apply import ApplyResult, apply_change
@@ -32,16 +33,16 @@ bp = func.Blueprint()
 async def handle_change(text: str) -> ApplyResult:
     """Raises on bad messages and source trouble: the queue retries, then poisons.
 
-    When the source holds us back (429 with a long Retry-After, an open circuit) the change is
-    sent again with a visibility delay until then and this delivery is acknowledged: waiting is
-    not failing, so it must not spend one of the message's delivery attempts. A change deferred
+    When the source holds us back (429 with a long Retry-After, an open circuit, the tenant's
+    credentials refused) the change is sent again with a visibility delay until then and this
+    delivery is acknowledged: waiting is not failing, so it must not spend one of the message's delivery attempts. A change deferred
     MAX_DEFERRALS times is retried as a failure (and can reach the poison queue)."""
     rt = runtime()
     message = decode(text, ChangeMessage)
     client = rt.sources().client(rt.tenant(message.tenant))
     try:
         result = await apply_change(rt.engine, client, message)
-    except SourceUnavailable as exc:
+    except (SourceUnavailable, CredentialsRefused) as exc:
         deferrals = message.deferrals or 0
         if not exc.held or deferrals >= MAX_DEFERRALS:
             rt.metrics.add(message.tenant, "apply.failed")
@@ -55,6 +56,7 @@ async def handle_change(text: str) -> ApplyResult:
         rt.metrics.add(message.tenant, "apply.failed")
         raise
     else:
+        failpoints.hit("apply.after_commit")
         log.info("apply tenant=%s type=%s id=%s outcome=%s", message.tenant, message.type, message.id, result.outcome)
     record_apply(rt.metrics, message, result, datetime.now(timezone.utc))
     rt.metrics.maybe_flush(rt.engine)

@@ -22,6 +22,18 @@ class TokenError(SourceError):
     """No access token: wrong credentials, a missing scope, or the token endpoint failing."""
 
 
+class CredentialsRefused(TokenError):
+    """The token endpoint refused the tenant's credentials. Nothing changes until a person fixes
+    them, so the refusal is remembered for a while (no request is sent meanwhile) and queue work
+    is put back until ``retry_at`` rather than spending its delivery attempts."""
+
+    held = True
+
+    def __init__(self, tenant: str, message: str, *, retry_at: float, **kwargs: object) -> None:
+        super().__init__(tenant, message, **kwargs)  # type: ignore[arg-type]
+        self.retry_at, self.detail = retry_at, message
+
+
 class NotFound(SourceError):
     """404: the source does not know this id."""
 

@@ -7,9 +7,11 @@ through the source itself, since every instance reads the same x-ratelimit-remai
 """
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
-from shared.settings import TenantConfig
+from shared.settings import Settings, TenantConfig
 from shared.source.breaker import BreakerPolicy, BreakerStore, CircuitBreaker
 from shared.source.budget import RateBudget
 from shared.source.client import FhirClient
@@ -18,11 +20,19 @@ from shared.source.tokens import TokenManager
 USER_AGENT = "fhir-mirror/0.1 (+sync service)"
 
 
+def source_options(settings: Settings) -> dict[str, Any]:
+    """SourceRegistry's keyword arguments from the settings."""
+    return {"breaker_policy": BreakerPolicy(failure_threshold=settings.breaker_failures,
+                                            cooldown=settings.breaker_cooldown),
+            "credentials_retry_after": settings.credentials_retry_after}
+
+
 class SourceRegistry:
     def __init__(self, http: httpx.AsyncClient, breaker_store: BreakerStore, *,
-                 breaker_policy: BreakerPolicy = BreakerPolicy(), user_agent: str = USER_AGENT) -> None:
+                 breaker_policy: BreakerPolicy = BreakerPolicy(), user_agent: str = USER_AGENT,
+                 credentials_retry_after: float = 300.0) -> None:
         self.http, self.user_agent = http, user_agent
-        self.tokens = TokenManager(http, user_agent=user_agent)
+        self.tokens = TokenManager(http, user_agent=user_agent, refusal_hold=credentials_retry_after)
         self.breaker = CircuitBreaker(breaker_policy, breaker_store)
         self._clients: dict[str, FhirClient] = {}
 

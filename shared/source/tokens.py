@@ -3,7 +3,9 @@
 Halaxy's tokens live 15 minutes whatever ``expires_in`` says, so a token is cached for
 ``min(expires_in, 900) - 60`` seconds. Concurrent callers that find no valid token wait for one
 refresh (a per-tenant lock) and re-check the cache after taking it. A caller whose token was
-refused invalidates exactly that token, so a fresh one fetched meanwhile is kept.
+refused invalidates exactly that token, so a fresh one fetched meanwhile is kept. Credentials the
+token endpoint refuses are not presented again for ``refusal_hold`` seconds (CredentialsRefused,
+with when to come back): queue work is put back until then instead of failing towards poison.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 import httpx
 
 from shared.settings import TenantConfig
-from shared.source.errors import TokenError, TransientError
+from shared.source.errors import CredentialsRefused, TokenError, TransientError
 
 MAX_TOKEN_LIFE = 900.0
 REFRESH_MARGIN = 60.0
@@ -42,10 +44,12 @@ def cache_seconds(expires_in: object) -> float:
 
 
 class TokenManager:
-    def __init__(self, http: httpx.AsyncClient, *, user_agent: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.http, self.user_agent, self.clock = http, user_agent, clock
+    def __init__(self, http: httpx.AsyncClient, *, user_agent: str, refusal_hold: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self.http, self.user_agent, self.clock, self.wall = http, user_agent, clock, wall
+        self.refusal_hold = refusal_hold
         self._cache: dict[str, CachedToken] = {}
+        self._refused: dict[str, tuple[float, str]] = {}  # tenant → (asked again after, why)
         self._locks: dict[str, asyncio.Lock] = {}
         self.fetches = 0  # token requests sent: for tests and telemetry
 
@@ -62,9 +66,27 @@ class TokenManager:
             value = self._valid(tenant.id)  # someone refreshed while we waited
             if value:
                 return value
-            value, seconds = await self._fetch(tenant)
+            self._still_refused(tenant.id)
+            try:
+                value, seconds = await self._fetch(tenant)
+            except CredentialsRefused as exc:
+                self._refused[tenant.id] = (self.clock() + self.refusal_hold, exc.detail)
+                raise
+            self._refused.pop(tenant.id, None)
             self._cache[tenant.id] = CachedToken(value, self.clock() + seconds)
             return value
+
+    def _still_refused(self, tenant_id: str) -> None:
+        """Credentials refused a moment ago are not tried again until the hold passes: a wrong
+        secret stays wrong, and a source may lock out a client that keeps presenting it."""
+        refused = self._refused.get(tenant_id)
+        if refused is None:
+            return
+        until, why = refused
+        left = until - self.clock()
+        if left > 0:
+            raise CredentialsRefused(tenant_id, f"{why} (refused earlier; asking again in {left:.0f} s)",
+                                     path="/oauth/token", retry_at=self.wall() + left)
 
     def invalidate(self, tenant_id: str, value: str) -> None:
         cached = self._cache.get(tenant_id)
@@ -96,6 +118,6 @@ class TokenManager:
                     "invalid_scope": "the API key lacks a scope this service needs",
                     "unauthorized_client": "the client may not use client credentials"}.get(reason or "",
                                                                                            "check the tenant's credentials")
-            raise TokenError(tenant.id, f"token refused ({reason or 'no token in answer'}): {hint}",
-                             path="/oauth/token", status=status)
+            raise CredentialsRefused(tenant.id, f"token refused ({reason or 'no token in answer'}): {hint}",
+                                     path="/oauth/token", status=status, retry_at=self.wall() + self.refusal_hold)
         return payload["access_token"], cache_seconds(payload.get("expires_in"))

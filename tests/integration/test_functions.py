@@ -120,6 +120,49 @@ def test_a_change_deferred_too_often_fails_like_any_source_trouble(setup: tuple[
     assert queues.count("changes") == 0
 
 
+def test_a_change_of_a_tenant_with_refused_credentials_waits_for_them(database_url: str, tmp_path: Path) -> None:
+    """The token endpoint refuses the secret: the change is put back for SYNC_CREDENTIALS_RETRY_AFTER
+    (one token request, not one per delivery attempt) and applies once the secret is fixed."""
+    box = Sandbox(SandboxData(SyntheticCounts(2, 30, 120, 20), seed=6, anchor=NOW), SandboxConfig(rate_limit=0)).start()
+    tenants = tmp_path / "tenants.json"
+
+    def configure(secret: str) -> InMemoryQueues:
+        tenants.write_text(json.dumps([{"id": "demo", "name": "Demo", "fhir_base_url": box.base_url,
+                                        "client_id": "sandbox-client", "client_secret": secret}]))
+        queues = InMemoryQueues()
+        use_runtime(build_runtime(load_settings(database_url=database_url, tenants_file=tenants,
+                                                credentials_retry_after=120), queues=queues))
+        return queues
+
+    try:
+        queues = configure("wrong")
+        apply = function("apply_change_message")
+
+        async def two_changes() -> None:  # one event loop, as in a worker process
+            for patient in ("PT-2000003", "PT-2000004"):
+                await apply(func.QueueMessage(body=encode(ChangeMessage(tenant="demo", type="Patient",
+                                                                        id=patient)).encode()))
+
+        asyncio.run(two_changes())
+        assert count("clients") == 0 and queues.count("changes") == 2
+        assert all(110 < m.visible_at - time.monotonic() <= 121 for m in queues._queues["changes"])
+        assert box.requests == 1  # the second change did not present the refused secret again
+        from shared.bootstrap import runtime
+
+        runtime().engine.dispose()
+        parked = [m.text for m in queues._queues["changes"]]
+        queues = configure("sandbox-secret")  # fixed: a new app setting restarts the app
+        for text in parked:
+            asyncio.run(function("apply_change_message")(func.QueueMessage(body=text.encode())))
+        assert count("clients") == 2
+    finally:
+        from shared.bootstrap import runtime
+
+        runtime().engine.dispose()
+        use_runtime(None)
+        box.stop()
+
+
 def test_reconcile_continues_through_the_queue_until_done(setup: tuple[Sandbox, InMemoryQueues]) -> None:
     box, queues = setup
     step = function("reconcile_step")

@@ -15,7 +15,8 @@ from shared.settings import TenantConfig
 from shared.source.breaker import BreakerPolicy, CircuitBreaker, MemoryBreakerStore
 from shared.source.budget import BULK, REALTIME, RateBudget
 from shared.source.client import FhirClient, incremental_window, mask_url, window_params
-from shared.source.errors import BadResponse, Gone, NotFound, Rejected, SourceUnavailable, TokenError
+from shared.source.errors import (BadResponse, CredentialsRefused, Gone, NotFound, Rejected, SourceUnavailable,
+                                  TokenError)
 from shared.source.retry import RetryPolicy, parse_retry_after
 from shared.source.tokens import TokenManager, cache_seconds
 
@@ -119,6 +120,29 @@ async def test_bad_credentials_name_the_tenant_never_the_secret() -> None:
         await TokenManager(http, user_agent="t", clock=time.clock).token(TENANT)
     assert "tenant north" in str(caught.value) and "check client_id and client_secret" in str(caught.value)
     assert SECRET not in str(caught.value) and SECRET not in repr(caught.value)
+
+
+@pytest.mark.asyncio
+async def test_refused_credentials_are_not_presented_again_until_the_hold_passes() -> None:
+    time, asked = FakeTime(), []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(time.now)
+        if len(asked) < 2:
+            return httpx.Response(401, json={"error": "invalid_client"})
+        return httpx.Response(200, json={"access_token": "fixed", "expires_in": 900})
+
+    tokens = TokenManager(httpx.AsyncClient(transport=httpx.MockTransport(handler)), user_agent="t",
+                          refusal_hold=300, clock=time.clock, wall=time.wall)
+    with pytest.raises(CredentialsRefused) as first:
+        await tokens.token(TENANT)
+    assert first.value.held and first.value.retry_at == EPOCH + 300
+    time.now = 299
+    with pytest.raises(CredentialsRefused, match="invalid_client.*asking again in 1 s") as again:
+        await tokens.token(TENANT)
+    assert asked == [0] and again.value.retry_at == EPOCH + 300  # no second request to the source
+    time.now = 300  # the hold has passed (a fixed secret, say): asked again, and the token is used
+    assert await tokens.token(TENANT) == "fixed" and asked == [0, 300]
 
 
 @pytest.mark.parametrize(("expires_in", "seconds"), [(3600, 840), (900, 840), (300, 240), (None, 840), (30, 5)])
