@@ -1,0 +1,861 @@
+"""The fault matrix: real work flows, one fault is injected, then what the source acknowledged is
+compared with what the mirror holds.
+
+    python -m bench.faults [--runs 20] [--seed 1] [--events 2000] [--fault NAME …] [--database sqlite|postgresql]
+    python -m bench.faults --list
+
+Each run starts, on loopback: Azurite (kept on disk in a temporary folder, so it can be stopped
+and started again), a fresh database with triggers that log any write moving a row to an older
+version, three sandbox sources (one tenant each, the same ids in all three, one webhook scheme
+each: halaxy, hmac-sha256, standard-webhooks) and the function app on the local host in a child
+process (restarted when a failpoint crashes it). Every tenant is fully loaded, then the sandboxes
+change ``--events`` records in rounds while their webhooks flow and the fault acts; then
+everything drains, and the run checks:
+
+- **lost** — a delivery the app acknowledged (2xx) whose change is not in the mirror after the
+  drain (before any repair), plus, after one full reconcile per tenant, every (type, id,
+  version) live at a source and not in that tenant's mirror;
+- **unexpected** — rows in a mirror its source does not have (or on another version), and rows
+  under a tenant id that is not one of the run's;
+- **regressions** — updates that moved a row to an older (lastUpdated, versionId), from the
+  triggers' log: every write is checked, not only the final state;
+- **poison** — messages in the poison queues beyond what the fault put there on purpose;
+- **failed checks** — a fault's own expectations: a replayed or oversized delivery refused, the
+  breaker opening in an outage with the requests reaching the dead source bounded.
+
+A run passes when all five are zero. The table printed at the end has one row per fault.
+``tests/e2e/test_faults.py`` runs a fast subset (a few faults, one short run each) in ``make test``.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy.engine import make_url
+
+from shared.bootstrap import azurite_connection_string
+from shared.failpoints import CRASH_EXIT_CODE
+from shared.fhir.synthetic import SyntheticCounts
+from shared.fhir.transform import TABLE_FOR_TYPE
+from shared.localhost.azurite import free_port, start_azurite_queue, stop
+from shared.queues.azure import AzureQueues
+from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, encode
+from shared.queues.port import poison_name
+from shared.sandbox.data import SandboxData
+from shared.sandbox.notify import BACKPORT_STATUS_PROFILE, WebhookConfig
+from shared.sandbox.server import Sandbox, SandboxConfig
+from shared.settings import load_settings
+from shared.store.engine import create_store_engine
+from shared.store.migrate import migrate
+from shared.store.schema import MIRRORED_TABLES, sync_runs
+from shared.sync.compare import compare, live_in_snapshot, mirrored
+from shared.webhooks.signatures import standard_webhooks_signature
+
+ROOT = Path(__file__).resolve().parents[1]
+NEVER = "0 0 0 1 1 *"
+SCHEMES = (("halaxy", "X-Webhook-Secret"), ("hmac-sha256", "X-Webhook-Signature"), ("standard-webhooks", ""))
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+# The host as the harness runs it: a short function timeout, so a message held by a crashed
+# worker comes back in seconds rather than the production 10 minutes, and a quick retry.
+HOST_JSON = {"version": "2.0", "functionTimeout": "00:00:20", "extensions": {"queues": {
+    "messageEncoding": "none", "maxDequeueCount": 5, "visibilityTimeout": "00:00:01", "batchSize": 16,
+    "newBatchThreshold": 8, "maxPollingInterval": "00:00:01"}}}
+DRAIN_TIMEOUT = 240.0
+BREAKER_FAILURES, BREAKER_COOLDOWN = 5, 2.0  # the app's breaker in the harness (production: 5 and 30 s)
+
+
+# -- the parts ---------------------------------------------------------------------------------
+class Host:
+    """The function app on the local host, in a child process that a failpoint may crash."""
+
+    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
+        self.env, self.port, self.log = env, port, log
+        self.crashes = 0
+        self.spawns = 0
+        self.failure: str | None = None
+        self._lock = threading.Lock()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._watch = threading.Thread(target=self._supervise, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Host:
+        self._spawn()
+        self._watch.start()
+        return self
+
+    def _spawn(self) -> None:
+        # Each process draws its own failpoint sequence: with one seed for all, a restarted host
+        # would crash at the very same apply again and again.
+        self.spawns += 1
+        env = {**self.env, "FAILPOINTS_SEED": f"{self.env.get('FAILPOINTS_SEED', '')}-{self.spawns}"}
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "bench.faults", "host", "--port", str(self.port)],
+                                         cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        wait_for(f"{self.url}/admin/host/status", process=self.proc)
+
+    def _supervise(self) -> None:
+        """A crashed host is started again, as the Functions runtime does with a dead worker."""
+        while not self._stopping.is_set():
+            with self._lock:
+                proc = self.proc
+                if proc is not None and proc.poll() is not None and not self._stopping.is_set():
+                    if proc.returncode != CRASH_EXIT_CODE:
+                        self.failure = f"the host exited with {proc.returncode}; see {self.log}"
+                        return
+                    self.crashes += 1
+                    try:
+                        self._spawn()
+                    except RuntimeError as exc:
+                        self.failure = str(exc)
+                        return
+            time.sleep(0.05)
+
+    def restart(self, env: dict[str, str]) -> None:
+        """Stop the host and start it again with ``env`` (to arm failpoints after the initial load)."""
+        with self._lock:
+            self.env = env
+            if self.proc is not None:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout=15)
+            self._spawn()
+
+    def check(self) -> None:
+        if self.failure:
+            raise RuntimeError(self.failure)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_for(url: str, *, process: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+# Any update to an older (lastUpdated, versionId) is logged; the version guard should make it
+# impossible, and the log proves it for every write of the run, not just the last.
+_REGRESSION_LOG = ("CREATE TABLE fault_regressions (table_name VARCHAR(64), tenant_id VARCHAR(64), "
+                   "source_id VARCHAR(64), old_version VARCHAR(64), new_version VARCHAR(64))")
+_OLDER = ("NEW.source_updated_at < OLD.source_updated_at OR (NEW.source_updated_at = OLD.source_updated_at "
+          "AND COALESCE(NEW.source_version_seq, 0) < COALESCE(OLD.source_version_seq, 0))")
+
+
+def install_regression_log(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text(_REGRESSION_LOG))
+        for table in MIRRORED_TABLES:
+            insert = (f"INSERT INTO fault_regressions VALUES ('{table}', NEW.tenant_id, NEW.source_id, "
+                      "OLD.source_version, NEW.source_version)")
+            if engine.dialect.name == "sqlite":
+                conn.execute(text(f"CREATE TRIGGER fault_{table} AFTER UPDATE ON {table} WHEN {_OLDER} "
+                                  f"BEGIN {insert}; END"))
+            else:
+                conn.execute(text(f"CREATE FUNCTION fault_{table}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                                  f"BEGIN IF {_OLDER} THEN {insert}; END IF; RETURN NEW; END $$"))
+                conn.execute(text(f"CREATE TRIGGER fault_{table} AFTER UPDATE ON {table} FOR EACH ROW "
+                                  f"EXECUTE FUNCTION fault_{table}()"))
+
+
+@contextmanager
+def fresh_database(kind: str, folder: Path, name: str, postgres_url: str) -> Iterator[str]:
+    """A migrated, empty database with the regression log; its URL."""
+    if kind == "sqlite":
+        url = f"sqlite:///{folder / 'mirror.db'}"
+        admin = None
+    else:
+        admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        settings = load_settings(database_url=url)
+        migrate(settings)
+        engine = create_store_engine(settings)
+        install_regression_log(engine)
+        engine.dispose()
+        yield url
+    finally:
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+
+@dataclass
+class Tenant:
+    id: str
+    sandbox: Sandbox
+    secret: str
+    scheme: str
+    client_secret: str = "sandbox-secret"
+    syncs: bool = True  # False: its credentials are wrong on purpose
+
+    def config(self) -> dict[str, Any]:
+        header = dict(SCHEMES)[self.scheme]
+        return {"id": self.id, "name": self.id, "timezone": "Australia/Sydney", "fhir_base_url": self.sandbox.base_url,
+                "client_id": "sandbox-client", "client_secret": self.client_secret, "webhook_scheme": self.scheme,
+                "webhook_secrets": [self.secret], **({"webhook_header": header} if header else {}),
+                "schedule": NEVER, "hot_schedule": NEVER, "full_schedule": NEVER}
+
+
+@dataclass
+class Run:
+    """One run's parts, handed to the fault's hooks."""
+
+    fault: Fault
+    seed: int
+    rng: random.Random
+    tenants: list[Tenant]
+    host: Host
+    queues: AzureQueues
+    engine: Engine
+    azurite: dict[str, Any]
+    database: str
+    notes: list[str] = field(default_factory=list)
+    extra_events: int = 0  # changes a fault made besides the churn
+    counters: dict[str, int] = field(default_factory=dict)  # what the fault did, for the log line
+    violations: list[str] = field(default_factory=list)  # the fault's own checks that failed
+    outage: dict[str, Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self.lock:  # sandbox threads count too
+            self.counters[name] = self.counters.get(name, 0) + n
+
+    def send_webhook(self, tenant: Tenant, event: str, body: bytes, headers: dict[str, str]) -> int:
+        return httpx.post(f"{self.host.url}/api/webhooks/{tenant.id}/{event}", content=body, headers=headers,
+                          timeout=10).status_code
+
+
+Hook = Callable[[Run], None]
+RoundHook = Callable[[Run, int, int], None]  # (run, round, rounds)
+
+
+@dataclass
+class Fault:
+    name: str
+    about: str
+    notifier: dict[str, Any] = field(default_factory=dict)  # WebhookConfig fields
+    sandbox: dict[str, Any] = field(default_factory=dict)  # SandboxConfig fields
+    failpoints: str = ""
+    databases: tuple[str, ...] = ("sqlite", "postgresql")
+    bad_tenant: bool = False  # the third tenant's client secret is wrong
+    before: Hook | None = None  # after the initial load, before the churn
+    during: RoundHook | None = None  # after each churn round
+    after: Hook | None = None  # after the churn, before the drain
+    poison: Callable[[Run], int] = lambda run: 0  # poison messages the fault put there on purpose
+
+
+@dataclass
+class Outcome:
+    fault: str
+    seed: int
+    events: int
+    lost: int
+    unexpected: int
+    regressions: int
+    poison: int
+    seconds: float
+    crashes: int = 0
+    notes: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)  # the fault's own checks (a bound, a refusal)
+
+    @property
+    def passed(self) -> bool:
+        return not (self.lost or self.unexpected or self.regressions or self.poison or self.violations)
+
+
+# -- one run -----------------------------------------------------------------------------------
+def run_case(fault: Fault, seed: int, events: int, database: str, postgres_url: str,
+             say: Callable[[str], None] = print) -> Outcome:
+    started = time.monotonic()
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix=f"fault-{fault.name}-") as tmp_name:
+        tmp = Path(tmp_name)
+        azurite_port = free_port()
+        azurite_proc, queue_url = start_azurite_queue(tmp / "azurite.log", port=azurite_port, location=tmp / "queues")
+        azurite = {"proc": azurite_proc, "port": azurite_port, "url": queue_url, "folder": tmp / "queues",
+                   "log": tmp / "azurite.log"}
+        tenants: list[Tenant] = []
+        host: Host | None = None
+        try:
+            with fresh_database(database, tmp, f"fault_{fault.name.replace('-', '_')}_{seed}", postgres_url) as url:
+                host_port = free_port()
+                for n, (scheme, header) in enumerate(SCHEMES):
+                    secret = (f"whsec_{base64.b64encode(secrets.token_bytes(24)).decode()}"
+                              if scheme == "standard-webhooks" else secrets.token_urlsafe(24))
+                    hook = WebhookConfig(url=f"http://127.0.0.1:{host_port}/api/webhooks/t{n}/{{event}}",
+                                         scheme=scheme, secret=secret, header=header, backoff=0.05, max_attempts=8,
+                                         seed=seed * 10 + n, **{"senders": 2, **fault.notifier})
+                    # Big enough that a run's deletions stay under the full reconcile's mass-deletion
+                    # cap (5% of a table): above it, deletes are refused by design and show as unexpected.
+                    data = SandboxData(SyntheticCounts(2, 400, 1200, 300), seed=seed * 10 + n,
+                                       anchor=datetime.now(timezone.utc))
+                    box = Sandbox(data, SandboxConfig(rate_limit=0, webhook=hook, **fault.sandbox)).start()
+                    tenants.append(Tenant(f"t{n}", box, secret, scheme))
+                if fault.bad_tenant:
+                    tenants[2].client_secret, tenants[2].syncs = "wrong-secret", False
+                env = {**os.environ, "PYTHONPATH": str(ROOT), "SYNC_DATABASE_URL": url,
+                       "SYNC_TENANTS_JSON": json.dumps([t.config() for t in tenants]),
+                       "AzureWebJobsStorage": azurite_connection_string(queue_url), "SYNC_FANOUT_SCHEDULE": NEVER,
+                       "SYNC_RECONCILE_TIME_BUDGET": "10", "SYNC_LOG_LEVEL": "WARNING",
+                       "SYNC_BREAKER_FAILURES": str(BREAKER_FAILURES), "SYNC_BREAKER_COOLDOWN": str(BREAKER_COOLDOWN),
+                       "SYNC_CREDENTIALS_RETRY_AFTER": "3",
+                       "FAILPOINTS": "", "FAILPOINTS_SEED": str(seed)}
+                host = Host(env, host_port, tmp / "host.log").start()
+                engine = create_store_engine(load_settings(database_url=url))
+                queues = AzureQueues.from_connection_string(azurite_connection_string(queue_url))
+                run = Run(fault, seed, rng, tenants, host, queues, engine, azurite, database)
+                try:
+                    return _run(run, events, started, env, say)
+                except Exception:
+                    say(f"  the host's log ends:\n{tail(tmp / 'host.log')}")
+                    raise
+                finally:
+                    engine.dispose()
+        finally:
+            if host is not None:
+                host.stop()
+            for tenant in tenants:
+                tenant.sandbox.stop()
+            stop(azurite["proc"])
+
+
+def _run(run: Run, events: int, started: float, env: dict[str, str], say: Callable[[str], None]) -> Outcome:
+    fault, tenants = run.fault, run.tenants
+    reconcile_all(run, "full", [t for t in tenants if t.syncs])
+    if fault.failpoints:  # armed only now: the initial load is not the fault
+        run.host.restart({**env, "FAILPOINTS": fault.failpoints})
+    if fault.before:
+        fault.before(run)
+    rounds = 20
+    made = 0
+    for round_ in range(rounds):
+        share = (events - made) // (rounds - round_)
+        for n, tenant in enumerate(tenants):
+            size = share // len(tenants) + (1 if n < share % len(tenants) else 0)
+            creates, deletes = size // 5, size // 20
+            changes = tenant.sandbox.data.churn(creates=creates, updates=size - creates - deletes, deletes=deletes)
+            made += len(changes)
+            tenant.sandbox.notifier.notify(changes)  # type: ignore[union-attr]
+        if fault.during:
+            fault.during(run, round_, rounds)
+        time.sleep(0.25)
+    if fault.after:
+        fault.after(run)
+    unexpected = 0
+    if fault.bad_tenant:
+        unexpected += fix_credentials(run, env)
+    elif not drain(run):
+        run.notes.append("did not drain within the time limit")
+    lost = acknowledged_but_missing(run)
+    reconcile_all(run, "full", tenants)
+    for tenant in tenants:
+        difference = compare(mirrored(run.engine, tenant.id), live_in_snapshot(tenant.sandbox.data.snapshot()))
+        lost += len(difference.lost)
+        unexpected += len(difference.unexpected)
+        if not difference.equal:
+            run.notes.append(f"{tenant.id}: {difference.summary(3)}")
+    unexpected += foreign_rows(run)
+    with run.engine.connect() as conn:
+        regressions = conn.execute(text("SELECT COUNT(*) FROM fault_regressions")).scalar_one()
+    overlapping_runs(run)
+    poison = sum(run.queues.count(poison_name(q)) for q in (CHANGES_QUEUE, RECONCILE_QUEUE)) - fault.poison(run)
+    made += run.extra_events
+    outcome = Outcome(fault.name, run.seed, made, lost, unexpected, int(regressions), poison,
+                      time.monotonic() - started, run.host.crashes, run.notes, run.violations)
+    say(f"  {fault.name} seed {run.seed}: {made:,} events, lost {lost}, unexpected {unexpected}, regressions "
+        f"{regressions}, poison {poison}, crashes {run.host.crashes} ({outcome.seconds:.0f} s)"
+        + "".join(f", {name} {count}" for name, count in run.counters.items())
+        + (f" — FAILED CHECKS: {'; '.join(run.violations)}" if run.violations else "")
+        + (f" — {'; '.join(run.notes)}" if run.notes else ""))
+    return outcome
+
+
+def fix_credentials(run: Run, env: dict[str, str]) -> int:
+    """bad-credentials: while the others drain, every change of the refused tenant must stay parked
+    (put back, not poisoned) and none of its rows may appear; then its secret is fixed (a new app
+    setting restarts the app) and its parked changes must apply. Returns the rows it had anyway."""
+    bad = next(t for t in run.tenants if not t.syncs)
+    parked = sum(1 for d in bad.sandbox.notifier.deliveries() if d["status"] == "delivered")  # type: ignore[union-attr]
+    if not drain(run, remaining=parked):
+        run.violations.append(f"{bad.id}: its {parked} changes were not all parked (or the others did not drain)")
+    run.count("parked", parked)
+    rows = len(mirrored(run.engine, bad.id))
+    bad.client_secret, bad.syncs = "sandbox-secret", True
+    run.host.restart({**env, "SYNC_TENANTS_JSON": json.dumps([t.config() for t in run.tenants])})
+    if not drain(run):
+        run.notes.append("did not drain within the time limit after the credentials were fixed")
+    return rows
+
+
+def reconcile_all(run: Run, kind: str, tenants: list[Tenant], timeout: float = 120) -> None:
+    after = datetime.now(timezone.utc) - timedelta(seconds=1)
+    for tenant in tenants:
+        run.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant.id, reconcile=kind)))  # type: ignore[arg-type]
+    c = sync_runs.c
+    deadline = time.monotonic() + timeout
+    pending = {t.id for t in tenants}
+    while pending and time.monotonic() < deadline:
+        run.host.check()
+        with run.engine.connect() as conn:
+            for tenant_id in list(pending):
+                status = conn.execute(select(c.status).where(c.tenant_id == tenant_id, c.kind == kind,
+                                                             c.started_at >= after).order_by(c.started_at)
+                                      .limit(1)).scalar()
+                if status == "completed":
+                    pending.discard(tenant_id)
+                elif status in ("failed", "failed_stale", "cancelled"):
+                    raise RuntimeError(f"{kind} reconcile of {tenant_id} ended {status}")
+        time.sleep(0.1)
+    if pending:
+        raise RuntimeError(f"{kind} reconcile of {sorted(pending)} did not finish within {timeout:.0f} s")
+
+
+def drain(run: Run, remaining: int = 0) -> bool:
+    """Every notifier done and both queues down to ``remaining`` messages (in flight and delayed
+    ones included) for 2 s."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    for tenant in run.tenants:
+        if not tenant.sandbox.notifier.drain(max(deadline - time.monotonic(), 1)):  # type: ignore[union-attr]
+            return False
+    quiet_since = None
+    while time.monotonic() < deadline:
+        run.host.check()
+        try:
+            busy = sum(run.queues.count(q) for q in (CHANGES_QUEUE, RECONCILE_QUEUE))
+        except Exception:  # noqa: BLE001 — Azurite restarting
+            busy = remaining + 1
+        if busy > remaining:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= 2:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def acknowledged_but_missing(run: Run) -> int:
+    """Deliveries answered 2xx whose change the mirror does not hold (at that version or later)."""
+    missing = 0
+    for tenant in run.tenants:
+        if not tenant.syncs:
+            continue
+        rows: dict[tuple[str, str], tuple[int, bool]] = {}
+        with run.engine.connect() as conn:
+            for kind, name in TABLE_FOR_TYPE.items():
+                t = MIRRORED_TABLES[name]
+                for sid, seq, deleted in conn.execute(select(t.c.source_id, t.c.source_version_seq,
+                                                             t.c.deleted_at.is_not(None)).where(
+                                                                 t.c.tenant_id == tenant.id)):
+                    rows[(kind, sid)] = (seq or 0, bool(deleted))
+        for delivery in tenant.sandbox.notifier.deliveries():  # type: ignore[union-attr]
+            if delivery["status"] != "delivered":
+                continue
+            seq, deleted = rows.get((delivery["type"], delivery["id"]), (-1, False))
+            # A delete must have removed the row; a create or update must be there at its version or
+            # later (a later version, or the delete that followed it, also covers it).
+            ok = deleted if delivery["action"] == "delete" else (deleted or seq >= int(delivery["version"]))
+            if not ok:
+                missing += 1
+                if len(run.notes) < 8:
+                    run.notes.append(f"acknowledged, not applied: {tenant.id} {delivery['type']}/{delivery['id']} "
+                                     f"v{delivery['version']} {delivery['action']}")
+    return missing
+
+
+def overlapping_runs(run: Run) -> None:
+    """At most one run of a tenant and kind at a time, however many messages asked for one."""
+    c = sync_runs.c
+    with run.engine.connect() as conn:
+        rows = conn.execute(select(c.tenant_id, c.kind, c.started_at, c.finished_at, c.status)
+                            .order_by(c.tenant_id, c.kind, c.started_at)).all()
+    run.count("runs", len(rows))
+    for before, after in zip(rows, rows[1:]):
+        if before.tenant_id == after.tenant_id and before.kind == after.kind and (
+                before.finished_at is None or before.finished_at > after.started_at):
+            run.violations.append(f"{after.tenant_id}: two {after.kind} runs at once ({before.status} and "
+                                  f"{after.status})")
+
+
+def foreign_rows(run: Run) -> int:
+    ours = [t.id for t in run.tenants]
+    with run.engine.connect() as conn:
+        return sum(conn.execute(select(func.count()).select_from(t).where(t.c.tenant_id.not_in(ours))).scalar_one()
+                   for t in MIRRORED_TABLES.values())
+
+
+# -- the faults --------------------------------------------------------------------------------
+def _two_reconciles(run: Run, round_: int, rounds: int) -> None:
+    if round_ in (rounds // 4, rounds // 2):  # the same tenant twice at once, of two kinds and of one
+        for tenant in run.tenants:
+            for kind in ("full", "full", "incremental", "hot"):
+                run.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant.id, reconcile=kind)))  # type: ignore[arg-type]
+
+
+def _tokens_expired(run: Run) -> None:
+    """The fault bit only if tokens did die under the app: expired answers, and fresh tokens after."""
+    for tenant in run.tenants:
+        box = tenant.sandbox
+        expired, issued = box._expired_answers, len(box.tokens._expiry)
+        run.count("expired-token answers", expired)
+        run.count("tokens issued", issued)
+    if not run.counters.get("expired-token answers"):
+        run.violations.append("no request met an expired token: the fault did not bite")
+
+
+def _overlapping_reconcile(run: Run, round_: int, rounds: int) -> None:
+    if round_ % 5 == 1:
+        for tenant in run.tenants:
+            kind = ("incremental", "full", "hot")[round_ % 3]
+            run.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant.id, reconcile=kind)))  # type: ignore[arg-type]
+
+
+POISON_PER_RUN = 12
+
+
+def _poison(run: Run, round_: int, rounds: int) -> None:
+    if round_ % 5 == 0:  # not JSON, not a message of ours, an unknown tenant's change
+        for text_ in ("not json", '{"kind": "change"}',
+                      encode(ChangeMessage(tenant="nobody", type="Patient", id="PT-1"))):
+            run.queues.send(CHANGES_QUEUE, text_)
+
+
+def _storm(on: bool) -> Hook:
+    def hook(run: Run) -> None:
+        for tenant in run.tenants:
+            # 30 requests a minute per client, then 429 with Retry-After; afterwards a generous limit,
+            # still advertised (the app keeps the last limit a source told it while none is sent).
+            box = tenant.sandbox
+            box.config.rate_limit = box.limiter.limit = 30 if on else 3000
+            if on:
+                box.limiter.admit = _counting(run, tenant.id, box.limiter.admit)  # type: ignore[method-assign]
+            else:
+                refused = run.counters.get(f"429s {tenant.id}", 0)
+                # Every worker in flight may meet the first 429 (a batch of 16 + 8); after that the
+                # Retry-After is shared through the database (a process's copy is ≤ 1 s old), so a
+                # second wave is all that may still come before everyone waits.
+                if refused > STORM_BOUND:
+                    run.violations.append(f"{tenant.id}: {refused} requests answered 429 in one Retry-After "
+                                          f"window (bound {STORM_BOUND})")
+    return hook
+
+
+STORM_BOUND = 2 * 24
+
+
+def _counting(run: Run, tenant_id: str, admit: Callable[[str], tuple[bool, int, int]]) -> Callable[..., Any]:
+    def counted(client: str) -> tuple[bool, int, int]:
+        verdict = admit(client)
+        run.count(f"429s {tenant_id}", 0 if verdict[0] else 1)
+        return verdict
+    return counted
+
+
+def _trouble(on: bool) -> Hook:
+    def hook(run: Run) -> None:
+        faults = run.tenants[0].sandbox.config.faults
+        faults.error_rate, faults.drop_rate, faults.latency_ms = (0.3, 0.1, 300) if on else (0.0, 0.0, 0)
+    return hook
+
+
+OUTAGE_ROUNDS = range(8, 12)  # source-trouble: the first tenant's source answers only 5xx
+OUTAGE_HOLD = 1.5  # extra seconds per outage round, so the outage outlasts a few breaker cooldowns
+
+
+def _outage(run: Run, round_: int, rounds: int) -> None:
+    """Flaky throughout; in the middle rounds down altogether. While it is down the breaker must
+    open and then let one probe through per cooldown: the requests it gets are bounded."""
+    box = run.tenants[0].sandbox
+    if round_ == OUTAGE_ROUNDS[0]:
+        box.config.faults.error_rate, box.config.faults.drop_rate, box.config.faults.latency_ms = 1.0, 0.0, 0
+        run.outage = {"requests": box.requests, "began": time.monotonic(), "states": [],
+                      "watch": threading.Event()}
+        threading.Thread(target=_watch_breaker, args=(run,), daemon=True).start()
+    if round_ in OUTAGE_ROUNDS:
+        time.sleep(OUTAGE_HOLD)
+    if round_ == OUTAGE_ROUNDS[-1]:
+        outage = run.outage
+        outage["watch"].set()
+        requests = box.requests - outage["requests"]
+        seconds = time.monotonic() - outage["began"]
+        states = outage["states"]
+        opened = sum(1 for a, b in zip(["closed", *states], states) if b == "open" and a != "open")
+        # K failures open it; what was already in flight (a batch of 16 + 8 more) may still fail;
+        # then one probe per cooldown (2 s in the harness) and its token request.
+        bound = BREAKER_FAILURES + 24 + 2 * (int(seconds / BREAKER_COOLDOWN) + 1)
+        run.count("outage requests", requests)
+        run.count("outage bound", bound)
+        run.count("breaker opened", opened)
+        if requests > bound:
+            run.violations.append(f"{requests} requests reached a source that was down for {seconds:.1f} s "
+                                  f"(bound {bound})")
+        if not opened:
+            run.violations.append(f"the breaker never opened in a {seconds:.1f} s outage")
+        _trouble(True)(run)
+
+
+def _watch_breaker(run: Run) -> None:
+    states: list[str] = run.outage["states"]
+    while not run.outage["watch"].is_set():
+        with run.engine.connect() as conn:
+            state = conn.execute(text("SELECT state FROM source_health WHERE breaker_key LIKE 't0|%'")).scalar()
+        if state and (not states or states[-1] != state):
+            states.append(state)
+        time.sleep(0.02)
+
+
+def _many_workers_one_key(run: Run, round_: int, rounds: int) -> None:
+    """Change one record many times while many copies of its change message queue up."""
+    for tenant in run.tenants:
+        for _ in range(5):
+            change = tenant.sandbox.data.revise("Appointment", tenant.sandbox.data.first_live("Appointment"))
+            run.extra_events += 1
+            tenant.sandbox.notifier.notify([change])  # type: ignore[union-attr]
+            for _ in range(2):
+                run.queues.send(CHANGES_QUEUE, encode(ChangeMessage(tenant=tenant.id, type="Appointment",
+                                                                    id=change.id)))
+
+
+def _queue_down(run: Run, round_: int, rounds: int) -> None:
+    """Azurite stopped for 3 s twice while webhooks arrive, then started again with its queues."""
+    if round_ not in (rounds // 4, rounds // 2):
+        return
+    stop(run.azurite["proc"])
+    time.sleep(3)
+    run.azurite["proc"], _url = start_azurite_queue(run.azurite["log"], port=run.azurite["port"],
+                                                    location=run.azurite["folder"])
+
+
+def _kill_database_sessions(run: Run, round_: int, rounds: int) -> None:
+    """Every other round: terminate every PostgreSQL session of the app, mid-statement or not; a full
+    reconcile of every tenant is queued first, so that some die in the middle of its batches."""
+    if round_ == 0:
+        for tenant in run.tenants:
+            run.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant.id, reconcile="full")))
+    if round_ % 2:
+        return
+    with run.engine.connect() as conn:
+        killed = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                   "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar_one()
+        conn.rollback()
+    run.count("sessions killed", int(killed))
+
+
+def _replay_old(run: Run, round_: int, rounds: int) -> None:
+    """Captured deliveries sent again with their timestamps past the 5-minute tolerance (signed with
+    the right secret, as a replayed capture is); and, within it, the same message id again."""
+    tenant = run.tenants[2]  # standard-webhooks: id + timestamp + signature
+    delivered = [d for d in tenant.sandbox.notifier.deliveries() if d["status"] == "delivered"][-10:]  # type: ignore[union-attr]
+    for d in delivered:
+        body = json.dumps({"event": f"{d['type'].lower()}.{d['action']}", "type": f"{d['type'].lower()}.{d['action']}",
+                           "timestamp": "2026-01-01T00:00:00Z",
+                           "data": {"resourceType": d["type"], "id": d["id"], "versionId": str(int(d["version"]) - 1)}},
+                          separators=(",", ":")).encode()
+        stamp, msg_id = int(time.time()) - 301 - run.rng.randrange(3600), f"msg_replay_{run.rng.randrange(10**9)}"
+        headers = {"Content-Type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(stamp),
+                   "webhook-signature": standard_webhooks_signature(tenant.secret, msg_id, stamp, body)}
+        status = run.send_webhook(tenant, f"{d['type'].lower()}-{d['action']}", body, headers)
+        if status == 401:
+            run.count("replays refused")
+        else:
+            run.violations.append(f"a replay past the tolerance was answered {status}")
+
+
+def _oversized(run: Run, round_: int, rounds: int) -> None:
+    """One Backport notification carrying every appointment this round changed at the first tenant
+    (each event becomes its own small queue message), and one padded past the 256 KiB limit (413:
+    not acknowledged, so the sender keeps it; the reconcile repairs what it carried)."""
+    tenant = run.tenants[0]
+    recent = [d for d in tenant.sandbox.notifier.deliveries()  # type: ignore[union-attr]
+              if d["type"] == "Appointment" and d["action"] == "update"][-40:]
+    if not recent:
+        return
+    events = [{"name": "notification-event", "part": [
+        {"name": "event-number", "valueString": str(d["event_number"])},
+        {"name": "focus", "valueReference": {"reference": f"Appointment/{d['id']}"}}]} for d in recent]
+    for pad in (0, 300 * 1024):
+        status = {"resourceType": "Parameters", "meta": {"profile": [BACKPORT_STATUS_PROFILE]}, "parameter": [
+            {"name": "subscription", "valueReference": {"reference": f"{tenant.sandbox.base_url}/Subscription/bulk"}},
+            {"name": "type", "valueCode": "event-notification"}, *events,
+            *([{"name": "padding", "valueString": "x" * pad}] if pad else [])]}
+        bundle = {"resourceType": "Bundle", "type": "history", "entry": [{"resource": status}]}
+        body = json.dumps(bundle).encode()
+        answer = run.send_webhook(tenant, "appointment-update", body, {
+            "Content-Type": "application/fhir+json", dict(SCHEMES)[tenant.scheme]: tenant.secret})
+        if answer == (413 if pad else 202):
+            run.count("oversized refused" if pad else "bundles accepted")
+        else:
+            run.violations.append(f"a {len(body):,}-byte notification was answered {answer}")
+
+
+FAULTS: dict[str, Fault] = {f.name: f for f in (
+    Fault("none", "no fault: the control"),
+    Fault("duplicates", "every webhook sent 2 to 10 times", notifier={"repeat": 4}),
+    Fault("shuffled", "webhooks of each round sent in shuffled order from 4 threads",
+          notifier={"shuffle": True, "senders": 4}),
+    Fault("dropped-webhooks", "1% of webhooks never sent; the next reconcile repairs them",
+          notifier={"drop_rate": 0.01}),
+    Fault("many-workers-one-key", "one record per tenant changed 5 times a round, 2 extra messages each",
+          during=_many_workers_one_key),
+    Fault("poison", "malformed and foreign messages on the changes queue", during=_poison,
+          poison=lambda run: POISON_PER_RUN),
+    Fault("rate-limit-storm", "the sources answer 429 with Retry-After beyond 30 requests a minute",
+          before=_storm(True), after=_storm(False)),
+    Fault("source-trouble", "one source: 30% 5xx, 10% dropped connections, 300 ms latency; down for 4 rounds",
+          before=_trouble(True), during=_outage, after=_trouble(False)),
+    Fault("token-expiry", "tokens die after 2 s, mid-reconcile and mid-apply", sandbox={"token_ttl": 2.0},
+          during=_overlapping_reconcile, after=_tokens_expired),
+    Fault("overlapping-reconciles", "incremental, full and hot reconciles while webhooks flow",
+          during=_overlapping_reconcile),
+    Fault("two-reconciles-at-once", "two fulls, an incremental and a hot of each tenant queued together",
+          during=_two_reconciles),
+    Fault("bad-credentials", "one tenant's client secret is wrong; the others keep syncing", bad_tenant=True),
+    Fault("replay-after-tolerance", "signed deliveries replayed with timestamps past the 5-minute tolerance",
+          during=_replay_old),
+    Fault("queue-down", "Azurite stopped for 3 s, twice, while webhooks arrive", during=_queue_down),
+    Fault("database-killed", "every PostgreSQL session of the app terminated every other round",
+          during=_kill_database_sessions, databases=("postgresql",)),
+    Fault("oversized-notification", "notifications of 40 events, and past the 256 KiB limit",
+          during=_oversized),
+    Fault("crash-after-commit", "the worker dies after committing a change, before deleting its message",
+          failpoints="apply.after_commit=crash:0.01"),
+    Fault("crash-after-enqueue", "the host dies after enqueuing a webhook, before answering it",
+          failpoints="webhook.after_enqueue=crash:0.01"),
+)}
+
+
+# A harness that cannot fail proves nothing: this case breaks the mirror on purpose behind the
+# app's back (a row an acknowledged webhook wrote is deleted, another is put back to an older
+# version) and tests/e2e/test_faults.py checks that lost and regressions say so. Not in the matrix.
+def _sabotage(run: Run) -> None:
+    tenant = run.tenants[0]
+    tenant.sandbox.notifier.drain(60)  # type: ignore[union-attr]
+    drain(run)
+    table_ = MIRRORED_TABLES[TABLE_FOR_TYPE["Appointment"]]
+    written = [d for d in tenant.sandbox.notifier.deliveries()  # type: ignore[union-attr]
+               if d["status"] == "delivered" and d["type"] == "Appointment" and d["action"] == "update"]
+    victim, older = written[-1]["id"], written[-2]["id"]
+    with run.engine.begin() as conn:
+        mine = (table_.c.tenant_id == tenant.id)
+        conn.execute(table_.delete().where(mine & (table_.c.source_id == victim)))
+        at, seq = conn.execute(select(table_.c.source_updated_at, table_.c.source_version_seq).where(
+            mine & (table_.c.source_id == older))).one()
+        conn.execute(table_.update().where(mine & (table_.c.source_id == older)).values(
+            source_updated_at=at - timedelta(days=1), source_version_seq=(seq or 1) - 1))
+
+
+SABOTAGE = Fault("sabotage", "the harness's own check: the mirror is damaged behind the app's back", after=_sabotage)
+
+
+# -- the command -------------------------------------------------------------------------------
+def serve_host(port: int) -> None:
+    """``python -m bench.faults host``: the app on the local host, as the harness configures it."""
+    from shared.localhost.serve import boot
+
+    booted = boot(load_settings(), port=port, say=lambda _m: None, host_json=HOST_JSON)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    done.wait()
+    booted.stop()
+
+
+def table(outcomes: list[Outcome]) -> str:
+    lines = ["| fault | runs | events | lost | unexpected | regressions | poison | failed checks | crashes | "
+             "seconds |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name in dict.fromkeys(o.fault for o in outcomes):
+        mine = [o for o in outcomes if o.fault == name]
+        lines.append(f"| {name} | {len(mine)} | {sum(o.events for o in mine):,} | {sum(o.lost for o in mine)} | "
+                     f"{sum(o.unexpected for o in mine)} | {sum(o.regressions for o in mine)} | "
+                     f"{sum(o.poison for o in mine)} | {sum(len(o.violations) for o in mine)} | "
+                     f"{sum(o.crashes for o in mine)} | "
+                     f"{sum(o.seconds for o in mine):,.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+    host = sub.add_parser("host", help=argparse.SUPPRESS)
+    host.add_argument("--port", type=int, required=True)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1, help="the first run's seed; run n uses seed + n")
+    parser.add_argument("--events", type=int, default=2000, help="source changes per run")
+    parser.add_argument("--fault", nargs="+", choices=sorted(FAULTS), help="default: every fault")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="postgresql")
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    parser.add_argument("--list", action="store_true", help="list the faults and exit")
+    args = parser.parse_args(argv)
+    if args.command == "host":
+        serve_host(args.port)
+        return 0
+    if args.list:
+        for fault in FAULTS.values():
+            print(f"{fault.name:24} {fault.about}")
+        return 0
+    faults = [FAULTS[name] for name in (args.fault or FAULTS)]
+    outcomes: list[Outcome] = []
+    began = time.monotonic()
+    for fault in faults:
+        if args.database not in fault.databases:
+            print(f"{fault.name}: needs {' or '.join(fault.databases)}; skipped on {args.database}")
+            continue
+        print(f"{fault.name}: {fault.about} ({args.runs} runs × {args.events:,} events, {args.database})", flush=True)
+        for n in range(args.runs):
+            outcomes.append(run_case(fault, args.seed + n, args.events, args.database, args.postgres_url,
+                                     say=lambda m: print(m, flush=True)))
+    print()
+    print(table(outcomes))
+    failed = [o for o in outcomes if not o.passed]
+    print(f"\n{len(outcomes) - len(failed)} of {len(outcomes)} runs passed in {time.monotonic() - began:,.0f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
