@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 AZURITE_VERSION := 3.37.0
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test bench clean system-deps azurite
+.PHONY: run test bench faults clean system-deps azurite
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: $(VENV)/.dev azurite
 	$(PY) -m bench.reconcile
 	$(PY) -m bench.webhooks
 	$(PY) -m bench.dashboard
+
+# The whole fault matrix: 18 faults x 20 runs x 2,000 events on PostgreSQL (hours; ARGS to narrow it).
+faults: $(VENV)/.dev azurite
+	$(PY) -m bench.faults $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .data .pytest_cache

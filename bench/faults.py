@@ -280,7 +280,8 @@ RoundHook = Callable[[Run, int, int], None]  # (run, round, rounds)
 class Fault:
     name: str
     about: str
-    notifier: dict[str, Any] = field(default_factory=dict)  # WebhookConfig fields
+    # WebhookConfig fields, or a function of the run's seed that returns them
+    notifier: dict[str, Any] | Callable[[int], dict[str, Any]] = field(default_factory=dict)
     sandbox: dict[str, Any] = field(default_factory=dict)  # SandboxConfig fields
     failpoints: str = ""
     databases: tuple[str, ...] = ("sqlite", "postgresql")
@@ -323,6 +324,7 @@ def run_case(fault: Fault, seed: int, events: int, database: str, postgres_url: 
                    "log": tmp / "azurite.log"}
         tenants: list[Tenant] = []
         host: Host | None = None
+        notifier = fault.notifier(seed) if callable(fault.notifier) else fault.notifier
         try:
             with fresh_database(database, tmp, f"fault_{fault.name.replace('-', '_')}_{seed}", postgres_url) as url:
                 host_port = free_port()
@@ -331,7 +333,7 @@ def run_case(fault: Fault, seed: int, events: int, database: str, postgres_url: 
                               if scheme == "standard-webhooks" else secrets.token_urlsafe(24))
                     hook = WebhookConfig(url=f"http://127.0.0.1:{host_port}/api/webhooks/t{n}/{{event}}",
                                          scheme=scheme, secret=secret, header=header, backoff=0.05, max_attempts=8,
-                                         seed=seed * 10 + n, **{"senders": 2, **fault.notifier})
+                                         seed=seed * 10 + n, **{"senders": 2, **notifier})
                     # Big enough that a run's deletions stay under the full reconcile's mass-deletion
                     # cap (5% of a table): above it, deletes are refused by design and show as unexpected.
                     data = SandboxData(SyntheticCounts(2, 400, 1200, 300), seed=seed * 10 + n,
@@ -351,6 +353,8 @@ def run_case(fault: Fault, seed: int, events: int, database: str, postgres_url: 
                 engine = create_store_engine(load_settings(database_url=url))
                 queues = AzureQueues.from_connection_string(azurite_connection_string(queue_url))
                 run = Run(fault, seed, rng, tenants, host, queues, engine, azurite, database)
+                if notifier.get("repeat", 1) > 1:
+                    run.count("copies of each webhook", notifier["repeat"])
                 try:
                     return _run(run, events, started, env, say)
                 except Exception:
@@ -418,14 +422,28 @@ def _run(run: Run, events: int, started: float, env: dict[str, str], say: Callab
 
 
 def fix_credentials(run: Run, env: dict[str, str]) -> int:
-    """bad-credentials: while the others drain, every change of the refused tenant must stay parked
-    (put back, not poisoned) and none of its rows may appear; then its secret is fixed (a new app
-    setting restarts the app) and its parked changes must apply. Returns the rows it had anyway."""
+    """bad-credentials: the other tenants must apply all their acknowledged changes while every
+    change of the refused tenant stays on the queue (put back, not poisoned) and none of its rows
+    appear; then its secret is fixed (a new app setting restarts the app) and its parked changes
+    must apply. Returns the rows it had anyway."""
     bad = next(t for t in run.tenants if not t.syncs)
+    healthy = [t for t in run.tenants if t.syncs]
+    notifiers_done = all(t.sandbox.notifier.drain(DRAIN_TIMEOUT) for t in run.tenants)  # type: ignore[union-attr]
     parked = sum(1 for d in bad.sandbox.notifier.deliveries() if d["status"] == "delivered")  # type: ignore[union-attr]
-    if not drain(run, remaining=parked):
-        run.violations.append(f"{bad.id}: its {parked} changes were not all parked (or the others did not drain)")
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    while time.monotonic() < deadline and any(missing_deliveries(run, t, note=False) for t in healthy):
+        run.host.check()
+        time.sleep(0.5)
+    if not notifiers_done or any(missing_deliveries(run, t, note=False) for t in healthy):
+        run.violations.append(f"the others did not keep syncing while {bad.id}'s credentials were refused")
+    # Every parked delivery is still a message (duplicate enqueues of one delivery may add more).
+    waiting = run.queues.count(CHANGES_QUEUE)
+    poisoned = sum(run.queues.count(poison_name(q)) for q in (CHANGES_QUEUE, RECONCILE_QUEUE))
+    if waiting < parked or poisoned:
+        run.violations.append(f"{bad.id}: {parked} changes acknowledged, {waiting} messages waiting, "
+                              f"{poisoned} poisoned while its credentials were refused")
     run.count("parked", parked)
+    run.count("messages waiting", waiting)
     rows = len(mirrored(run.engine, bad.id))
     bad.client_secret, bad.syncs = "sandbox-secret", True
     run.host.restart({**env, "SYNC_TENANTS_JSON": json.dumps([t.config() for t in run.tenants])})
@@ -457,9 +475,8 @@ def reconcile_all(run: Run, kind: str, tenants: list[Tenant], timeout: float = 1
         raise RuntimeError(f"{kind} reconcile of {sorted(pending)} did not finish within {timeout:.0f} s")
 
 
-def drain(run: Run, remaining: int = 0) -> bool:
-    """Every notifier done and both queues down to ``remaining`` messages (in flight and delayed
-    ones included) for 2 s."""
+def drain(run: Run) -> bool:
+    """Every notifier done and both queues empty (in flight and delayed messages included) for 2 s."""
     deadline = time.monotonic() + DRAIN_TIMEOUT
     for tenant in run.tenants:
         if not tenant.sandbox.notifier.drain(max(deadline - time.monotonic(), 1)):  # type: ignore[union-attr]
@@ -470,8 +487,8 @@ def drain(run: Run, remaining: int = 0) -> bool:
         try:
             busy = sum(run.queues.count(q) for q in (CHANGES_QUEUE, RECONCILE_QUEUE))
         except Exception:  # noqa: BLE001 — Azurite restarting
-            busy = remaining + 1
-        if busy > remaining:
+            busy = 1
+        if busy:
             quiet_since = None
         elif quiet_since is None:
             quiet_since = time.monotonic()
@@ -483,30 +500,31 @@ def drain(run: Run, remaining: int = 0) -> bool:
 
 def acknowledged_but_missing(run: Run) -> int:
     """Deliveries answered 2xx whose change the mirror does not hold (at that version or later)."""
+    return sum(missing_deliveries(run, tenant) for tenant in run.tenants if tenant.syncs)
+
+
+def missing_deliveries(run: Run, tenant: Tenant, *, note: bool = True) -> int:
+    rows: dict[tuple[str, str], tuple[int, bool]] = {}
+    with run.engine.connect() as conn:
+        for kind, name in TABLE_FOR_TYPE.items():
+            t = MIRRORED_TABLES[name]
+            for sid, seq, deleted in conn.execute(select(t.c.source_id, t.c.source_version_seq,
+                                                         t.c.deleted_at.is_not(None)).where(
+                                                             t.c.tenant_id == tenant.id)):
+                rows[(kind, sid)] = (seq or 0, bool(deleted))
     missing = 0
-    for tenant in run.tenants:
-        if not tenant.syncs:
+    for delivery in tenant.sandbox.notifier.deliveries():  # type: ignore[union-attr]
+        if delivery["status"] != "delivered":
             continue
-        rows: dict[tuple[str, str], tuple[int, bool]] = {}
-        with run.engine.connect() as conn:
-            for kind, name in TABLE_FOR_TYPE.items():
-                t = MIRRORED_TABLES[name]
-                for sid, seq, deleted in conn.execute(select(t.c.source_id, t.c.source_version_seq,
-                                                             t.c.deleted_at.is_not(None)).where(
-                                                                 t.c.tenant_id == tenant.id)):
-                    rows[(kind, sid)] = (seq or 0, bool(deleted))
-        for delivery in tenant.sandbox.notifier.deliveries():  # type: ignore[union-attr]
-            if delivery["status"] != "delivered":
-                continue
-            seq, deleted = rows.get((delivery["type"], delivery["id"]), (-1, False))
-            # A delete must have removed the row; a create or update must be there at its version or
-            # later (a later version, or the delete that followed it, also covers it).
-            ok = deleted if delivery["action"] == "delete" else (deleted or seq >= int(delivery["version"]))
-            if not ok:
-                missing += 1
-                if len(run.notes) < 8:
-                    run.notes.append(f"acknowledged, not applied: {tenant.id} {delivery['type']}/{delivery['id']} "
-                                     f"v{delivery['version']} {delivery['action']}")
+        seq, deleted = rows.get((delivery["type"], delivery["id"]), (-1, False))
+        # A delete must have removed the row; a create or update must be there at its version or
+        # later (a later version, or the delete that followed it, also covers it).
+        ok = deleted if delivery["action"] == "delete" else (deleted or seq >= int(delivery["version"]))
+        if not ok:
+            missing += 1
+            if note and len(run.notes) < 8:
+                run.notes.append(f"acknowledged, not applied: {tenant.id} {delivery['type']}/{delivery['id']} "
+                                 f"v{delivery['version']} {delivery['action']}")
     return missing
 
 
@@ -737,7 +755,8 @@ def _oversized(run: Run, round_: int, rounds: int) -> None:
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("none", "no fault: the control"),
-    Fault("duplicates", "every webhook sent 2 to 10 times", notifier={"repeat": 4}),
+    Fault("duplicates", "every webhook sent 2 to 10 times (2 + seed mod 9)",
+          notifier=lambda seed: {"repeat": 2 + seed % 9}),
     Fault("shuffled", "webhooks of each round sent in shuffled order from 4 threads",
           notifier={"shuffle": True, "senders": 4}),
     Fault("dropped-webhooks", "1% of webhooks never sent; the next reconcile repairs them",
