@@ -326,7 +326,9 @@ def run_case(fault: Fault, seed: int, events: int, database: str, postgres_url: 
         host: Host | None = None
         notifier = fault.notifier(seed) if callable(fault.notifier) else fault.notifier
         try:
-            with fresh_database(database, tmp, f"fault_{fault.name.replace('-', '_')}_{seed}", postgres_url) as url:
+            # The process id too: two harnesses on one server (the matrix and make test) never share one.
+            name = f"fault_{fault.name.replace('-', '_')}_{seed}_{os.getpid()}"
+            with fresh_database(database, tmp, name, postgres_url) as url:
                 host_port = free_port()
                 for n, (scheme, header) in enumerate(SCHEMES):
                     secret = (f"whsec_{base64.b64encode(secrets.token_bytes(24)).decode()}"
