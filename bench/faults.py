@@ -402,9 +402,10 @@ def _run(run: Run, events: int, started: float, env: dict[str, str], say: Callab
     lost = acknowledged_but_missing(run)
     reconcile_all(run, "full", tenants)
     for tenant in tenants:
-        difference = compare(mirrored(run.engine, tenant.id), live_in_snapshot(tenant.sandbox.data.snapshot()))
+        snapshot = tenant.sandbox.data.snapshot()
+        difference = compare(mirrored(run.engine, tenant.id), live_in_snapshot(snapshot))
         lost += len(difference.lost)
-        unexpected += len(difference.unexpected)
+        unexpected += len(difference.unexpected) + crossed_rows(run, tenant, snapshot)
         if not difference.equal:
             run.notes.append(f"{tenant.id}: {difference.summary(3)}")
     unexpected += foreign_rows(run)
@@ -542,6 +543,27 @@ def overlapping_runs(run: Run) -> None:
                 before.finished_at is None or before.finished_at > after.started_at):
             run.violations.append(f"{after.tenant_id}: two {after.kind} runs at once ({before.status} and "
                                   f"{after.status})")
+
+
+def crossed_rows(run: Run, tenant: Tenant, snapshot: list[dict[str, Any]]) -> int:
+    """Rows on the right (type, id, version) but with another lastUpdated than this tenant's source
+    says: the three sources share ids and versions, so a row of one tenant written under another
+    would pass the version comparison; its lastUpdated (milliseconds, per source) gives it away."""
+    truth = {(e["type"], e["id"]): (str(e["versionId"]), datetime.fromisoformat(e["lastUpdated"].replace("Z", "+00:00")))
+             for e in snapshot if not e["deleted"]}
+    crossed = 0
+    with run.engine.connect() as conn:
+        for kind, name in TABLE_FOR_TYPE.items():
+            t = MIRRORED_TABLES[name]
+            for sid, version, updated in conn.execute(select(t.c.source_id, t.c.source_version, t.c.source_updated_at)
+                                                      .where(t.c.tenant_id == tenant.id, t.c.deleted_at.is_(None))):
+                expected = truth.get((kind, sid))
+                if expected and expected[0] == (version or "") and abs(updated - expected[1]) > timedelta(milliseconds=1):
+                    crossed += 1
+                    if len(run.notes) < 8:
+                        run.notes.append(f"{tenant.id} {kind}/{sid} v{version}: lastUpdated {updated.isoformat()} "
+                                         f"is not its source's {expected[1].isoformat()}")
+    return crossed
 
 
 def foreign_rows(run: Run) -> int:
@@ -794,7 +816,8 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
 
 # A harness that cannot fail proves nothing: this case breaks the mirror on purpose behind the
 # app's back (a row an acknowledged webhook wrote is deleted, another is put back to an older
-# version) and tests/e2e/test_faults.py checks that lost and regressions say so. Not in the matrix.
+# version, a third looks like another tenant's copy) and tests/e2e/test_faults.py checks that
+# lost, regressions and unexpected say so. Not in the matrix.
 def _sabotage(run: Run) -> None:
     tenant = run.tenants[0]
     tenant.sandbox.notifier.drain(60)  # type: ignore[union-attr]
@@ -810,6 +833,13 @@ def _sabotage(run: Run) -> None:
             mine & (table_.c.source_id == older))).one()
         conn.execute(table_.update().where(mine & (table_.c.source_id == older)).values(
             source_updated_at=at - timedelta(days=1), source_version_seq=(seq or 1) - 1))
+        # And one row as another tenant's copy would look: same id and version, a later
+        # lastUpdated — the version guard keeps it through the reconcile; only its content differs.
+        patients = MIRRORED_TABLES[TABLE_FOR_TYPE["Patient"]]
+        crossed, at = conn.execute(select(patients.c.source_id, patients.c.source_updated_at).where(
+            patients.c.tenant_id == tenant.id, patients.c.deleted_at.is_(None)).limit(1)).one()
+        conn.execute(patients.update().where((patients.c.tenant_id == tenant.id) & (patients.c.source_id == crossed))
+                     .values(source_updated_at=at + timedelta(days=1)))
 
 
 SABOTAGE = Fault("sabotage", "the harness's own check: the mirror is damaged behind the app's back", after=_sabotage)

@@ -49,4 +49,5 @@ def test_the_harness_reports_a_damaged_mirror_sqlite() -> None:
     outcome = run("sabotage", "sqlite")
     assert outcome.lost >= 1  # the deleted row an acknowledged webhook had written
     assert outcome.regressions >= 1  # the row put back to an older version, caught by the trigger
+    assert outcome.unexpected >= 1  # that row's lastUpdated is no longer its source's
     assert not outcome.passed
