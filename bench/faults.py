@@ -613,7 +613,7 @@ def _storm(on: bool) -> Hook:
     def hook(run: Run) -> None:
         for tenant in run.tenants:
             # 30 requests a minute per client, then 429 with Retry-After; afterwards a generous limit,
-            # still advertised (the app keeps the last limit a source told it while none is sent).
+            # still advertised (the app would keep the storm's limit for ten minutes if none were sent).
             box = tenant.sandbox
             box.config.rate_limit = box.limiter.limit = 30 if on else 3000
             if on:

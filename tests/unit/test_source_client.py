@@ -390,6 +390,19 @@ def test_budget_keeps_a_reserve_for_realtime_work() -> None:
     assert budget.remaining() == 100 and budget.take(BULK) == 0
 
 
+def test_budget_forgets_a_limit_the_source_stopped_announcing() -> None:
+    time = FakeTime()
+    budget = RateBudget(limit=500, window=60, clock=time.clock, forget_after=10)
+    budget.observe("30", "0")  # a storm: 30 a minute, none left
+    assert budget.take(REALTIME) > 0
+    time.now += 9 * 60  # nine windows of silence: still the announced 30
+    assert budget.limit == 30
+    budget.observe("30", "30")  # announced again: the clock restarts
+    time.now += 10 * 60 + 1  # ten windows without a word about the limit
+    assert budget.take(REALTIME) == 0
+    assert budget.limit == 500 and budget.remaining() == 499
+
+
 def test_windows_are_half_open_and_end_two_minutes_before_now() -> None:
     now = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
     assert incremental_window(now - timedelta(minutes=30), now) == (now - timedelta(minutes=30), now - timedelta(minutes=2))
