@@ -285,6 +285,7 @@ class Fault:
     sandbox: dict[str, Any] = field(default_factory=dict)  # SandboxConfig fields
     failpoints: str = ""
     databases: tuple[str, ...] = ("sqlite", "postgresql")
+    env: dict[str, str] = field(default_factory=dict)  # app settings for this fault
     bad_tenant: bool = False  # the third tenant's client secret is wrong
     before: Hook | None = None  # after the initial load, before the churn
     during: RoundHook | None = None  # after each churn round
@@ -350,7 +351,7 @@ def run_case(fault: Fault, seed: int, events: int, database: str, postgres_url: 
                        "SYNC_RECONCILE_TIME_BUDGET": "10", "SYNC_LOG_LEVEL": "WARNING",
                        "SYNC_BREAKER_FAILURES": str(BREAKER_FAILURES), "SYNC_BREAKER_COOLDOWN": str(BREAKER_COOLDOWN),
                        "SYNC_CREDENTIALS_RETRY_AFTER": "3",
-                       "FAILPOINTS": "", "FAILPOINTS_SEED": str(seed)}
+                       "FAILPOINTS": "", "FAILPOINTS_SEED": str(seed), **fault.env}
                 host = Host(env, host_port, tmp / "host.log").start()
                 engine = create_store_engine(load_settings(database_url=url))
                 queues = AzureQueues.from_connection_string(azurite_connection_string(queue_url))
@@ -642,8 +643,21 @@ def _counting(run: Run, tenant_id: str, admit: Callable[[str], tuple[bool, int, 
 
 def _trouble(on: bool) -> Hook:
     def hook(run: Run) -> None:
-        faults = run.tenants[0].sandbox.config.faults
-        faults.error_rate, faults.drop_rate, faults.latency_ms = (0.3, 0.1, 300) if on else (0.0, 0.0, 0)
+        box = run.tenants[0].sandbox
+        faults = box.config.faults
+        if on:  # 10% held for 3 s and dropped unanswered: past the app's 1 s timeout (SYNC_SOURCE_TIMEOUT)
+            faults.error_rate, faults.drop_rate, faults.latency_ms, faults.hang_rate, faults.hang_ms = 0.2, 0.1, 300, 0.1, 3000
+        else:
+            # The reconciles queued during the rounds page through the flaky source first.
+            deadline = time.monotonic() + 45
+            while time.monotonic() < deadline and run.queues.count(RECONCILE_QUEUE):
+                run.host.check()
+                time.sleep(0.5)
+            faults.error_rate, faults.drop_rate, faults.latency_ms, faults.hang_rate = 0.0, 0.0, 0, 0.0
+            run.count("requests to the flaky source", box.requests)
+            run.count("timed-out requests", box.hangs)
+            if not box.hangs:
+                run.violations.append("no request hung: the timeouts were not exercised")
     return hook
 
 
@@ -655,8 +669,12 @@ def _outage(run: Run, round_: int, rounds: int) -> None:
     """Flaky throughout; in the middle rounds down altogether. While it is down the breaker must
     open and then let one probe through per cooldown: the requests it gets are bounded."""
     box = run.tenants[0].sandbox
+    if round_ in (1, 4, 13, 16):  # reconciles page through the flaky source (webhooks alone ask it little)
+        run.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=run.tenants[0].id,
+                                                                 reconcile="full" if round_ == 1 else "hot")))
     if round_ == OUTAGE_ROUNDS[0]:
         box.config.faults.error_rate, box.config.faults.drop_rate, box.config.faults.latency_ms = 1.0, 0.0, 0
+        box.config.faults.hang_rate = 0.0
         run.outage = {"requests": box.requests, "began": time.monotonic(), "states": [],
                       "watch": threading.Event()}
         threading.Thread(target=_watch_breaker, args=(run,), daemon=True).start()
@@ -791,8 +809,9 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           poison=lambda run: POISON_PER_RUN),
     Fault("rate-limit-storm", "the sources answer 429 with Retry-After beyond 30 requests a minute",
           before=_storm(True), after=_storm(False)),
-    Fault("source-trouble", "one source: 30% 5xx, 10% dropped connections, 300 ms latency; down for 4 rounds",
-          before=_trouble(True), during=_outage, after=_trouble(False)),
+    Fault("source-trouble", "one source: 20% 5xx, 10% dropped connections, 10% timeouts, 300 ms latency; "
+          "down for 4 rounds", before=_trouble(True), during=_outage, after=_trouble(False),
+          env={"SYNC_SOURCE_TIMEOUT": "1"}),
     Fault("token-expiry", "tokens die after 2 s, mid-reconcile and mid-apply", sandbox={"token_ttl": 2.0},
           during=_overlapping_reconcile, after=_tokens_expired),
     Fault("overlapping-reconciles", "incremental, full and hot reconciles while webhooks flow",

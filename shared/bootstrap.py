@@ -55,7 +55,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         registry = self._registries.get(id(loop))
         if registry is None:
-            http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
+            http = httpx.AsyncClient(timeout=httpx.Timeout(self.settings.source_timeout))
             registry = self._registries[id(loop)] = SourceRegistry(
                 http, DatabaseBreakerStore(self.engine), **source_options(self.settings))
         return registry

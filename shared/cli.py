@@ -216,7 +216,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
                                "without a heartbeat") from None
 
         async def run() -> None:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(30.0)) as http:
+            async with httpx.AsyncClient(timeout=httpx.Timeout(settings.source_timeout)) as http:
                 client = SourceRegistry(http, DatabaseBreakerStore(engine),
                                         **source_options(settings)).client(tenant)
                 await run_reconcile(engine, client, tenant, lease,

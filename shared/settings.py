@@ -156,6 +156,9 @@ class Settings(BaseSettings):
     # Credentials the source refused are not presented again for this long (seconds); a webhook's
     # change waiting on them is put back until then (up to 50 times) instead of failing to poison.
     credentials_retry_after: Annotated[float, Field(gt=0, le=3600)] = 300.0
+    # Seconds one request to a source may take (connect, each read, write) before it counts as a
+    # failure (retried, and towards the breaker).
+    source_timeout: Annotated[float, Field(gt=0, le=300)] = 30.0
     # How often the timer looks for due tenants (NCRONTAB). The timer binds it as the app setting
     # %SYNC_FANOUT_SCHEDULE%, so in Azure it must be set (the Bicep sets it).
     fanout_schedule: Schedule = "0 */5 * * * *"

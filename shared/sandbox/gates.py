@@ -60,21 +60,27 @@ class SlidingWindow:
 
 @dataclass
 class Faults:
-    """Injected trouble: a share of 5xx answers, dropped connections, added latency."""
+    """Injected trouble: a share of 5xx answers, dropped connections, requests that hang (held for
+    ``hang_ms``, then dropped unanswered: the client's timeout must fire), added latency."""
 
     error_rate: float = 0.0
     drop_rate: float = 0.0
     latency_ms: int = 0
+    hang_rate: float = 0.0
+    hang_ms: int = 5000
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     def draw(self) -> str | int | None:
-        """None (serve it), 'drop', or an HTTP status to answer with."""
+        """None (serve it), 'drop', 'hang', or an HTTP status to answer with."""
         roll = self.rng.random()
         if roll < self.drop_rate:
             return "drop"
-        if roll < self.drop_rate + self.error_rate:
+        if roll < self.drop_rate + self.hang_rate:
+            return "hang"
+        if roll < self.drop_rate + self.hang_rate + self.error_rate:
             return self.rng.choice((500, 502, 503))
         return None
 
     def settings(self) -> dict[str, float | int]:
-        return {"fault_rate": self.error_rate, "drop_rate": self.drop_rate, "latency_ms": self.latency_ms}
+        return {"fault_rate": self.error_rate, "drop_rate": self.drop_rate, "latency_ms": self.latency_ms,
+                "hang_rate": self.hang_rate, "hang_ms": self.hang_ms}

@@ -9,7 +9,7 @@ to what Azure installs. Routes:
     GET  /main/{Type}/{id}             the resource; 404 unknown, 410 deleted
     GET  /_sandbox/snapshot            the truth: type, id, versionId, lastUpdated, deleted
     POST /_sandbox/churn               {"creates": n, "updates": n, "deletes": n}
-    GET|POST /_sandbox/faults          read / change fault_rate, drop_rate, latency_ms, rate_limit
+    GET|POST /_sandbox/faults          read / change fault_rate, drop_rate, hang_rate, hang_ms, latency_ms, rate_limit
     GET  /_sandbox/deliveries          every webhook notification sent: event, id, attempts, status
 """
 from __future__ import annotations
@@ -73,6 +73,7 @@ class Sandbox:
         self.tokens = TokenStore(config.token_ttl, clock)
         self.limiter = SlidingWindow(config.rate_limit, 60.0, clock)
         self.requests = 0
+        self.hangs = 0  # requests held and dropped unanswered (Faults.hang_rate)
         self._expired_answers = 0
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"sandbox": self})
@@ -150,7 +151,11 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
         fault = faults.draw()
-        if fault == "drop":
+        if fault == "hang":
+            with sandbox._lock:
+                sandbox.hangs += 1
+            time.sleep(faults.hang_ms / 1000)
+        if fault in ("drop", "hang"):
             self._drop()
             return True
         if isinstance(fault, int):
@@ -299,10 +304,14 @@ class _Handler(BaseHTTPRequestHandler):
                 error_rate = float(spec.get("fault_rate", faults.error_rate))
                 drop_rate = float(spec.get("drop_rate", faults.drop_rate))
                 latency_ms = int(spec.get("latency_ms", faults.latency_ms))
+                hang_rate = float(spec.get("hang_rate", faults.hang_rate))
+                hang_ms = int(spec.get("hang_ms", faults.hang_ms))
                 rate_limit = int(spec.get("rate_limit", sandbox.config.rate_limit))
-                if not (0 <= error_rate <= 1 and 0 <= drop_rate <= 1 and latency_ms >= 0 and rate_limit >= 0):
+                if not (0 <= error_rate <= 1 and 0 <= drop_rate <= 1 and 0 <= hang_rate <= 1
+                        and latency_ms >= 0 and hang_ms >= 0 and rate_limit >= 0):
                     raise ValueError("rates are shares between 0 and 1; latency and limit are not negative")
                 faults.error_rate, faults.drop_rate, faults.latency_ms = error_rate, drop_rate, latency_ms
+                faults.hang_rate, faults.hang_ms = hang_rate, hang_ms
                 sandbox.config.rate_limit = sandbox.limiter.limit = rate_limit
             self._send(200, {**faults.settings(), "rate_limit": sandbox.config.rate_limit,
                              "requests": sandbox.requests}, content_type="application/json")

@@ -138,8 +138,11 @@ def test_faults_from_the_admin_endpoint(sandbox: Sandbox, http: httpx.Client) ->
     http.post(admin, json={"fault_rate": 0.0, "drop_rate": 1.0})
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{sandbox.base_url}/Patient/PT-2000001", headers={**auth, "User-Agent": "t"})
-    settings = http.post(admin, json={"drop_rate": 0.0}).json()
-    assert settings["drop_rate"] == 0.0 and settings["requests"] >= 3
+    http.post(admin, json={"drop_rate": 0.0, "hang_rate": 1.0, "hang_ms": 1500})
+    with pytest.raises(httpx.ReadTimeout):  # held past the client's timeout, never answered
+        httpx.get(f"{sandbox.base_url}/Patient/PT-2000001", headers=auth, timeout=0.3)
+    settings = http.post(admin, json={"hang_rate": 0.0}).json()
+    assert settings["drop_rate"] == 0.0 and settings["hang_rate"] == 0.0 and settings["requests"] >= 4
     assert http.get(f"{sandbox.base_url}/Patient/PT-2000001", headers=auth).status_code == 200
 
 
@@ -153,7 +156,8 @@ def test_generation_is_deterministic() -> None:
 
 
 def test_faults_default_to_none() -> None:
-    assert Faults(rng=random.Random(1)).settings() == {"fault_rate": 0.0, "drop_rate": 0.0, "latency_ms": 0}
+    assert Faults(rng=random.Random(1)).settings() == {"fault_rate": 0.0, "drop_rate": 0.0, "latency_ms": 0,
+                                                       "hang_rate": 0.0, "hang_ms": 5000}
 
 
 def test_bad_admin_input_is_a_400_and_changes_nothing(sandbox: Sandbox, http: httpx.Client) -> None:
