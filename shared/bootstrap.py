@@ -21,6 +21,7 @@ from shared.source.budget import RateBudget
 from shared.source.registry import SourceRegistry, source_options
 from shared.store.engine import create_store_engine
 from shared.store.health import DatabaseBreakerStore
+from shared.telemetry import configure_telemetry
 
 # Azurite's published development account key: the same on every machine, not a secret.
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -62,16 +63,50 @@ class Runtime:
 
 
 def queue_port(settings: Settings) -> QueuePort:
-    if settings.azure_webjobs_storage is None:
+    """A connection string (Azurite locally) wins; then an identity-based connection (Azure);
+    neither: queues in memory (the local host only)."""
+    if settings.azure_webjobs_storage is not None:
+        from shared.queues.azure import AzureQueues
+
+        value = settings.azure_webjobs_storage.get_secret_value()
+        return AzureQueues.from_connection_string(
+            azurite_connection_string() if value == "UseDevelopmentStorage=true" else value)
+    url = queue_service_url(settings)
+    if url is None:
         return InMemoryQueues()
+    from shared.identity import azure_credential
     from shared.queues.azure import AzureQueues
 
-    value = settings.azure_webjobs_storage.get_secret_value()
-    return AzureQueues.from_connection_string(
-        azurite_connection_string() if value == "UseDevelopmentStorage=true" else value)
+    return AzureQueues.from_identity(url, azure_credential(
+        managed_identity=(settings.storage_credential or "").lower() == "managedidentity",
+        client_id=settings.storage_client_id))
+
+
+def queue_service_url(settings: Settings) -> str | None:
+    if settings.storage_queue_service_uri:
+        return settings.storage_queue_service_uri
+    if settings.storage_account_name:
+        return f"https://{settings.storage_account_name}.queue.core.windows.net"
+    return None
+
+
+def start_telemetry(settings: Settings) -> bool:
+    """Application Insights when its connection string is set (Entra authentication when the
+    authentication string says AAD); otherwise telemetry stays a no-op."""
+    if settings.appinsights_connection_string is None:
+        return False
+    credential = None
+    auth = dict(part.split("=", 1) for part in (settings.appinsights_authentication_string or "").split(";")
+                if "=" in part)
+    if auth.get("Authorization", "").upper() == "AAD":
+        from shared.identity import azure_credential
+
+        credential = azure_credential(managed_identity=True, client_id=auth.get("ClientId"))
+    return configure_telemetry(settings.appinsights_connection_string.get_secret_value(), credential=credential)
 
 
 def build_runtime(settings: Settings, *, queues: QueuePort | None = None) -> Runtime:
+    start_telemetry(settings)
     tenants = {t.id: t for t in settings.load_tenants()}
     return Runtime(settings, create_store_engine(settings), tenants, queues or queue_port(settings))
 

@@ -138,6 +138,20 @@ class Settings(BaseSettings):
     # The Functions host's storage (queues); "UseDevelopmentStorage=true" means Azurite. Unset:
     # the local host keeps queues in memory.
     azure_webjobs_storage: SecretStr | None = Field(default=None, validation_alias="AzureWebJobsStorage")
+    # Azure Storage through an identity (the Functions host's identity-based connection): the
+    # queue endpoint, or the account name for https://<name>.queue.core.windows.net. With
+    # ``credential`` "managedidentity" the app uses ManagedIdentityCredential(clientId), otherwise
+    # DefaultAzureCredential (az login on a developer machine). Ignored when AzureWebJobsStorage is set.
+    storage_queue_service_uri: str | None = Field(default=None, validation_alias="AzureWebJobsStorage__queueServiceUri")
+    storage_account_name: str | None = Field(default=None, validation_alias="AzureWebJobsStorage__accountName")
+    storage_credential: str | None = Field(default=None, validation_alias="AzureWebJobsStorage__credential")
+    storage_client_id: str | None = Field(default=None, validation_alias="AzureWebJobsStorage__clientId")
+    # Application Insights; unset: telemetry is a no-op. The authentication string
+    # ("Authorization=AAD;ClientId=<identity>") makes the exporter use Entra instead of the key.
+    appinsights_connection_string: SecretStr | None = Field(
+        default=None, validation_alias="APPLICATIONINSIGHTS_CONNECTION_STRING")
+    appinsights_authentication_string: str | None = Field(
+        default=None, validation_alias="APPLICATIONINSIGHTS_AUTHENTICATION_STRING")
     # The local host's stand-in for Azure's function keys: routes at auth level FUNCTION or ADMIN
     # want it in the `x-functions-key` header or the `code` query parameter. Unset or empty: open.
     local_function_key: SecretStr | None = Field(default=None, validation_alias="LOCAL_FUNCTION_KEY")

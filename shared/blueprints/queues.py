@@ -23,6 +23,7 @@ from shared.sync.apply import ApplyResult, apply_change
 from shared.sync.reconcile import run_reconcile
 from shared.sync.runs import LeaseLost, RunActive, claim, start_or_resume
 from shared.sync.silence import silence_check
+from shared.telemetry import telemetry
 
 log = logging.getLogger("shared.functions")
 MAX_DEFERRALS = 50
@@ -69,8 +70,9 @@ def record_apply(metrics: Metrics, message: ChangeMessage, result: ApplyResult, 
     counts = result.counts
     metrics.add(message.tenant, "apply.stale", counts.stale)
     metrics.add(message.tenant, "apply.unchanged", counts.unchanged)
-    written = counts.inserted + counts.updated + counts.deleted + counts.resurrected
+    written = counts.written
     metrics.add(message.tenant, "apply.written", written)
+    telemetry().records_synced(message.tenant, message.type, "webhook", written)
     since = message.event_at or message.received_at
     if written and since is not None:
         metrics.observe_lag(message.tenant, (now - since).total_seconds())
@@ -101,14 +103,14 @@ async def handle_reconcile(text: str) -> str:
     except SourceError as exc:
         # Recorded on the run by run_reconcile; the next scheduled run tries again.
         log.warning("reconcile tenant=%s run=%s outcome=failed reason=%s", tenant.id, lease.run_id, exc.__class__.__name__)
-        return "failed"
-    if not finished:
+        outcome = "failed"
+    else:
+        outcome = "completed" if finished else "continued"
+    if outcome == "continued":
         rt.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant.id, reconcile=message.reconcile,
                                                                 run_id=lease.run_id)))
-        log.info("reconcile tenant=%s run=%s outcome=continued", tenant.id, lease.run_id)
-        return "continued"
-    log.info("reconcile tenant=%s run=%s outcome=completed", tenant.id, lease.run_id)
-    return "completed"
+    telemetry().run_finished(tenant.id, lease.kind, lease.run_id, outcome)
+    return outcome
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=CHANGES_QUEUE, connection="AzureWebJobsStorage")

@@ -14,12 +14,15 @@ import azure.functions as func
 from sqlalchemy import func as sql, select
 
 from shared.bootstrap import runtime
-from shared.queues.messages import RECONCILE_QUEUE, ReconcileMessage, encode
+from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ReconcileMessage, encode
+from shared.queues.port import poison_name
+from shared.reads.health import tenant_health
 from shared.store.engine import write_transaction
 from shared.store.schema import sync_runs
 from shared.sync.reconcile import TYPE_ORDER
 from shared.sync.runs import reap_stale
 from shared.sync.schedule import due_runs
+from shared.telemetry import telemetry
 from shared.webhooks.gaps import settle_gaps
 from shared.webhooks.receive import forget_expired
 
@@ -50,7 +53,27 @@ def fan_out(now: datetime | None = None) -> list[tuple[str, str]]:
         if tenant.enabled:
             due.extend(reconcile_gaps(tenant.id, now))
     rt.metrics.maybe_flush(rt.engine)
+    observe(now)
     return due
+
+
+def observe(now: datetime) -> None:
+    """Gauges for Application Insights: each tenant's freshness and failure streak, the queues'
+    depth and oldest message, the poison queues' depth. Never fails the fan-out."""
+    rt = runtime()
+    instruments = telemetry()
+    try:
+        with rt.engine.connect() as conn:
+            for tenant in rt.tenants.values():
+                if tenant.enabled:
+                    health = tenant_health(conn, tenant, now)
+                    instruments.freshness(tenant.id, health.freshness_seconds, 2 * health.interval_seconds,
+                                          health.failure_streak)
+        for queue in (CHANGES_QUEUE, RECONCILE_QUEUE):
+            instruments.queue(queue, rt.queues.count(queue), rt.queues.oldest_age(queue))
+            instruments.poison(poison_name(queue), rt.queues.count(poison_name(queue)))
+    except Exception as exc:  # noqa: BLE001 — the reconciles are enqueued; a gauge can wait
+        log.warning("fan-out observe failed: %s", exc.__class__.__name__)
 
 
 def reconcile_gaps(tenant_id: str, now: datetime) -> list[tuple[str, str]]:

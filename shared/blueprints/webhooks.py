@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import datetime, timezone
 
 import azure.functions as func
 
 from shared import failpoints
 from shared.bootstrap import runtime
+from shared.telemetry import telemetry
 from shared.webhooks.receive import Answer, receive_webhook
 
 log = logging.getLogger("shared.functions")
@@ -27,6 +29,7 @@ def json_response(answer: Answer) -> func.HttpResponse:
 @bp.function_name("receive_webhook")
 @bp.route(route="webhooks/{tenant}/{event}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def receive_webhook_http(req: func.HttpRequest) -> func.HttpResponse:
+    began = time.perf_counter()
     tenant_id, event = req.route_params.get("tenant", ""), req.route_params.get("event", "")
     try:
         rt = runtime()
@@ -38,4 +41,14 @@ def receive_webhook_http(req: func.HttpRequest) -> func.HttpResponse:
                              datetime.now(timezone.utc), rt.metrics)
     if answer.status == 202:
         failpoints.hit("webhook.after_enqueue")
+    if tenant is not None:  # an unknown tenant's name comes from the URL: not a dimension
+        telemetry().webhook_answered(tenant.id, answer_outcome(answer), (time.perf_counter() - began) * 1000)
     return json_response(answer)
+
+
+def answer_outcome(answer: Answer) -> str:
+    if answer.status == 202:
+        return "enqueued"
+    if answer.body.get("duplicate"):
+        return "duplicate"
+    return "unavailable" if answer.status >= 500 else "rejected"

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import SecretStr
 from sqlalchemy import Engine, select
 
-from shared.bootstrap import build_runtime, queue_port, use_runtime
+from shared.bootstrap import build_runtime, queue_port, queue_service_url, use_runtime
 from shared.queues.messages import RECONCILE_QUEUE, ReconcileMessage, encode
 from shared.settings import Settings, TenantConfig
 from shared.store.engine import write_transaction
@@ -138,7 +138,8 @@ def boot(settings: Settings, *, port: int, say: Callable[[str], None] = print,
 def serve(settings: Settings, *, port: int, once: bool, say: Callable[[str], None] = print) -> int:
     booted = boot(settings, port=port, say=say)
     host, engine, queues, demo = booted.host, booted.runtime.engine, booted.runtime.queues, booted.demo
-    where = "Azurite" if settings.azure_webjobs_storage else "memory"
+    where = ("Azurite" if settings.azure_webjobs_storage else
+             "Azure Storage (identity)" if queue_service_url(settings) else "memory")
     say(f"local host on {host.url} (queues in {where}); functions: {', '.join(sorted(host.functions))}")
     say(f"  status:   {host.url}/admin/host/status")
     say(f"  webhooks: {host.url}/api/webhooks/{{tenant}}/{{event}}")

@@ -1,5 +1,5 @@
 """Azure Storage Queues through azure-storage-queue: Azurite locally (a connection string),
-Azure with an identity (issue 8 wires managed identity).
+Azure with the app's managed identity (shared keys are disabled on the account).
 
 The message text goes as is (no base64): host.json says ``messageEncoding: none``, and
 tests/integration/test_queues.py proves producer and host agree.
@@ -26,6 +26,11 @@ class AzureQueues:
     @classmethod
     def from_connection_string(cls, connection_string: str) -> AzureQueues:
         return cls(QueueServiceClient.from_connection_string(connection_string, transport=_transport()))
+
+    @classmethod
+    def from_identity(cls, account_url: str, credential: Any) -> AzureQueues:
+        """Azure: the queue endpoint and an Entra credential (the app's managed identity)."""
+        return cls(QueueServiceClient(account_url, credential=credential, transport=_transport()))
 
     def _queue(self, name: str) -> Any:
         client = self._clients.get(name)

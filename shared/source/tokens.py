@@ -18,6 +18,7 @@ import httpx
 
 from shared.settings import TenantConfig
 from shared.source.errors import CredentialsRefused, TokenError, TransientError
+from shared.telemetry import telemetry
 
 MAX_TOKEN_LIFE = 900.0
 REFRESH_MARGIN = 60.0
@@ -71,6 +72,10 @@ class TokenManager:
                 value, seconds = await self._fetch(tenant)
             except CredentialsRefused as exc:
                 self._refused[tenant.id] = (self.clock() + self.refusal_hold, exc.detail)
+                telemetry().token_failure(tenant.id, "refused")
+                raise
+            except TokenUnavailable:
+                telemetry().token_failure(tenant.id, "unavailable")
                 raise
             self._refused.pop(tenant.id, None)
             self._cache[tenant.id] = CachedToken(value, self.clock() + seconds)

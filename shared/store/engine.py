@@ -110,14 +110,12 @@ def access_token_attrs(token: str) -> dict[int, bytes]:
 
 
 def entra_token_provider(settings: Settings) -> Callable[[], str]:
-    """A callable returning a valid Entra token for Azure SQL; azure-identity caches and refreshes."""
-    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+    """A callable returning a valid Entra token for Azure SQL, asked again before it expires."""
+    from shared.identity import EntraToken, azure_credential
 
-    if settings.azure_credential == "managed-identity":
-        credential: Any = ManagedIdentityCredential(client_id=settings.azure_client_id)
-    else:
-        credential = DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
-    return lambda: credential.get_token(AZURE_SQL_TOKEN_SCOPE).token
+    credential = azure_credential(managed_identity=settings.azure_credential == "managed-identity",
+                                  client_id=settings.azure_client_id)
+    return EntraToken(credential, AZURE_SQL_TOKEN_SCOPE)
 
 
 def _azure_sql_engine(url: Any, settings: Settings, token_provider: Callable[[], str] | None) -> Engine:

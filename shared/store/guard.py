@@ -49,6 +49,11 @@ class UpsertCounts:
     def total(self) -> int:
         return sum(getattr(self, f.name) for f in fields(self))
 
+    @property
+    def written(self) -> int:
+        """Rows the upsert changed (inserted, updated, deleted, resurrected)."""
+        return self.inserted + self.updated + self.deleted + self.resurrected
+
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 

@@ -34,6 +34,7 @@ from shared.sync import cursors
 from shared.sync.deletes import detect_deletes, forget_seen, record_seen
 from shared.sync.runs import RunCounts, RunLease, checkpoint, finish, load_position, run_started_at
 from shared.sync.silence import SilenceCheck, record_silence
+from shared.telemetry import telemetry
 
 TYPE_ORDER = RESOURCE_TYPES
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -124,6 +125,7 @@ async def _detect_deletes(engine: Engine, client: FhirClient, tenant: TenantConf
         report = await detect_deletes(engine, client, tenant.id, lease.run_id, resource_type, started_at)
         counts.deleted += report.deleted
         counts.updated += report.restored
+        telemetry().records_synced(tenant.id, resource_type, lease.kind, report.deleted + report.restored)
         if report.refused:
             alerts.append(report.refused)
         with write_transaction(engine) as conn:
@@ -217,12 +219,14 @@ def _commit_page(engine: Engine, tenant: TenantConfig, lease: RunLease, resource
     records_total = position.get("base", 0) + (total or 0)
     written: list[tuple[str, str, datetime]] | None = (
         [] if silence is not None and resource_type in silence.types else None)
+    missed = 0
     with write_transaction(engine) as conn:
         since = cursors.watermark(conn, tenant.id, resource_type) if written is not None else None
-        counts.absorb(write_rows(conn, tenant.id, rows, changed=written))
+        page = write_rows(conn, tenant.id, rows, changed=written)
+        counts.absorb(page)
         if written and silence is not None:
-            record_silence(conn, tenant.id, lease.run_id, resource_type, written, since, silence.cutoff,
-                           datetime.now(timezone.utc))
+            missed = record_silence(conn, tenant.id, lease.run_id, resource_type, written, since, silence.cutoff,
+                                    datetime.now(timezone.utc))
         if lease.kind == "full":
             record_seen(conn, lease.run_id, resource_type, [r.source_id for r in rows])
         # A window read to its end without shifting moves the watermark; a full listing is a
@@ -230,6 +234,9 @@ def _commit_page(engine: Engine, tenant: TenantConfig, lease: RunLease, resource
         if last_page and lease.kind in ("incremental", "full") and not position.get("suspect"):
             cursors.advance(conn, tenant.id, resource_type, datetime.fromisoformat(position["end"]))
         checkpoint(conn, lease, counts=counts, position=new_position, step=step, records_total=records_total)
+    instruments = telemetry()  # after the commit: a rolled-back page counts nothing
+    instruments.records_synced(tenant.id, resource_type, lease.kind, page.written)
+    instruments.silent_changes(tenant.id, resource_type, missed)
     position.clear()
     position.update(new_position, step=step)
     return records_total
