@@ -5,7 +5,9 @@ PY     := $(VENV)/bin/python
 AZURITE_VERSION := 3.37.0
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test bench faults clean system-deps azurite
+INFRA_VENV := .venv-infra
+
+.PHONY: run test bench faults clean system-deps azurite infra-tools
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,12 +33,20 @@ azurite: .tools/node_modules/.bin/azurite
 .tools/node_modules/.bin/azurite:
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
 
+# checkov (the Bicep security scan) in its own environment: it pins dozens of packages the app
+# does not need and some the app pins differently.
+infra-tools: $(INFRA_VENV)/.installed
+$(INFRA_VENV)/.installed: requirements-infra.txt
+	$(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
+	touch $@
+
 # The local host on 127.0.0.1:7071 with SQLite (./.data/mirror.db) and the bundled sandbox as tenant
 # "demo". `make run ARGS=--once` runs one bounded cycle and exits 0 only if mirror == source.
 run: $(VENV)/.runtime
 	$(PY) -m shared.cli serve $(ARGS)
 
-test: $(VENV)/.dev system-deps azurite
+test: $(VENV)/.dev system-deps azurite infra-tools
 	$(PY) -m pytest
 
 bench: $(VENV)/.dev azurite
@@ -52,4 +62,4 @@ faults: $(VENV)/.dev azurite
 	$(PY) -m bench.faults $(ARGS)
 
 clean:
-	rm -rf $(VENV) .tools .data .pytest_cache
+	rm -rf $(VENV) $(INFRA_VENV) .tools .data .pytest_cache
