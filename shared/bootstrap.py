@@ -102,7 +102,8 @@ def start_telemetry(settings: Settings) -> bool:
         from shared.identity import azure_credential
 
         credential = azure_credential(managed_identity=True, client_id=auth.get("ClientId"))
-    return configure_telemetry(settings.appinsights_connection_string.get_secret_value(), credential=credential)
+    return configure_telemetry(settings.appinsights_connection_string.get_secret_value(), credential=credential,
+                               level=settings.log_level)
 
 
 def build_runtime(settings: Settings, *, queues: QueuePort | None = None) -> Runtime:

@@ -34,6 +34,7 @@ from opentelemetry import metrics
 
 log = logging.getLogger("shared.telemetry")
 METER_NAME = "fhir_mirror"
+SERVICE_NAME = "fhir-mirror"
 # Loggers exported to Application Insights: the app's own (``shared.*``). Libraries' loggers are
 # left out: httpx logs every request URL at INFO, and nothing there is for operators.
 LOGGER_NAME = "shared"
@@ -130,9 +131,10 @@ def use_telemetry(value: Telemetry | None) -> None:
 _configured = False
 
 
-def configure_telemetry(connection_string: str | None, *, credential: Any = None) -> bool:
+def configure_telemetry(connection_string: str | None, *, credential: Any = None, level: str = "INFO") -> bool:
     """Export to Application Insights when a connection string is given; once per process.
-    Returns whether exporting is on. ``credential``: Entra authentication (local auth disabled)."""
+    Returns whether exporting is on. ``credential``: Entra authentication (local auth disabled);
+    ``level``: the app's loggers' level (SYNC_LOG_LEVEL; Python's default would drop INFO)."""
     global _configured
     if not connection_string:
         return False
@@ -140,10 +142,14 @@ def configure_telemetry(connection_string: str | None, *, credential: Any = None
         if _configured:
             return True
         from azure.monitor.opentelemetry import configure_azure_monitor
+        from opentelemetry.sdk.resources import Resource
 
         configure_azure_monitor(connection_string=connection_string, credential=credential, logger_name=LOGGER_NAME,
+                                # Application Insights' cloud role: one name for every instance
+                                resource=Resource.create({"service.name": SERVICE_NAME}),
                                 # the host's own request telemetry covers the HTTP triggers
                                 instrumentation_options={"django": {"enabled": False}, "fastapi": {"enabled": False},
                                                          "flask": {"enabled": False}})
+        logging.getLogger(LOGGER_NAME).setLevel(level)
         _configured = True
     return True
