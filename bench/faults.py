@@ -79,6 +79,7 @@ HOST_JSON = {"version": "2.0", "functionTimeout": "00:00:20", "extensions": {"qu
     "messageEncoding": "none", "maxDequeueCount": 5, "visibilityTimeout": "00:00:01", "batchSize": 16,
     "newBatchThreshold": 8, "maxPollingInterval": "00:00:01"}}}
 DRAIN_TIMEOUT = 240.0
+MAX_START_CRASHES = 20  # in a row, while the host starts: beyond that the failpoint is not random
 BREAKER_FAILURES, BREAKER_COOLDOWN = 5, 2.0  # the app's breaker in the harness (production: 5 and 30 s)
 
 
@@ -86,8 +87,9 @@ BREAKER_FAILURES, BREAKER_COOLDOWN = 5, 2.0  # the app's breaker in the harness 
 class Host:
     """The function app on the local host, in a child process that a failpoint may crash."""
 
-    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
+    def __init__(self, env: dict[str, str], port: int, log: Path, command: list[str] | None = None) -> None:
         self.env, self.port, self.log = env, port, log
+        self.command = command or [sys.executable, "-m", "bench.faults", "host", "--port", str(port)]
         self.crashes = 0
         self.spawns = 0
         self.failure: str | None = None
@@ -106,14 +108,24 @@ class Host:
         return self
 
     def _spawn(self) -> None:
-        # Each process draws its own failpoint sequence: with one seed for all, a restarted host
-        # would crash at the very same apply again and again.
-        self.spawns += 1
-        env = {**self.env, "FAILPOINTS_SEED": f"{self.env.get('FAILPOINTS_SEED', '')}-{self.spawns}"}
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "bench.faults", "host", "--port", str(self.port)],
-                                         cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        wait_for(f"{self.url}/admin/host/status", process=self.proc)
+        """Start the host and wait until it answers. A host that crashes at a failpoint while it
+        starts (messages were waiting for it) is one more crash, and is started again."""
+        for _ in range(MAX_START_CRASHES):
+            # Each process draws its own failpoint sequence: with one seed for all, a restarted
+            # host would crash at the very same apply again and again.
+            self.spawns += 1
+            env = {**self.env, "FAILPOINTS_SEED": f"{self.env.get('FAILPOINTS_SEED', '')}-{self.spawns}"}
+            with self.log.open("ab") as out:
+                proc = self.proc = subprocess.Popen(self.command, cwd=ROOT, env=env, stdout=out,
+                                                    stderr=subprocess.STDOUT)
+            try:
+                wait_for(f"{self.url}/admin/host/status", process=proc)
+                return
+            except RuntimeError:
+                if proc.poll() != CRASH_EXIT_CODE:
+                    raise
+                self.crashes += 1
+        raise RuntimeError(f"the host crashed {MAX_START_CRASHES} times in a row while starting; see {self.log}")
 
     def _supervise(self) -> None:
         """A crashed host is started again, as the Functions runtime does with a dead worker."""
@@ -876,6 +888,18 @@ def serve_host(port: int) -> None:
     booted.stop()
 
 
+def matrix_run(fault: Fault, seed: int, events: int, database: str, postgres_url: str) -> Outcome:
+    """One run of the matrix; a run the harness could not finish is a failed run (its error is a
+    failed check), and the matrix goes on with the next seed."""
+    began = time.monotonic()
+    try:
+        return run_case(fault, seed, events, database, postgres_url, say=lambda m: print(m, flush=True))
+    except Exception as exc:  # noqa: BLE001 — reported in the table, and the command exits 1
+        print(f"  {fault.name} seed {seed}: the run did not finish: {exc}", flush=True)
+        return Outcome(fault.name, seed, events, 0, 0, 0, 0, time.monotonic() - began,
+                       violations=[f"the run did not finish: {exc}"])
+
+
 def table(outcomes: list[Outcome]) -> str:
     lines = ["| fault | runs | events | lost | unexpected | regressions | poison | failed checks | crashes | "
              "seconds |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -918,8 +942,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"{fault.name}: {fault.about} ({args.runs} runs × {args.events:,} events, {args.database})", flush=True)
         for n in range(args.runs):
-            outcomes.append(run_case(fault, args.seed + n, args.events, args.database, args.postgres_url,
-                                     say=lambda m: print(m, flush=True)))
+            outcomes.append(matrix_run(fault, args.seed + n, args.events, args.database, args.postgres_url))
     print()
     print(table(outcomes))
     failed = [o for o in outcomes if not o.passed]

@@ -5,11 +5,16 @@ process. The full matrix (every fault, 20 runs of 2,000 events) runs outside CI:
 that a damaged mirror is reported."""
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from bench.faults import FAULTS, SABOTAGE, Outcome, run_case
+from bench.faults import FAULTS, SABOTAGE, Host, Outcome, matrix_run, run_case
+from shared.failpoints import CRASH_EXIT_CODE
+from shared.localhost.azurite import free_port
 from tests.conftest import POSTGRES_ADMIN_URL
 
 EVENTS = 300
@@ -51,3 +56,24 @@ def test_the_harness_reports_a_damaged_mirror_sqlite() -> None:
     assert outcome.regressions >= 1  # the row put back to an older version, caught by the trigger
     assert outcome.unexpected >= 1  # that row's lastUpdated is no longer its source's
     assert not outcome.passed
+
+
+def test_a_host_that_crashes_while_it_starts_is_started_again(tmp_path: Path) -> None:
+    """A restarted host can hit a failpoint before it answers (messages were waiting): that is
+    one more crash, not the end of the run."""
+    script = ("import os, sys, runpy; spawn = int(os.environ['FAILPOINTS_SEED'].rsplit('-', 1)[1]); "
+              f"sys.exit({CRASH_EXIT_CODE}) if spawn <= 2 else None; "
+              f"sys.argv = ['http.server', '--bind', '127.0.0.1', str({{port}})]; "
+              "runpy.run_module('http.server', run_name='__main__')")
+    port = free_port()
+    host = Host({**os.environ, "FAILPOINTS_SEED": "7"}, port, tmp_path / "host.log",
+                command=[sys.executable, "-c", script.format(port=port)]).start()
+    try:
+        assert (host.spawns, host.crashes, host.failure) == (3, 2, None)
+    finally:
+        host.stop()
+
+
+def test_a_run_the_harness_cannot_finish_is_a_failed_run_and_the_matrix_goes_on() -> None:
+    outcome = matrix_run(FAULTS["none"], 1, 10, "postgresql", "postgresql+psycopg://postgres@127.0.0.1:1/postgres")
+    assert not outcome.passed and outcome.violations[0].startswith("the run did not finish")
