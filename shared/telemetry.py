@@ -12,7 +12,7 @@ Metrics (customMetrics in Application Insights; the alert rules in infra/ query 
 - ``sync.records_synced`` — rows written (inserted, updated, deleted, resurrected), by tenant,
   resource type and path (webhook, incremental, hot, full).
 - ``sync.runs`` — reconcile invocations by tenant, kind and outcome (completed, continued,
-  failed); each also logs a ``sync.run`` trace whose customDimensions carry the run id.
+  failed, retrying); each also logs a ``sync.run`` trace whose customDimensions carry the run id.
 - ``sync.freshness_lag`` — seconds since the tenant's last successful run, with ``status``
   past_threshold (over two schedule intervals, the health check's error level) or within, and
   ``sync.failed_run_streak``; both measured at every fan-out.

@@ -11,6 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import azure.functions as func
+from sqlalchemy import Engine
 
 from shared import failpoints
 from shared.bootstrap import runtime
@@ -21,7 +22,7 @@ from shared.store.engine import write_transaction
 from shared.store.guard import UpsertCounts
 from shared.sync.apply import ApplyResult, apply_change
 from shared.sync.reconcile import run_reconcile
-from shared.sync.runs import LeaseLost, RunActive, claim, start_or_resume
+from shared.sync.runs import LeaseLost, RunActive, RunLease, claim, release, start_or_resume
 from shared.sync.silence import silence_check
 from shared.telemetry import telemetry
 
@@ -104,6 +105,14 @@ async def handle_reconcile(text: str) -> str:
         # Recorded on the run by run_reconcile; the next scheduled run tries again.
         log.warning("reconcile tenant=%s run=%s outcome=failed reason=%s", tenant.id, lease.run_id, exc.__class__.__name__)
         outcome = "failed"
+    except Exception as exc:
+        # Not the source: the database went away mid-step, or a bug. The host retries this
+        # message; release the run so that the retry resumes it from its checkpoint.
+        log.warning("reconcile tenant=%s run=%s outcome=retrying reason=%s", tenant.id, lease.run_id,
+                    exc.__class__.__name__)
+        release_run(rt.engine, lease, timedelta(seconds=rt.settings.run_stale_after))
+        telemetry().run_finished(tenant.id, lease.kind, lease.run_id, "retrying")
+        raise
     else:
         outcome = "completed" if finished else "continued"
     if outcome == "continued":
@@ -111,6 +120,14 @@ async def handle_reconcile(text: str) -> str:
                                                                 run_id=lease.run_id)))
     telemetry().run_finished(tenant.id, lease.kind, lease.run_id, outcome)
     return outcome
+
+
+def release_run(engine: Engine, lease: RunLease, stale_after: timedelta) -> None:
+    try:
+        with write_transaction(engine) as conn:
+            release(conn, lease, stale_after=stale_after)
+    except Exception as exc:  # noqa: BLE001 — still down: the run goes stale and is taken over later
+        log.warning("reconcile run=%s not released: %s", lease.run_id, exc.__class__.__name__)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=CHANGES_QUEUE, connection="AzureWebJobsStorage")

@@ -185,6 +185,40 @@ def test_reconcile_continues_through_the_queue_until_done(setup: tuple[Sandbox, 
     assert status == "completed"
 
 
+def test_a_reconcile_step_that_fails_outside_the_source_is_resumed_by_the_retried_message(
+        setup: tuple[Sandbox, InMemoryQueues], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database goes away mid-step (the fault matrix's database-killed): the host retries the
+    same message, which must take the run over from its checkpoint — not find it "already
+    running" and leave it until it goes stale (15 minutes)."""
+    import importlib
+
+    from shared.bootstrap import runtime
+    from sqlalchemy.exc import OperationalError
+
+    queues_module = importlib.import_module("shared.blueprints.queues")  # the package exports a Blueprint by that name
+    real = queues_module.run_reconcile
+    calls = []
+
+    async def fails_after_a_page(engine, client, tenant, lease, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(lease.run_id)
+        if len(calls) == 1:
+            await real(engine, client, tenant, lease, **{**kwargs, "deadline": 0})  # one page, checkpointed
+            raise OperationalError("UPDATE sync_runs", {}, Exception("terminating connection"))
+        return await real(engine, client, tenant, lease, **kwargs)
+
+    monkeypatch.setattr(queues_module, "run_reconcile", fails_after_a_page)
+    box, queues = setup
+    runtime().settings.__dict__["reconcile_time_budget"] = 300.0  # the retry finishes in one go
+    text = encode(ReconcileMessage(tenant="demo", reconcile="full"))
+    with pytest.raises(OperationalError):
+        asyncio.run(queues_module.handle_reconcile(text))
+    assert asyncio.run(queues_module.handle_reconcile(text)) == "completed"  # the host's retry
+    assert calls[0] == calls[1]  # the same run, resumed
+    with runtime().engine.connect() as conn:
+        assert conn.execute(select(sync_runs.c.status)).scalars().all() == ["completed"]
+    assert count("sessions") == 120 and count("clients") == 30
+
+
 def test_a_targeted_incremental_reads_only_its_types_and_moves_only_their_watermarks(
         setup: tuple[Sandbox, InMemoryQueues]) -> None:
     from shared.blueprints.queues import handle_reconcile
