@@ -250,7 +250,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         for name in ("httpx", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
     if args.once and settings.log_level != "DEBUG":
-        for name in ("shared.functions", "shared.webhooks"):
+        for name in ("shared.functions", "shared.webhooks", "shared.telemetry"):
             logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return serve(settings, port=args.port, once=args.once, say=lambda line: print(line, flush=True))
