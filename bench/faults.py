@@ -492,10 +492,13 @@ def reconcile_all(run: Run, kind: str, tenants: list[Tenant], timeout: float = 1
 
 
 def drain(run: Run) -> bool:
-    """Every notifier done and both queues empty (in flight and delayed messages included) for 2 s."""
+    """Every notifier done and both queues empty (in flight and delayed messages included) for 2 s.
+    When the time runs out, a note says what was still busy."""
     deadline = time.monotonic() + DRAIN_TIMEOUT
     for tenant in run.tenants:
         if not tenant.sandbox.notifier.drain(max(deadline - time.monotonic(), 1)):  # type: ignore[union-attr]
+            pending = sum(d["status"] == "pending" for d in tenant.sandbox.notifier.deliveries())  # type: ignore[union-attr]
+            run.notes.append(f"{tenant.id}'s notifier still sending ({pending} deliveries pending)")
             return False
     quiet_since = None
     while time.monotonic() < deadline:
@@ -511,6 +514,7 @@ def drain(run: Run) -> bool:
         elif time.monotonic() - quiet_since >= 2:
             return True
         time.sleep(0.1)
+    run.notes.append(f"{busy} messages still queued")
     return False
 
 
