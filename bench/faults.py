@@ -79,6 +79,7 @@ HOST_JSON = {"version": "2.0", "functionTimeout": "00:00:20", "extensions": {"qu
     "messageEncoding": "none", "maxDequeueCount": 5, "visibilityTimeout": "00:00:01", "batchSize": 16,
     "newBatchThreshold": 8, "maxPollingInterval": "00:00:01"}}}
 DRAIN_TIMEOUT = 240.0
+DRAIN_LIMIT = 600.0  # past DRAIN_TIMEOUT a run only notes its slowness; past this it fails
 MAX_START_CRASHES = 20  # in a row, while the host starts: beyond that the failpoint is not random
 BREAKER_FAILURES, BREAKER_COOLDOWN = 5, 2.0  # the app's breaker in the harness (production: 5 and 30 s)
 
@@ -411,7 +412,15 @@ def _run(run: Run, events: int, started: float, env: dict[str, str], say: Callab
     if fault.bad_tenant:
         unexpected += fix_credentials(run, env)
     elif not drain(run):
-        run.notes.append("did not drain within the time limit")
+        # Slow is not lost: a loaded machine (matrix lanes side by side) can take longer to apply
+        # everything. Count lost only once the queues are empty, and fail the run on its time only
+        # past the hard limit.
+        began = time.monotonic()
+        drained = drain(run, DRAIN_LIMIT - DRAIN_TIMEOUT)
+        run.notes.append(f"drained {DRAIN_TIMEOUT + time.monotonic() - began:.0f} s after the rounds"
+                         if drained else f"did not drain within {DRAIN_LIMIT:.0f} s")
+        if not drained:
+            run.violations.append(f"the queues did not drain within {DRAIN_LIMIT:.0f} s")
     lost = acknowledged_but_missing(run)
     reconcile_all(run, "full", tenants)
     for tenant in tenants:
@@ -491,10 +500,10 @@ def reconcile_all(run: Run, kind: str, tenants: list[Tenant], timeout: float = 1
         raise RuntimeError(f"{kind} reconcile of {sorted(pending)} did not finish within {timeout:.0f} s")
 
 
-def drain(run: Run) -> bool:
+def drain(run: Run, timeout: float = DRAIN_TIMEOUT) -> bool:
     """Every notifier done and both queues empty (in flight and delayed messages included) for 2 s.
     When the time runs out, a note says what was still busy."""
-    deadline = time.monotonic() + DRAIN_TIMEOUT
+    deadline = time.monotonic() + timeout
     for tenant in run.tenants:
         if not tenant.sandbox.notifier.drain(max(deadline - time.monotonic(), 1)):  # type: ignore[union-attr]
             pending = sum(d["status"] == "pending" for d in tenant.sandbox.notifier.deliveries())  # type: ignore[union-attr]
