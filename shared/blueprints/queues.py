@@ -79,15 +79,18 @@ def record_apply(metrics: Metrics, message: ChangeMessage, result: ApplyResult, 
         metrics.observe_lag(message.tenant, (now - since).total_seconds())
 
 
-async def handle_reconcile(text: str) -> str:
-    """One invocation's share of a reconcile; enqueues the continuation when the budget is spent."""
+async def handle_reconcile(text: str, *, redelivered: bool = False) -> str:
+    """One invocation's share of a reconcile; enqueues the continuation when the budget is spent.
+    ``redelivered``: an earlier delivery of this message died (a worker crash): the run it left
+    active is taken over at once."""
     rt = runtime()
     message = decode(text, ReconcileMessage)
     tenant = rt.tenant(message.tenant)
     try:
         with write_transaction(rt.engine) as conn:
             lease = claim(conn, message.run_id) if message.run_id else start_or_resume(
-                conn, tenant.id, message.reconcile, stale_after=timedelta(seconds=rt.settings.run_stale_after))
+                conn, tenant.id, message.reconcile, stale_after=timedelta(seconds=rt.settings.run_stale_after),
+                take_over=redelivered)
     except RunActive as exc:
         log.info("reconcile tenant=%s kind=%s outcome=already-running run=%s", tenant.id, message.reconcile, exc.run_id)
         return "already-running"
@@ -137,4 +140,4 @@ async def apply_change_message(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=RECONCILE_QUEUE, connection="AzureWebJobsStorage")
 async def reconcile_step(msg: func.QueueMessage) -> None:
-    await handle_reconcile(msg.get_body().decode())
+    await handle_reconcile(msg.get_body().decode(), redelivered=(msg.dequeue_count or 1) > 1)

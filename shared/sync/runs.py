@@ -116,16 +116,21 @@ def end_run(conn: Connection, tenant_id: str, run_id: str, *, status: str = "can
 
 
 def start_or_resume(conn: Connection, tenant_id: str, kind: str, *, stale_after: timedelta,
-                    now: datetime | None = None) -> RunLease:
+                    now: datetime | None = None, take_over: bool = False) -> RunLease:
     """Start a run, or take over the active one when its worker went silent (crashed, killed)
-    for ``stale_after``: the taker resumes from the checkpoint. A live run raises RunActive."""
+    for ``stale_after``: the taker resumes from the checkpoint. A live run raises RunActive.
+
+    ``take_over``: the message is a redelivery — the queue hands a message out again only when
+    the invocation that had it died or gave up — so the active run it may have started has no
+    live worker: take it over now rather than after ``stale_after``. Should its worker be alive
+    after all, the fencing token shuts it out at its next checkpoint."""
     now = now or _now()
     try:
         return start_run(conn, tenant_id, kind, now=now)
     except RunActive as exc:
         c = sync_runs.c
         heartbeat = conn.execute(select(c.heartbeat_at).where(c.id == exc.run_id)).scalar()
-        if exc.run_id is None or heartbeat is None or heartbeat >= now - stale_after:
+        if exc.run_id is None or heartbeat is None or (heartbeat >= now - stale_after and not take_over):
             raise
         return claim(conn, exc.run_id, now=now)
 

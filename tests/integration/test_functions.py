@@ -20,6 +20,7 @@ from shared.queues.messages import ChangeMessage, InvalidMessage, ReconcileMessa
 from shared.sandbox.data import SandboxData
 from shared.sandbox.server import Sandbox, SandboxConfig
 from shared.settings import load_settings
+from shared.store.engine import write_transaction
 from shared.store.schema import MIRRORED_TABLES, sync_runs
 
 NOW = datetime.now(timezone.utc)
@@ -216,6 +217,28 @@ def test_a_reconcile_step_that_fails_outside_the_source_is_resumed_by_the_retrie
     assert calls[0] == calls[1]  # the same run, resumed
     with runtime().engine.connect() as conn:
         assert conn.execute(select(sync_runs.c.status)).scalars().all() == ["completed"]
+    assert count("sessions") == 120 and count("clients") == 30
+
+
+def test_the_redelivered_reconcile_message_of_a_crashed_worker_resumes_its_run(
+        setup: tuple[Sandbox, InMemoryQueues]) -> None:
+    """A worker killed mid-reconcile (the fault matrix's crash faults) leaves its run "running";
+    the host hands the message out again (dequeue count 2), and that delivery resumes the run."""
+    from azure.functions.queue import QueueMessage  # the host's own class: it carries the dequeue count
+
+    from shared.bootstrap import runtime
+    from shared.sync.runs import start_run
+
+    with write_transaction(runtime().engine) as conn:  # the dead worker's run: started, no page yet
+        dead = start_run(conn, "demo", "full")
+    body = encode(ReconcileMessage(tenant="demo", reconcile="full")).encode()
+    step = function("reconcile_step")
+    asyncio.run(step(QueueMessage(body=body, dequeue_count=1)))  # a fresh message: leaves it be
+    assert count("clients") == 0
+    runtime().settings.__dict__["reconcile_time_budget"] = 300.0
+    asyncio.run(step(QueueMessage(body=body, dequeue_count=2)))
+    with runtime().engine.connect() as conn:
+        assert conn.execute(select(sync_runs.c.id, sync_runs.c.status)).all() == [(dead.run_id, "completed")]
     assert count("sessions") == 120 and count("clients") == 30
 
 

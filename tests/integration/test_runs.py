@@ -138,3 +138,20 @@ def test_a_silent_run_is_taken_over_and_resumes_its_checkpoint_a_live_one_is_not
     assert position == {"type": "Appointment", "page": 3} and counts.processed == 300
     with pytest.raises(LeaseLost), write_transaction(engine) as conn:  # the dead worker, if it wakes, is out
         checkpoint(conn, dead, counts=RunCounts(), position={}, step="x")
+
+
+def test_a_redelivered_message_takes_the_run_over_at_once(engine: Engine) -> None:
+    """The queue hands a message out again only when its invocation died: the run that
+    invocation started has no worker, however fresh its heartbeat (a crash mid-page)."""
+    with write_transaction(engine) as conn:
+        crashed = start_run(conn, "t1", "full", now=T0)
+        checkpoint(conn, crashed, counts=RunCounts(processed=40), position={"type": "Patient", "page": 1},
+                   step="Patient", now=T0 + timedelta(seconds=5))
+    later = T0 + timedelta(seconds=30)
+    with pytest.raises(RunActive), write_transaction(engine) as conn:  # a first delivery: the run is live
+        start_or_resume(conn, "t1", "full", stale_after=timedelta(minutes=15), now=later)
+    with write_transaction(engine) as conn:
+        taken = start_or_resume(conn, "t1", "full", stale_after=timedelta(minutes=15), now=later, take_over=True)
+    assert taken.run_id == crashed.run_id and taken.fencing_token == crashed.fencing_token + 1
+    with pytest.raises(LeaseLost), write_transaction(engine) as conn:  # should the old worker live, it is out
+        checkpoint(conn, crashed, counts=RunCounts(), position={}, step="x")
