@@ -1,14 +1,17 @@
-"""Shared benchmark plumbing: throw-away databases and synthetic session rows."""
+"""Shared benchmark plumbing: throw-away databases, synthetic session rows, waiting for a server."""
 from __future__ import annotations
 
 import os
 import random
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import httpx
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -106,3 +109,18 @@ def percentile(values: list[float], share: float) -> float:
     """The nearest-rank percentile (share 0.99 → p99)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+def wait_for(url: str, *, process: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> None:
+    """Until ``url`` answers below 500; fails early when ``process`` (the server) exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")

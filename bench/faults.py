@@ -51,6 +51,7 @@ import httpx
 from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from bench.common import DEFAULT_POSTGRES_URL, wait_for
 from shared.bootstrap import azurite_connection_string
 from shared.failpoints import CRASH_EXIT_CODE
 from shared.fhir.synthetic import SyntheticCounts
@@ -72,7 +73,6 @@ from shared.webhooks.signatures import standard_webhooks_signature
 ROOT = Path(__file__).resolve().parents[1]
 NEVER = "0 0 0 1 1 *"
 SCHEMES = (("halaxy", "X-Webhook-Secret"), ("hmac-sha256", "X-Webhook-Signature"), ("standard-webhooks", ""))
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 # The host as the harness runs it: a short function timeout, so a message held by a crashed
 # worker comes back in seconds rather than the production 10 minutes, and a quick retry.
 HOST_JSON = {"version": "2.0", "functionTimeout": "00:00:20", "extensions": {"queues": {
@@ -173,20 +173,6 @@ def tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def wait_for(url: str, *, process: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
 # Any update to an older (lastUpdated, versionId) is logged; the version guard should make it

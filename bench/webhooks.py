@@ -32,7 +32,7 @@ import httpx
 from sqlalchemy import Engine, select
 
 from bench.common import (DEFAULT_POSTGRES_URL, cpu_seconds, percentile, postgres_cpu_seconds, postgres_engine,
-                          sqlite_engine)
+                          sqlite_engine, wait_for)
 from shared.bootstrap import azurite_connection_string
 from shared.fhir.transform import TABLE_FOR_TYPE
 from shared.localhost.azurite import free_port, start_azurite_queue, stop
@@ -43,18 +43,6 @@ from shared.store.schema import MIRRORED_TABLES
 
 HEADER = "X-Webhook-Secret"
 NEVER = "0 0 0 1 1 *"
-
-
-def wait_for(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
 async def _connection(port: int, jobs: asyncio.Queue[tuple[float, str, bytes] | None], secret: str,
