@@ -200,7 +200,7 @@ def main() -> None:
                 print(f"event → row lag ({len(measured):,} events changed once): p50 "
                       f"{percentile(measured, 0.5) * 1000:.0f} ms, p95 {percentile(measured, 0.95) * 1000:.0f} ms, "
                       f"mean {statistics.fmean(measured) * 1000:.0f} ms")
-            host.send_signal(signal.SIGINT)  # a clean stop writes the last second of metrics
+            host.send_signal(signal.SIGTERM)  # a clean stop writes the last second of metrics
             host.wait(timeout=30)
             with engine.connect() as conn:
                 counted = read_metrics(conn, "bench")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from datetime import datetime
@@ -237,6 +238,10 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if counts.errored else EXIT_OK
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import logging
 
@@ -252,6 +257,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.once and settings.log_level != "DEBUG":
         for name in ("shared.functions", "shared.webhooks", "shared.telemetry"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    # SIGTERM (a service manager, a container stop, a test) stops like Ctrl-C: a process started
+    # in the background by a shell without job control has SIGINT ignored.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return serve(settings, port=args.port, once=args.once, say=lambda line: print(line, flush=True))
     except OSError as exc:

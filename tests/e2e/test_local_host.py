@@ -157,8 +157,12 @@ def test_a_reconcile_killed_mid_run_resumes_from_its_checkpoint_without_loss(dat
                 time.sleep(0.2)
             assert row.status == "completed", (tmp_path / "second.log").read_text()[-2000:]
         finally:
-            second.send_signal(signal.SIGINT)
-            second.wait(timeout=30)
+            second.send_signal(signal.SIGTERM)  # stops like Ctrl-C
+            try:
+                second.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                second.kill()  # never leave it running against the next tests' database
+                raise
         truth = live_in_snapshot(box.data.snapshot())
         assert compare(mirrored(engine, "kill"), truth).equal
         # The same run finished, resumed from its checkpoint: every resource counted exactly once.
