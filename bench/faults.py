@@ -623,33 +623,59 @@ def _poison(run: Run, round_: int, rounds: int) -> None:
 
 def _storm(on: bool) -> Hook:
     def hook(run: Run) -> None:
-        for tenant in run.tenants:
-            # 30 requests a minute per client, then 429 with Retry-After; afterwards a generous limit,
-            # still advertised (the app would keep the storm's limit for ten minutes if none were sent).
+        for index, tenant in enumerate(run.tenants):
+            # 30 requests a minute per client, then 429 with Retry-After. The first tenant's source
+            # advertises its budget (x-ratelimit-*: the app paces itself); the others' do not, so
+            # their clients learn of the limit only from the 429s and must honour each Retry-After.
+            # Afterwards a generous limit, advertised by all (the app would keep the storm's limit
+            # for ten minutes if none were sent).
             box = tenant.sandbox
             box.config.rate_limit = box.limiter.limit = 30 if on else 3000
+            box.config.advertise_limit = index == 0 or not on
             if on:
-                box.limiter.admit = _counting(run, tenant.id, box.limiter.admit)  # type: ignore[method-assign]
-            else:
-                refused = run.counters.get(f"429s {tenant.id}", 0)
-                # Every worker in flight may meet the first 429 (a batch of 16 + 8); after that the
-                # Retry-After is shared through the database (a process's copy is ≤ 1 s old), so a
-                # second wave is all that may still come before everyone waits.
-                if refused > STORM_BOUND:
-                    run.violations.append(f"{tenant.id}: {refused} requests answered 429 in one Retry-After "
-                                          f"window (bound {STORM_BOUND})")
+                box.limiter.admit = _watching(run, tenant.id, box.limiter.admit)  # type: ignore[method-assign]
+                continue
+            if "admit" in vars(box.limiter):
+                del box.limiter.admit  # the watch ends with the storm: the counts below are final
+            refused = run.counters.get(f"429s {tenant.id}", 0)
+            if not refused:
+                run.violations.append(f"{tenant.id}: no request was answered 429: the storm did not bite")
+            # Every worker in flight may meet the first 429 (a batch of 16 + 8); after that the
+            # Retry-After is shared through the database (a process's copy is ≤ 1 s old), so a
+            # second wave is all that may still come before everyone waits.
+            if index == 0 and refused > STORM_BOUND:
+                run.violations.append(f"{tenant.id}: {refused} requests answered 429 in one Retry-After "
+                                      f"window (bound {STORM_BOUND})")
+            early = run.counters.get(f"requests inside a Retry-After {tenant.id}", 0)
+            if early:
+                run.violations.append(f"{tenant.id}: {early} requests arrived more than {HOLD_GRACE:.1f} s into "
+                                      "a Retry-After the source had announced")
     return hook
 
 
 STORM_BOUND = 2 * 24
+HOLD_GRACE = 1.5  # requests already in flight, and a process's copy of the shared hold (≤ 1 s old)
 
 
-def _counting(run: Run, tenant_id: str, admit: Callable[[str], tuple[bool, int, int]]) -> Callable[..., Any]:
-    def counted(client: str) -> tuple[bool, int, int]:
+def _watching(run: Run, tenant_id: str, admit: Callable[[str], tuple[bool, int, int]]) -> Callable[..., Any]:
+    """Count the 429s, and every request that arrives well inside a Retry-After announced earlier
+    (from HOLD_GRACE after the 429 until the time it named): the app must hold all its workers."""
+    holds: list[tuple[float, float]] = []  # (announced at, until), monotonic like the sandbox's limiter
+    lock = threading.Lock()
+
+    def watched(client: str) -> tuple[bool, int, int]:
+        now = time.monotonic()
+        with lock:
+            inside = any(at + HOLD_GRACE <= now < until - 0.05 for at, until in holds)
         verdict = admit(client)
-        run.count(f"429s {tenant_id}", 0 if verdict[0] else 1)
+        if inside:
+            run.count(f"requests inside a Retry-After {tenant_id}")
+        if not verdict[0]:
+            run.count(f"429s {tenant_id}")
+            with lock:
+                holds.append((now, now + verdict[2]))
         return verdict
-    return counted
+    return watched
 
 
 def _trouble(on: bool) -> Hook:
@@ -818,7 +844,8 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           during=_many_workers_one_key),
     Fault("poison", "malformed and foreign messages on the changes queue", during=_poison,
           poison=lambda run: POISON_PER_RUN),
-    Fault("rate-limit-storm", "the sources answer 429 with Retry-After beyond 30 requests a minute",
+    Fault("rate-limit-storm", "the sources answer 429 with Retry-After beyond 30 requests a minute; two of "
+          "the three do not advertise their limit",
           before=_storm(True), after=_storm(False)),
     Fault("source-trouble", "one source: 20% 5xx, 10% dropped connections, 10% timeouts, 300 ms latency; "
           "down for 4 rounds", before=_trouble(True), during=_outage, after=_trouble(False),

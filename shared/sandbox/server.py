@@ -42,6 +42,9 @@ class SandboxConfig:
     client_secret: str = "sandbox-secret"
     token_ttl: float = 900.0
     rate_limit: int = 500  # requests per minute per client; 0 = unlimited
+    # Send x-ratelimit-limit / x-ratelimit-remaining; off, a client learns of the limit only from a
+    # 429's Retry-After (a source that does not advertise its budget).
+    advertise_limit: bool = True
     faults: Faults = field(default_factory=Faults)
     # How an expired token is answered: "401", "outcome" (403 + OperationOutcome 'expired'),
     # or "mixed" (alternating), since Halaxy is documented to do either.
@@ -193,7 +196,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             admitted, remaining, retry_after = self.sandbox.limiter.admit(client)
             limit = self.sandbox.config.rate_limit
-            limits = {"x-ratelimit-limit": str(limit), "x-ratelimit-remaining": str(remaining)} if limit > 0 else {}
+            advertised = limit > 0 and self.sandbox.config.advertise_limit
+            limits = {"x-ratelimit-limit": str(limit), "x-ratelimit-remaining": str(remaining)} if advertised else {}
             if not admitted:
                 self._send(429, outcome("throttled", "rate limit exceeded"), {**limits, "retry-after": str(retry_after)})
                 return

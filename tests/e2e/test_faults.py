@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import faults
 from bench.faults import FAULTS, SABOTAGE, Host, Outcome, matrix_run, run_case
 from shared.failpoints import CRASH_EXIT_CODE
 from shared.localhost.azurite import free_port
@@ -77,3 +78,29 @@ def test_a_host_that_crashes_while_it_starts_is_started_again(tmp_path: Path) ->
 def test_a_run_the_harness_cannot_finish_is_a_failed_run_and_the_matrix_goes_on() -> None:
     outcome = matrix_run(FAULTS["none"], 1, 10, "postgresql", "postgresql+psycopg://postgres@127.0.0.1:1/postgres")
     assert not outcome.passed and outcome.violations[0].startswith("the run did not finish")
+
+
+def test_the_storm_watch_counts_requests_that_come_well_inside_an_announced_retry_after(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """rate-limit-storm's own check: from HOLD_GRACE after a 429 until the time its Retry-After
+    named, no request of that tenant may reach the source (an app that ignored it would)."""
+    now = [100.0]
+    monkeypatch.setattr(faults.time, "monotonic", lambda: now[0])
+    counters: dict[str, int] = {}
+
+    class Counting:
+        def count(self, name: str, n: int = 1) -> None:
+            counters[name] = counters.get(name, 0) + n
+
+    answers = iter([(False, 0, 10), (False, 0, 9), (True, 5, 0), (True, 4, 0), (True, 3, 0)])
+    watched = faults._watching(Counting(), "t1", lambda client: next(answers))  # type: ignore[arg-type]
+    watched("c")  # 429 at 100: hold until 110
+    now[0] = 100.5
+    watched("c")  # in flight when the 429 came (within the grace): another 429, not counted as early
+    now[0] = 105.0
+    watched("c")  # well inside the hold: counted
+    now[0] = 110.0
+    watched("c")  # the hold is over
+    now[0] = 111.0
+    watched("c")
+    assert counters == {"429s t1": 2, "requests inside a Retry-After t1": 1}

@@ -130,6 +130,16 @@ def test_rate_limit_headers_and_429_with_retry_after(sandbox: Sandbox, http: htt
     assert http.get(f"{sandbox.base_url}/Patient/PT-2000001", headers=token(http, sandbox)).status_code == 200
 
 
+def test_a_source_that_does_not_advertise_its_limit_still_answers_429_with_retry_after(
+        sandbox: Sandbox, http: httpx.Client, clock: ManualClock) -> None:
+    sandbox.config.advertise_limit = False
+    auth = token(http, sandbox)
+    answers = [http.get(f"{sandbox.base_url}/Patient/PT-2000001", headers=auth) for _ in range(51)]
+    assert [a.status_code for a in answers] == [200] * 50 + [429]
+    assert not any(name.startswith("x-ratelimit") for a in answers for name in a.headers)
+    assert answers[-1].headers["retry-after"] == "60"
+
+
 def test_faults_from_the_admin_endpoint(sandbox: Sandbox, http: httpx.Client) -> None:
     auth = token(http, sandbox)
     admin = f"http://127.0.0.1:{sandbox.port}/_sandbox/faults"
