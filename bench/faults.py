@@ -422,6 +422,8 @@ def _run(run: Run, events: int, started: float, env: dict[str, str], say: Callab
     overlapping_runs(run)
     poison = sum(run.queues.count(poison_name(q)) for q in (CHANGES_QUEUE, RECONCILE_QUEUE)) - fault.poison(run)
     made += run.extra_events
+    if fault.failpoints and not run.host.crashes:
+        run.violations.append("the failpoint never fired: the fault did not bite")
     outcome = Outcome(fault.name, run.seed, made, lost, unexpected, int(regressions), poison,
                       time.monotonic() - started, run.host.crashes, run.notes, run.violations)
     say(f"  {fault.name} seed {run.seed}: {made:,} events, lost {lost}, unexpected {unexpected}, regressions "
@@ -770,6 +772,20 @@ def _queue_down(run: Run, round_: int, rounds: int) -> None:
                                                     location=run.azurite["folder"])
 
 
+def _queue_was_down(run: Run) -> None:
+    """queue-down bit only if webhooks met it: deliveries answered 503 (or not at all) and re-sent."""
+    resent = sum(d["attempts"] - 1 for t in run.tenants for d in t.sandbox.notifier.deliveries()  # type: ignore[union-attr]
+                 if d["attempts"] > 1)
+    run.count("deliveries re-sent", resent)
+    if not resent:
+        run.violations.append("no webhook met the queue down: the fault did not bite")
+
+
+def _sessions_were_killed(run: Run) -> None:
+    if not run.counters.get("sessions killed"):
+        run.violations.append("no database session was terminated: the fault did not bite")
+
+
 def _kill_database_sessions(run: Run, round_: int, rounds: int) -> None:
     """Every other round: terminate every PostgreSQL session of the app, mid-statement or not; a full
     reconcile of every tenant is queued first, so that some die in the middle of its batches."""
@@ -859,9 +875,10 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("bad-credentials", "one tenant's client secret is wrong; the others keep syncing", bad_tenant=True),
     Fault("replay-after-tolerance", "signed deliveries replayed with timestamps past the 5-minute tolerance",
           during=_replay_old),
-    Fault("queue-down", "Azurite stopped for 3 s, twice, while webhooks arrive", during=_queue_down),
+    Fault("queue-down", "Azurite stopped for 3 s, twice, while webhooks arrive", during=_queue_down,
+          after=_queue_was_down),
     Fault("database-killed", "every PostgreSQL session of the app terminated every other round",
-          during=_kill_database_sessions, databases=("postgresql",)),
+          during=_kill_database_sessions, after=_sessions_were_killed, databases=("postgresql",)),
     Fault("oversized-notification", "notifications of 40 events, and past the 256 KiB limit",
           during=_oversized),
     Fault("crash-after-commit", "the worker dies after committing a change, before deleting its message",

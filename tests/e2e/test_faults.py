@@ -9,6 +9,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -104,3 +105,34 @@ def test_the_storm_watch_counts_requests_that_come_well_inside_an_announced_retr
     now[0] = 111.0
     watched("c")
     assert counters == {"429s t1": 2, "requests inside a Retry-After t1": 1}
+
+
+def test_faults_that_did_not_bite_fail_their_run() -> None:
+    """A fault that never acted proves nothing: queue-down with no webhook re-sent, database-killed
+    with no session terminated."""
+    class Notifier:
+        def __init__(self, attempts: list[int]) -> None:
+            self.attempts = attempts
+
+        def deliveries(self) -> list[dict[str, int]]:
+            return [{"attempts": n} for n in self.attempts]
+
+    class FakeRun:
+        def __init__(self, *attempts: list[int]) -> None:
+            self.tenants = [SimpleNamespace(sandbox=SimpleNamespace(notifier=Notifier(a))) for a in attempts]
+            self.counters: dict[str, int] = {}
+            self.violations: list[str] = []
+
+        def count(self, name: str, n: int = 1) -> None:
+            self.counters[name] = self.counters.get(name, 0) + n
+
+    calm, bitten = FakeRun([1, 1], [1]), FakeRun([1, 3], [2])
+    faults._queue_was_down(calm)  # type: ignore[arg-type]
+    faults._queue_was_down(bitten)  # type: ignore[arg-type]
+    assert calm.violations and "did not bite" in calm.violations[0]
+    assert (bitten.violations, bitten.counters["deliveries re-sent"]) == ([], 3)
+    faults._sessions_were_killed(calm)  # type: ignore[arg-type]
+    assert len(calm.violations) == 2
+    bitten.counters["sessions killed"] = 4
+    faults._sessions_were_killed(bitten)  # type: ignore[arg-type]
+    assert bitten.violations == []
