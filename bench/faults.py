@@ -781,6 +781,13 @@ def _queue_was_down(run: Run) -> None:
         run.violations.append("no webhook met the queue down: the fault did not bite")
 
 
+def _webhooks_were_dropped(run: Run) -> None:
+    dropped = sum(d["status"] == "dropped" for t in run.tenants for d in t.sandbox.notifier.deliveries())  # type: ignore[union-attr]
+    run.count("webhooks dropped", dropped)
+    if not dropped:
+        run.violations.append("no webhook was dropped: the fault did not bite")
+
+
 def _sessions_were_killed(run: Run) -> None:
     if not run.counters.get("sessions killed"):
         run.violations.append("no database session was terminated: the fault did not bite")
@@ -855,7 +862,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("shuffled", "webhooks of each round sent in shuffled order from 4 threads",
           notifier={"shuffle": True, "senders": 4}),
     Fault("dropped-webhooks", "1% of webhooks never sent; the next reconcile repairs them",
-          notifier={"drop_rate": 0.01}),
+          notifier={"drop_rate": 0.01}, after=_webhooks_were_dropped),
     Fault("many-workers-one-key", "one record per tenant changed 5 times a round, 2 extra messages each",
           during=_many_workers_one_key),
     Fault("poison", "malformed and foreign messages on the changes queue", during=_poison,

@@ -109,13 +109,13 @@ def test_the_storm_watch_counts_requests_that_come_well_inside_an_announced_retr
 
 def test_faults_that_did_not_bite_fail_their_run() -> None:
     """A fault that never acted proves nothing: queue-down with no webhook re-sent, database-killed
-    with no session terminated."""
+    with no session terminated, dropped-webhooks with none dropped."""
     class Notifier:
         def __init__(self, attempts: list[int]) -> None:
             self.attempts = attempts
 
         def deliveries(self) -> list[dict[str, int]]:
-            return [{"attempts": n} for n in self.attempts]
+            return [{"attempts": n, "status": "dropped" if n == 0 else "delivered"} for n in self.attempts]
 
     class FakeRun:
         def __init__(self, *attempts: list[int]) -> None:
@@ -126,7 +126,7 @@ def test_faults_that_did_not_bite_fail_their_run() -> None:
         def count(self, name: str, n: int = 1) -> None:
             self.counters[name] = self.counters.get(name, 0) + n
 
-    calm, bitten = FakeRun([1, 1], [1]), FakeRun([1, 3], [2])
+    calm, bitten = FakeRun([1, 1], [1]), FakeRun([1, 3], [2, 0])
     faults._queue_was_down(calm)  # type: ignore[arg-type]
     faults._queue_was_down(bitten)  # type: ignore[arg-type]
     assert calm.violations and "did not bite" in calm.violations[0]
@@ -136,3 +136,7 @@ def test_faults_that_did_not_bite_fail_their_run() -> None:
     bitten.counters["sessions killed"] = 4
     faults._sessions_were_killed(bitten)  # type: ignore[arg-type]
     assert bitten.violations == []
+    faults._webhooks_were_dropped(calm)  # type: ignore[arg-type]
+    faults._webhooks_were_dropped(bitten)  # type: ignore[arg-type]
+    assert len(calm.violations) == 3 and "no webhook was dropped" in calm.violations[2]
+    assert (bitten.violations, bitten.counters["webhooks dropped"]) == ([], 1)
