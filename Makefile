@@ -55,6 +55,7 @@ bench: $(VENV)/.dev azurite
 	$(PY) -m bench.sandbox
 	$(PY) -m bench.reconcile
 	$(PY) -m bench.webhooks
+	$(PY) -m bench.notification
 	$(PY) -m bench.dashboard
 
 # The whole fault matrix: 18 faults x 20 runs x 2,000 events on PostgreSQL (hours; ARGS to narrow it).

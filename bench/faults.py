@@ -80,6 +80,7 @@ HOST_JSON = {"version": "2.0", "functionTimeout": "00:00:20", "extensions": {"qu
     "newBatchThreshold": 8, "maxPollingInterval": "00:00:01"}}}
 DRAIN_TIMEOUT = 240.0
 DRAIN_LIMIT = 600.0  # past DRAIN_TIMEOUT a run only notes its slowness; past this it fails
+WEBHOOK_TIMEOUT = 10.0  # the harness's own deliveries; the sandbox's notifier has its own
 MAX_START_CRASHES = 20  # in a row, while the host starts: beyond that the failpoint is not random
 BREAKER_FAILURES, BREAKER_COOLDOWN = 5, 2.0  # the app's breaker in the harness (production: 5 and 30 s)
 
@@ -266,9 +267,22 @@ class Run:
         with self.lock:  # sandbox threads count too
             self.counters[name] = self.counters.get(name, 0) + n
 
+    def peak(self, name: str, value: int) -> None:
+        with self.lock:
+            self.counters[name] = max(self.counters.get(name, 0), value)
+
     def send_webhook(self, tenant: Tenant, event: str, body: bytes, headers: dict[str, str]) -> int:
-        return httpx.post(f"{self.host.url}/api/webhooks/{tenant.id}/{event}", content=body, headers=headers,
-                          timeout=10).status_code
+        """The harness's own deliveries (the sandbox's notifier sends the rest); the slowest answer
+        is on the run's line, and one that does not come says which delivery it was."""
+        began = time.monotonic()
+        try:
+            status = httpx.post(f"{self.host.url}/api/webhooks/{tenant.id}/{event}", content=body, headers=headers,
+                                timeout=WEBHOOK_TIMEOUT).status_code
+        except httpx.TimeoutException as exc:
+            raise RuntimeError(f"the harness's {len(body):,}-byte {event} webhook to {tenant.id} had no answer "
+                               f"within {WEBHOOK_TIMEOUT:.0f} s ({exc.__class__.__name__})") from exc
+        self.peak(f"slowest harness webhook ms ({status})", round((time.monotonic() - began) * 1000))
+        return status
 
 
 Hook = Callable[[Run], None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from shared.queues.port import ReceivedMessage
@@ -30,6 +30,10 @@ class InMemoryQueues:
     def send(self, queue: str, text: str, *, delay: float = 0) -> None:
         with self._lock:
             self._queues.setdefault(queue, []).append(_Stored(str(next(self._ids)), text, self.clock() + delay))
+
+    def send_many(self, queue: str, texts: Sequence[str]) -> None:
+        for text in texts:  # through send: a subclass that fails sends fails these too
+            self.send(queue, text)
 
     def receive(self, queue: str, *, max_messages: int, visibility_timeout: float) -> list[ReceivedMessage]:
         now, out = self.clock(), []

@@ -6,7 +6,7 @@ attempts it moves to ``<queue>-poison``, as the Functions host does per host.jso
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +21,11 @@ class ReceivedMessage:
 
 class QueuePort(Protocol):
     def send(self, queue: str, text: str, *, delay: float = 0) -> None: ...
+
+    def send_many(self, queue: str, texts: Sequence[str]) -> None:
+        """Send every text, or raise. After an error some may have been sent: the caller answers
+        so that the sender retries, and the repeats are harmless (the apply is idempotent)."""
+        ...
 
     def receive(self, queue: str, *, max_messages: int, visibility_timeout: float) -> list[ReceivedMessage]: ...
 

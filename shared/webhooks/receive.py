@@ -77,11 +77,10 @@ def _receive(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, eve
                 log.info("webhook tenant=%s event=%s outcome=duplicate", tenant.id, label)
                 metrics.add(tenant.id, "webhook.duplicate")
                 return Answer(200, {"duplicate": True})
-            for item in events:
-                message = ChangeMessage(tenant=tenant.id, type=item.type, id=item.id,  # type: ignore[arg-type]
-                                        action=item.action, version=item.version, event_key=key[:200],
-                                        received_at=now, event_at=item.timestamp)
-                queues.send(CHANGES_QUEUE, encode(message))
+            queues.send_many(CHANGES_QUEUE, [encode(ChangeMessage(
+                tenant=tenant.id, type=item.type, id=item.id, action=item.action,  # type: ignore[arg-type]
+                version=item.version, event_key=key[:200], received_at=now, event_at=item.timestamp))
+                for item in events])
             _remember(conn, tenant.id, key, event, now, status, {item.type for item in events})
     except Exception as exc:  # noqa: BLE001 — any storage trouble: the sender must retry
         log.warning("webhook tenant=%s event=%s outcome=unavailable reason=%s", tenant.id, label, exc.__class__.__name__)

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 from azure.storage.queue import QueueClient
 
 from shared.bootstrap import azurite_connection_string
@@ -46,6 +47,22 @@ def test_send_receive_delete_count(azurite_queue_url: str) -> None:
     age = queues.oldest_age("roundtrip")
     assert age is not None and 1.0 <= age < 30  # the waiting one, enqueued over a second ago
     assert queues.oldest_age("never-used") is None
+
+
+@pytest.mark.azurite
+def test_send_many_sends_each_text_once_and_raises_after_the_rest_are_sent(azurite_queue_url: str) -> None:
+    """A notification's messages go at once; one that fails fails the call (the webhook answers
+    503 and the sender retries) without stopping the others."""
+    queues = AzureQueues.from_connection_string(azurite_connection_string(azurite_queue_url))
+    texts = [f'{{"n": {n}}}' for n in range(40)]
+    queues.send_many("many", texts)
+    got = [m.text for m in queues.receive("many", max_messages=32, visibility_timeout=30)]
+    got += [m.text for m in queues.receive("many", max_messages=32, visibility_timeout=30)]
+    assert sorted(got) == sorted(texts)
+    too_big = "x" * (65 * 1024)  # past the service's 64 KiB message limit
+    with pytest.raises(HttpResponseError):
+        queues.send_many("many-fails", [*texts[:10], too_big, *texts[10:20]])
+    assert queues.count("many-fails") == 20
 
 
 @pytest.mark.azurite
