@@ -40,6 +40,14 @@ class Runtime:
     queues: QueuePort
     metrics: Metrics = field(default_factory=Metrics)
     _registries: dict[int, SourceRegistry] = field(default_factory=dict)
+    # One per process, shared by every loop's registry: a Retry-After or an opened breaker that one
+    # worker meets holds the process's other workers at once (a store per loop kept its own copy
+    # for up to max_age, and the fault matrix's rate-limit-storm saw 1-2 requests arrive inside a
+    # Retry-After in 5 of 20 runs). Other instances still see it within max_age.
+    breaker_store: DatabaseBreakerStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.breaker_store = DatabaseBreakerStore(self.engine)
 
     def tenant(self, tenant_id: str) -> TenantConfig:
         tenant = self.tenants.get(tenant_id)
@@ -58,7 +66,7 @@ class Runtime:
         if registry is None:
             http = httpx.AsyncClient(timeout=httpx.Timeout(self.settings.source_timeout))
             registry = self._registries[id(loop)] = SourceRegistry(
-                http, DatabaseBreakerStore(self.engine), **source_options(self.settings))
+                http, self.breaker_store, **source_options(self.settings))
         return registry
 
 

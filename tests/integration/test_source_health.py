@@ -1,12 +1,17 @@
 """Circuit-breaker state kept in the database: one breaker across worker instances."""
 from __future__ import annotations
 
+import asyncio
 import threading
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 
+from shared.queues.memory import InMemoryQueues
 from shared.source.breaker import OPEN, BreakerPolicy, CircuitBreaker
 from shared.store.health import DatabaseBreakerStore
+from tests.fakes import installed_runtime
 
 
 def test_breaker_state_in_the_database_gives_one_probe_across_instances(engine: Engine) -> None:
@@ -58,3 +63,29 @@ def test_each_instance_reads_its_copy_for_max_age_and_a_lost_race_reads_again(en
     assert not breaker.is_open(key, 1001.0)  # our copy (2 failures, closed) is under max_age
     clock[0] = 1.0
     assert breaker.is_open(key, 1001.0)  # the copy aged out: the database says open
+
+
+def test_every_event_loop_of_one_process_sees_a_hold_at_once(database_url: str, tmp_path: Path) -> None:
+    """Workers run one event loop each, with a registry each; a Retry-After one of them meets must
+    hold the others now, not when their copy of the shared state ages out."""
+    from shared.bootstrap import Runtime
+
+    with installed_runtime(database_url, tmp_path, [], InMemoryQueues()) as runtime:
+        assert isinstance(runtime, Runtime)
+        registries: list[Any] = []
+
+        def registry() -> None:
+            async def get() -> Any:
+                return runtime.sources()
+            registries.append(asyncio.run(get()))
+
+        for _ in range(2):
+            worker = threading.Thread(target=registry)
+            worker.start()
+            worker.join()
+        one, two = registries
+        assert one is not two  # one httpx client per loop ...
+        key = "t1|api.example"
+        assert two.breaker.gate(key, 1000.0)[0] == "go"  # the second loop has read (and copied) the state
+        one.breaker.hold(key, 1030.0)
+        assert two.breaker.gate(key, 1000.1) == ("wait", 1030.0)  # ... one breaker state per process
