@@ -21,7 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -148,7 +148,11 @@ class LocalHost:
 
     def run(self, awaitable: Awaitable[Any]) -> Any:
         """Run a coroutine on the host's event loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(awaitable, self._loop).result()  # type: ignore[arg-type]
+        return self.submit(awaitable).result()
+
+    def submit(self, awaitable: Awaitable[Any]) -> Future[Any]:
+        """Start a coroutine on the host's event loop; its result comes in the future."""
+        return asyncio.run_coroutine_threadsafe(awaitable, self._loop)  # type: ignore[arg-type]
 
     # -- queues ------------------------------------------------------------------------------
     def _pump(self, spec: FunctionSpec) -> None:

@@ -106,11 +106,15 @@ class CircuitBreaker:
     def gate(self, key: str, now: float) -> tuple[str, float]:
         """'go' (a request may be sent; the probe is claimed if half-open), 'wait' until a
         Retry-After passes, or 'open' until the breaker lets a probe through."""
-        held = self.store.load(key).not_before
+        held = self.held_until(key)
         if now < held:
             return "wait", held
         allowed, retry_at = self.admit(key, now)
         return ("go", now) if allowed else ("open", retry_at)
+
+    def held_until(self, key: str) -> float:
+        """The source's Retry-After, as any instance recorded it (0: none)."""
+        return self.store.load(key).not_before
 
     def hold(self, key: str, until: float) -> None:
         """Honour a Retry-After for every caller of this source, in every instance."""

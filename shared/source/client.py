@@ -148,7 +148,11 @@ class FhirClient:
             await self._wait_for_gates(priority, path)
             try:
                 token = await self.tokens.token(self.tenant)
+                # A Retry-After that another request met while this one waited for its token holds it too.
+                await self._wait_for_hold(priority, path)
                 response, body = await self._send(url, params, token, path)
+            except SourceUnavailable:
+                raise  # held back before sending: nothing failed
             except TokenError as exc:
                 if not exc.retryable:
                     raise
@@ -178,8 +182,7 @@ class FhirClient:
                 failure = TransientError(self.tenant.id, "source busy or failing", path=path, status=status)
             attempt += 1
             delay = self.policy.delay(attempt - 1, self.rng, retry_after)
-            if retry_after is not None:
-                self.not_before = max(self.not_before, self.clock() + retry_after)
+            if retry_after is not None:  # this process holds already (_send); now every instance
                 self.breaker.hold(self.breaker_key, self.wall() + retry_after)
             if attempt >= self.policy.max_attempts or delay > self.policy.wait_limit(priority):
                 raise SourceUnavailable(self.tenant.id, f"giving up after {attempt} attempt(s): {failure}",
@@ -191,20 +194,30 @@ class FhirClient:
 
     async def _wait_for_gates(self, priority: str, path: str) -> None:
         while True:
+            await self._wait_for_hold(priority, path)
             verdict, until = self.breaker.gate(self.breaker_key, self.wall())
             if verdict == "open":
                 raise SourceUnavailable(self.tenant.id, "circuit open: the source failed repeatedly", path=path,
                                         retry_at=until, held=True)
-            # Retry-After, as this process saw it or as any instance recorded it.
-            wait = max(self.not_before - self.clock(), until - self.wall() if verdict == "wait" else 0.0)
-            if wait <= 0:
-                wait = self.budget.take(priority)
+            if verdict == "wait":  # a hold recorded since the line above
+                continue
+            wait = self.budget.take(priority)
             if wait <= 0:
                 return
-            if wait > self.policy.wait_limit(priority):
-                raise SourceUnavailable(self.tenant.id, "source asked us to wait", path=path,
-                                        retry_at=self.wall() + wait, held=True)
+            self._check_wait(wait, priority, path)
             await self.sleep(wait)
+
+    async def _wait_for_hold(self, priority: str, path: str) -> None:
+        """Sleep out a Retry-After, as this process saw it or as any instance recorded it."""
+        while (wait := max(self.not_before - self.clock(),
+                           self.breaker.held_until(self.breaker_key) - self.wall())) > 0:
+            self._check_wait(wait, priority, path)
+            await self.sleep(wait)
+
+    def _check_wait(self, wait: float, priority: str, path: str) -> None:
+        if wait > self.policy.wait_limit(priority):
+            raise SourceUnavailable(self.tenant.id, "source asked us to wait", path=path,
+                                    retry_at=self.wall() + wait, held=True)
 
     async def _send(self, url: str, params: dict[str, Any] | None, token: str, path: str) -> tuple[httpx.Response, Any]:
         headers = {"Authorization": f"Bearer {token}", "User-Agent": self.user_agent,
@@ -219,6 +232,11 @@ class FhirClient:
                 raise TransientError(self.tenant.id, "timed out", path=path) from None
             except httpx.TransportError as exc:
                 raise TransientError(self.tenant.id, f"connection failed ({exc.__class__.__name__})", path=path) from None
+            if is_retryable_status(response.status_code):
+                # Hold this process's other requests now, not after the body: reading it lets them run.
+                retry_after = parse_retry_after(response.headers.get("retry-after"), self.wall())
+                if retry_after is not None:
+                    self.not_before = max(self.not_before, self.clock() + retry_after)
             try:
                 if response.is_redirect:
                     url = urljoin(str(request.url), response.headers.get("location", ""))

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import pytest
 
 from bench import faults
@@ -81,10 +82,10 @@ def test_a_run_the_harness_cannot_finish_is_a_failed_run_and_the_matrix_goes_on(
     assert not outcome.passed and outcome.violations[0].startswith("the run did not finish")
 
 
-def test_the_storm_watch_counts_requests_that_come_well_inside_an_announced_retry_after(
+def test_the_storm_watch_counts_requests_that_arrive_well_inside_an_announced_retry_after(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """rate-limit-storm's own check: from HOLD_GRACE after a 429 until the time its Retry-After
-    named, no request of that tenant may reach the source (an app that ignored it would)."""
+    """The source's view of rate-limit-storm: from HOLD_GRACE after a 429 until the time its
+    Retry-After named, requests that still arrive are counted (and how late), for the log line."""
     now = [100.0]
     monkeypatch.setattr(faults.time, "monotonic", lambda: now[0])
     counters: dict[str, int] = {}
@@ -92,6 +93,9 @@ def test_the_storm_watch_counts_requests_that_come_well_inside_an_announced_retr
     class Counting:
         def count(self, name: str, n: int = 1) -> None:
             counters[name] = counters.get(name, 0) + n
+
+        def peak(self, name: str, value: int) -> None:
+            counters[name] = max(counters.get(name, 0), value)
 
     answers = iter([(False, 0, 10), (False, 0, 9), (True, 5, 0), (True, 4, 0), (True, 3, 0)])
     watched = faults._watching(Counting(), "t1", lambda client: next(answers))  # type: ignore[arg-type]
@@ -104,7 +108,25 @@ def test_the_storm_watch_counts_requests_that_come_well_inside_an_announced_retr
     watched("c")  # the hold is over
     now[0] = 111.0
     watched("c")
-    assert counters == {"429s t1": 2, "requests inside a Retry-After t1": 1}
+    assert counters["429s t1"] == 2 and counters["arrived late in a Retry-After t1"] == 1
+    assert counters["latest ms into one t1"] == 5000
+
+
+@pytest.mark.asyncio
+async def test_the_host_reports_every_request_the_app_sends_after_a_429_reached_it(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The app's view of rate-limit-storm, with no grace: the host process watches its own HTTP
+    client and prints each GET sent after a 429 and before the Retry-After it named."""
+    monkeypatch.setattr(httpx.AsyncClient, "send", httpx.AsyncClient.send)  # undone after the test
+    faults._report_requests_sent_inside_a_hold()
+    answers = iter([httpx.Response(429, headers={"retry-after": "30"})] + [httpx.Response(200)] * 3)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: next(answers))) as client:
+        await client.get("http://127.0.0.1:1/main/Patient/PT-1")  # answered 429: held for 30 s
+        await client.post("http://127.0.0.1:1/main/oauth/token")  # a token: not throttled, not counted
+        await client.get("http://127.0.0.2:1/main/Patient/PT-1")  # another source: not held
+        await client.get("http://127.0.0.1:1/main/Patient/PT-2")  # inside the hold
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(faults.SENT_INSIDE)]
+    assert len(lines) == 1 and lines[0].startswith(f"{faults.SENT_INSIDE}: 127.0.0.1:1 /main/Patient/PT-2 ")
 
 
 def test_faults_that_did_not_bite_fail_their_run() -> None:

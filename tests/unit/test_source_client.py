@@ -200,6 +200,68 @@ async def test_retry_after_holds_back_every_caller_of_the_tenant() -> None:
     assert [t for t, _ in source.fhir_requests()] == [0, 10, 10]
 
 
+class HeldBody(httpx.AsyncByteStream):
+    """A body that arrives only when released: meanwhile the client's other requests may run."""
+
+    def __init__(self) -> None:
+        self.reading, self.release = asyncio.Event(), asyncio.Event()
+
+    async def __aiter__(self):  # type: ignore[override]
+        self.reading.set()
+        await self.release.wait()
+        yield b'{"resourceType": "OperationOutcome"}'
+
+
+@pytest.mark.asyncio
+async def test_a_429_holds_the_other_requests_from_its_headers_not_from_its_body() -> None:
+    """Found by the fault matrix's rate-limit-storm: while the 429's body was read, other
+    requests passed the gate and reached the source inside the Retry-After it had announced."""
+    time, body = FakeTime(), HeldBody()
+    answers = iter([httpx.Response(429, headers={"retry-after": "10"}, stream=body)]
+                   + [httpx.Response(200, json=patient())] * 2)
+    source = Source(lambda r: next(answers), time)
+    client = make_client(source, time)
+    first = asyncio.create_task(client.read("Patient", "PT-1", priority=BULK))
+    await body.reading.wait()
+    second = asyncio.create_task(client.read("Patient", "PT-2", priority=BULK))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    body.release.set()
+    await asyncio.gather(first, second)
+    (refused, _), *later = source.fhir_requests()
+    assert refused == 0 and len(later) == 2 and all(at >= 10 for at, _ in later)
+
+
+class SlowFirstToken:
+    """The first caller waits for its token until released; later callers have one at once."""
+
+    def __init__(self) -> None:
+        self.release, self.calls = asyncio.Event(), 0
+
+    async def token(self, tenant: TenantConfig) -> str:
+        self.calls += 1
+        if self.calls == 1:
+            await self.release.wait()
+        return "tok-1"
+
+
+@pytest.mark.asyncio
+async def test_a_request_that_waited_for_its_token_honours_a_retry_after_met_meanwhile() -> None:
+    time, tokens = FakeTime(), SlowFirstToken()
+    answers = iter([httpx.Response(429, headers={"retry-after": "7"}), httpx.Response(200, json=patient())])
+    source = Source(lambda r: next(answers), time)
+    http = httpx.AsyncClient(transport=httpx.MockTransport(source))
+    client = FhirClient(TENANT, http, tokens, CircuitBreaker(BreakerPolicy(), MemoryBreakerStore()),  # type: ignore[arg-type]
+                        clock=time.clock, wall=time.wall, sleep=time.sleep, rng=random.Random(1))
+    waiting = asyncio.create_task(client.read("Patient", "PT-1", priority=BULK))
+    await asyncio.sleep(0)  # past the gate, waiting for its token
+    with pytest.raises(SourceUnavailable):  # real-time work is told to come back in 7 s
+        await client.read("Patient", "PT-2")
+    tokens.release.set()
+    assert (await waiting)["id"] == "PT-1"
+    assert [at for at, _ in source.fhir_requests()] == [0, 7]
+
+
 @pytest.mark.asyncio
 async def test_5xx_and_transport_errors_retry_with_backoff_then_give_up() -> None:
     time = FakeTime()
