@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import functools
 import json
 import os
 import random
@@ -42,7 +41,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -688,32 +686,6 @@ STORM_BOUND = 2 * 24
 HOLD_GRACE = 1.5  # the source's view: requests already in flight when it answered 429
 
 
-class Stalls:
-    """How late this (the harness's, the sandboxes') process has been waking up: a thread that
-    sleeps 50 ms at a time and keeps each overshoot past LOOP_LAG_REPORTED. A request the sandbox
-    admits late may have been sent long before."""
-
-    def __init__(self) -> None:
-        self.seen: deque[tuple[float, float]] = deque(maxlen=1000)  # (woke at, late by)
-        threading.Thread(target=self._watch, name="stalls", daemon=True).start()
-
-    def _watch(self) -> None:
-        while True:
-            asked = time.monotonic()
-            time.sleep(0.05)
-            woke = time.monotonic()
-            if woke - asked - 0.05 > LOOP_LAG_REPORTED:
-                self.seen.append((woke, woke - asked - 0.05))
-
-    def worst_since(self, since: float) -> float:
-        return max((late for woke, late in list(self.seen) if woke >= since), default=0.0)
-
-
-@functools.cache
-def _stalls() -> Stalls:
-    return Stalls()
-
-
 def _watching(run: Run, tenant_id: str, admit: Callable[[str], tuple[bool, int, int]]) -> Callable[..., Any]:
     """Count the 429s, and the requests that arrive well inside a Retry-After announced earlier
     (from HOLD_GRACE after the 429 until the time it named). Those are reported, not failed: on a
@@ -721,7 +693,6 @@ def _watching(run: Run, tenant_id: str, admit: Callable[[str], tuple[bool, int, 
     answer and this process both wait for a CPU). Whether the app sent any after it had the 429
     is the host's log's to say (_report_requests_sent_inside_a_hold)."""
     holds: list[tuple[float, float]] = []  # (announced at, until), monotonic like the sandbox's limiter
-    stalls = _stalls()
     lock = threading.Lock()
 
     def watched(client: str) -> tuple[bool, int, int]:
@@ -732,7 +703,6 @@ def _watching(run: Run, tenant_id: str, admit: Callable[[str], tuple[bool, int, 
         if into is not None:  # sent before the app had the 429, or the host's log says otherwise
             run.count(f"arrived late in a Retry-After {tenant_id}")
             run.peak(f"latest ms into one {tenant_id}", round(into * 1000))
-            run.peak(f"harness woke late ms {tenant_id}", round(stalls.worst_since(now - into) * 1000))
         if not verdict[0]:
             run.count(f"429s {tenant_id}")
             with lock:
