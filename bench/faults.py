@@ -648,6 +648,7 @@ def _poison(run: Run, round_: int, rounds: int) -> None:
 
 def _storm(on: bool) -> Hook:
     def hook(run: Run) -> None:
+        host_log = [] if on else tail(run.host.log, 100_000).splitlines()
         for index, tenant in enumerate(run.tenants):
             # 30 requests a minute per client, then 429 with Retry-After. The first tenant's source
             # advertises its budget (x-ratelimit-*: the app paces itself); the others' do not, so
@@ -674,8 +675,7 @@ def _storm(on: bool) -> Hook:
                 run.violations.append(f"{tenant.id}: {refused} requests answered 429 in one Retry-After "
                                       f"window (bound {STORM_BOUND})")
             origin = urlsplit(box.base_url).netloc
-            sent = [line for line in tail(run.host.log, 100_000).splitlines()
-                    if line.startswith(f"{SENT_INSIDE}: {origin} ")]
+            sent = [line for line in host_log if line.startswith(f"{SENT_INSIDE}: {origin} ")]
             if sent:
                 run.violations.append(f"{tenant.id}: the app sent {len(sent)} requests after a 429 had reached it, "
                                       f"inside the Retry-After it named (first: {sent[0]})")

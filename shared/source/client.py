@@ -150,7 +150,7 @@ class FhirClient:
                 token = await self.tokens.token(self.tenant)
                 # A Retry-After that another request met while this one waited for its token holds it too.
                 await self._wait_for_hold(priority, path)
-                response, body = await self._send(url, params, token, path)
+                response, body, retry_after = await self._send(url, params, token, path)
             except SourceUnavailable:
                 raise  # held back before sending: nothing failed
             except TokenError as exc:
@@ -176,7 +176,6 @@ class FhirClient:
                 if not is_retryable_status(status):
                     self.breaker.record(self.breaker_key, True, self.wall())
                     return self._classify(status, body, path)
-                retry_after = parse_retry_after(response.headers.get("retry-after"), self.wall())
                 if status != 429:  # a throttle is the source being careful, not failing
                     self.breaker.record(self.breaker_key, False, self.wall())
                 failure = TransientError(self.tenant.id, "source busy or failing", path=path, status=status)
@@ -219,7 +218,9 @@ class FhirClient:
             raise SourceUnavailable(self.tenant.id, "source asked us to wait", path=path,
                                     retry_at=self.wall() + wait, held=True)
 
-    async def _send(self, url: str, params: dict[str, Any] | None, token: str, path: str) -> tuple[httpx.Response, Any]:
+    async def _send(self, url: str, params: dict[str, Any] | None, token: str,
+                    path: str) -> tuple[httpx.Response, Any, float | None]:
+        """The answer, its JSON, and its Retry-After in seconds (busy or failing answers only)."""
         headers = {"Authorization": f"Bearer {token}", "User-Agent": self.user_agent,
                    "Accept": "application/fhir+json"}
         for _ in range(MAX_REDIRECTS + 1):
@@ -232,11 +233,11 @@ class FhirClient:
                 raise TransientError(self.tenant.id, "timed out", path=path) from None
             except httpx.TransportError as exc:
                 raise TransientError(self.tenant.id, f"connection failed ({exc.__class__.__name__})", path=path) from None
-            if is_retryable_status(response.status_code):
+            retry_after = (parse_retry_after(response.headers.get("retry-after"), self.wall())
+                           if is_retryable_status(response.status_code) else None)
+            if retry_after is not None:
                 # Hold this process's other requests now, not after the body: reading it lets them run.
-                retry_after = parse_retry_after(response.headers.get("retry-after"), self.wall())
-                if retry_after is not None:
-                    self.not_before = max(self.not_before, self.clock() + retry_after)
+                self.not_before = max(self.not_before, self.clock() + retry_after)
             try:
                 if response.is_redirect:
                     url = urljoin(str(request.url), response.headers.get("location", ""))
@@ -249,7 +250,7 @@ class FhirClient:
             self.budget.observe(response.headers.get("x-ratelimit-limit"), response.headers.get("x-ratelimit-remaining"))
             log.debug("tenant=%s GET %s -> %s in %.0f ms", self.tenant.id, mask_url(str(request.url)),
                       response.status_code, (self.clock() - started) * 1000)
-            return response, self._json(raw, response, path)
+            return response, self._json(raw, response, path), retry_after
         raise BadResponse(self.tenant.id, f"more than {MAX_REDIRECTS} redirects", path=path)
 
     async def _read_capped(self, response: httpx.Response, path: str) -> bytes:
