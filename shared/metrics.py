@@ -10,8 +10,9 @@ Lag (event timestamp → row committed) is kept as a histogram of fixed buckets 
 plus ``lag.count`` and ``lag.sum_ms``, enough for percentiles to a bucket's precision.
 
 Webhook deliveries are also counted per minute (``webhook.minute.<minutes since 1970>``) for the
-rate on the status page; a flush drops minutes older than an hour, at most every five minutes,
-so a tenant has at most ~65 of these rows.
+rate on the status page, and per hour (``webhook.hour.<hours since 1970>``) for its 24-hour chart;
+a flush drops minutes older than an hour and hours older than a day and an hour, at most every
+five minutes, so a tenant has at most ~65 + ~26 of these rows.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ LAG_BUCKETS_MS = (100, 250, 500, 1_000, 2_500, 5_000, 30_000, 300_000)
 LAG_OVER = f"lag.gt_{LAG_BUCKETS_MS[-1]}"
 MINUTE_PREFIX = "webhook.minute."
 MINUTES_KEPT = timedelta(hours=1)
+HOUR_PREFIX = "webhook.hour."
+HOURS_KEPT = timedelta(hours=25)
 PRUNE_EVERY = 300.0  # seconds between two prunes of old minutes, per process
 RATE_MINUTES = 15
 
@@ -46,6 +49,10 @@ _MSSQL_MERGE = text(
 
 def minute_bucket(at: datetime) -> str:
     return f"{MINUTE_PREFIX}{int(at.timestamp()) // 60}"
+
+
+def hour_bucket(at: datetime) -> str:
+    return f"{HOUR_PREFIX}{int(at.timestamp()) // 3600}"
 
 
 def lag_bucket(seconds: float) -> str:
@@ -90,6 +97,7 @@ class Metrics:
                 increment(conn, batch, now)
                 if prune:
                     prune_minutes(conn, now - MINUTES_KEPT)
+                    prune_hours(conn, now - HOURS_KEPT)
         except Exception:
             with self._lock:
                 self._pending.update(batch)
@@ -130,6 +138,23 @@ def prune_minutes(conn: Connection, before: datetime) -> int:
     c = tenant_metrics.c
     return conn.execute(delete(tenant_metrics).where(
         c.name.startswith(MINUTE_PREFIX, autoescape=True), c.updated_at < before)).rowcount or 0
+
+
+def prune_hours(conn: Connection, before: datetime) -> int:
+    """Drop per-hour webhook counts last written before ``before`` (every tenant's)."""
+    c = tenant_metrics.c
+    return conn.execute(delete(tenant_metrics).where(
+        c.name.startswith(HOUR_PREFIX, autoescape=True), c.updated_at < before)).rowcount or 0
+
+
+def webhook_hours(conn: Connection, tenant_id: str, now: datetime, hours: int = 24) -> list[tuple[datetime, int]]:
+    """Deliveries in each of the last ``hours`` whole hours and the current one: (hour start, count)."""
+    c = tenant_metrics.c
+    current = int(now.timestamp()) // 3600
+    wanted = range(current - hours + 1, current + 1)
+    found = dict(conn.execute(select(c.name, c.value).where(
+        c.tenant_id == tenant_id, c.name.in_([f"{HOUR_PREFIX}{h}" for h in wanted]))).all())
+    return [(datetime.fromtimestamp(h * 3600, timezone.utc), int(found.get(f"{HOUR_PREFIX}{h}", 0))) for h in wanted]
 
 
 def webhook_rate(conn: Connection, tenant_id: str, now: datetime, minutes: int = RATE_MINUTES) -> float:

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, exists, select, update
 
-from shared.metrics import Metrics, minute_bucket
+from shared.metrics import Metrics, hour_bucket, minute_bucket
 from shared.queues.messages import CHANGES_QUEUE, ChangeMessage, encode
 from shared.queues.port import QueuePort
 from shared.settings import TenantConfig
@@ -27,6 +27,8 @@ from shared.webhooks.notifications import BackportStatus, parse_notification
 from shared.webhooks.verify import WebhookRejected, verify_request
 
 log = logging.getLogger("shared.webhooks")
+# One line per delivery: under shared.events, which `serve` keeps quiet unless SYNC_LOG_LEVEL=DEBUG.
+event_log = logging.getLogger("shared.events.webhooks")
 # Longer than the ±300 s signature tolerance and than any sender's retry schedule we know of.
 INBOX_RETENTION = timedelta(hours=24)
 EVENT_METRIC = "webhook.event."
@@ -53,6 +55,7 @@ def _receive(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, eve
     if tenant is not None:  # unknown tenants are not counted: their names come from the URL
         metrics.add(tenant.id, "webhook.received")
         metrics.add(tenant.id, minute_bucket(now))
+        metrics.add(tenant.id, hour_bucket(now))
     label = event if _EVENT_TEXT.match(event) else "?"  # from the URL: never log it raw
     try:
         if tenant is None:
@@ -74,7 +77,7 @@ def _receive(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, eve
                 inbox.c.tenant_id == tenant.id, inbox.c.idempotency_key == key, inbox.c.expires_at > now))).scalar()
             conn.rollback()
             if seen:
-                log.info("webhook tenant=%s event=%s outcome=duplicate", tenant.id, label)
+                event_log.info("webhook tenant=%s event=%s outcome=duplicate", tenant.id, label)
                 metrics.add(tenant.id, "webhook.duplicate")
                 return Answer(200, {"duplicate": True})
             queues.send_many(CHANGES_QUEUE, [encode(ChangeMessage(
@@ -86,7 +89,7 @@ def _receive(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, eve
         log.warning("webhook tenant=%s event=%s outcome=unavailable reason=%s", tenant.id, label, exc.__class__.__name__)
         metrics.add(tenant.id, "webhook.unavailable")
         return Answer(503, {"error": "temporarily-unavailable"}, {"Retry-After": "5"})
-    log.info("webhook tenant=%s event=%s outcome=enqueued changes=%d", tenant.id, label, len(events))
+    event_log.info("webhook tenant=%s event=%s outcome=enqueued changes=%d", tenant.id, label, len(events))
     metrics.add(tenant.id, "webhook.enqueued", len(events))
     if label != "?":  # per event type: its row's updated_at is the last delivery of that type
         metrics.add(tenant.id, f"{EVENT_METRIC}{label.lower()}")

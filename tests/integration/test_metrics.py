@@ -73,3 +73,22 @@ def test_the_webhook_rate_counts_the_last_minutes_and_old_minutes_are_dropped(en
     with engine.connect() as conn:
         left = read_metrics(conn, "north")
     assert left["webhook.received"] == 1 and sum(1 for k in left if k.startswith("webhook.minute.")) == 3
+
+
+def test_webhooks_per_hour_for_a_day_and_older_hours_are_dropped(engine: Engine) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from shared.metrics import hour_bucket, increment, prune_hours, webhook_hours
+    from shared.store.engine import write_transaction
+
+    now = datetime(2026, 11, 23, 21, 30, 20, tzinfo=timezone.utc)
+    with write_transaction(engine) as conn:
+        for hours_ago, n in ((0, 3), (23, 12), (24, 100), (30, 7)):  # 24 and 30 hours ago: outside the chart
+            at = now - timedelta(hours=hours_ago)
+            increment(conn, {("north", hour_bucket(at)): n}, at)
+    with engine.connect() as conn:
+        hours = webhook_hours(conn, "north", now)
+        assert len(hours) == 24 and hours[-1] == (datetime(2026, 11, 23, 21, tzinfo=timezone.utc), 3)
+        assert hours[0] == (datetime(2026, 11, 22, 22, tzinfo=timezone.utc), 12) and sum(n for _, n in hours) == 15
+    with write_transaction(engine) as conn:  # kept a day and an hour: the 30-hour-old count goes
+        assert prune_hours(conn, now - timedelta(hours=25)) == 1
