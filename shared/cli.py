@@ -1,7 +1,8 @@
 """Command line: ``python -m shared.cli [--database-url URL] [--tenants-file F] COMMAND …``.
 
 Exit codes: 0 done; 1 done, but some resources could not be mapped (listed); 2 nothing or only
-part was done because of bad input or configuration (the message says what to fix).
+part was done because of bad input or configuration (the message says what to fix); 130 / 143
+``serve --once`` stopped by Ctrl-C / SIGTERM before its cycle finished.
 """
 from __future__ import annotations
 
@@ -104,8 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Only the driver's first line (no table, cannot connect, value too long): SQLAlchemy's
         # full text repeats the statement's parameters, which can be patient data.
         first_line = (str(exc.orig).strip().splitlines() or [""])[0]
-        print(f"error: database: {exc.orig.__class__.__name__}: {first_line}\n"
-              "       check --database-url, and run `python -m shared.cli migrate` first", file=sys.stderr)
+        if exc.statement is None or args.command == "migrate":  # failed connecting, or migrate itself
+            advice = ("cannot use the database: check --database-url (or SYNC_DATABASE_URL), that the server "
+                      "runs and answers, and the login's rights")
+        else:
+            advice = "check --database-url, and run `python -m shared.cli migrate` first"
+        print(f"error: database: {exc.orig.__class__.__name__}: {first_line}\n       {advice}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 — a bug: say so without echoing data
         if settings_debug():
@@ -133,10 +138,11 @@ def _find_tenant(settings: Settings, tenant_id: str) -> TenantConfig:
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from shared.store.engine import safe_url
     from shared.store.migrate import migrate
 
     migrate(settings)
-    print(f"database at head: {_safe_url(settings.database_url)}")
+    print(f"database at head: {safe_url(settings.database_url)}")
     return EXIT_OK
 
 
@@ -145,13 +151,15 @@ def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
     from shared.store.engine import create_store_engine, write_transaction
     from shared.store.tenants import sync_tenants
 
+    unreadable = [f"{path}: " + ("a directory, not a file" if path.is_dir() else "no such file" if not path.exists()
+                                 else "not a regular file")
+                  for path in args.files if not path.is_file()]
+    if unreadable:
+        raise CliError("; ".join(unreadable) + ". Nothing was loaded")
     tenant = _find_tenant(settings, args.tenant)
-    for path in args.files:
-        if not path.is_file():
-            raise CliError(f"{path}: no such file")
-    batch_size = args.batch_size or settings.upsert_batch_size
+    batch_size = args.batch_size if args.batch_size is not None else settings.upsert_batch_size
     if batch_size < 1:
-        raise CliError("--batch-size must be at least 1")
+        raise CliError(f"--batch-size {batch_size}: must be at least 1")
     engine = create_store_engine(settings)
     try:
         with write_transaction(engine) as conn:
@@ -193,7 +201,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     import httpx
 
     from shared.importer.progress import CountProgress
-    from shared.source.errors import SourceError
+    from shared.source.errors import SourceError, TransientError
     from shared.source.registry import SourceRegistry, source_options
     from shared.store.engine import create_store_engine, write_transaction
     from shared.store.health import DatabaseBreakerStore
@@ -220,14 +228,23 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
             async with httpx.AsyncClient(timeout=httpx.Timeout(settings.source_timeout)) as http:
                 client = SourceRegistry(http, DatabaseBreakerStore(engine),
                                         **source_options(settings)).client(tenant)
-                await run_reconcile(engine, client, tenant, lease,
+                await run_reconcile(engine, client, tenant, lease, page_size=args.page_size,
                                     on_progress=lambda p: progress.update(p.done, p.total, p.step))
 
         try:
             asyncio.run(run())
         except SourceError as exc:
+            url, held = str(tenant.fhir_base_url), getattr(exc, "retry_at", None)
+            if exc.unreachable:
+                hint = (f"\n       nothing answers at {url}: is the source running, and the URL right? For the "
+                        f"bundled sandbox, start it first: python -m shared.cli sandbox --port {_port_of(url)}")
+            elif isinstance(exc, TransientError) and held:
+                hint = (f"\n       check the source at {url}; this tenant's requests are held until "
+                        f"{datetime.fromtimestamp(held).strftime('%H:%M:%S')}")
+            else:
+                hint = ""
             raise CliError(f"{exc}. The run is recorded as failed; it is safe to run again once the source "
-                           "answers (nothing committed is lost)") from None
+                           f"answers (nothing committed is lost){hint}") from None
         with engine.connect() as conn:
             _position, counts = load_position(conn, lease)
     finally:
@@ -238,30 +255,37 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if counts.errored else EXIT_OK
 
 
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
+def _interrupt(signum: int, _frame: object) -> None:
+    from shared.localhost.serve import Interrupted
+
+    raise Interrupted(signum)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import logging
 
-    from shared.localhost.serve import serve
+    from shared.localhost.serve import serve, stopped
 
     if not 0 <= args.port <= 65535:
         raise CliError("--port must be between 0 and 65535")
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.log_level != "DEBUG":  # one line per HTTP request or migration step is noise here
-        for name in ("httpx", "alembic"):
+    if settings.log_level != "DEBUG":
+        # One line per HTTP request, migration step, webhook, applied change or timer tick buries
+        # what a person needs to see; SYNC_LOG_LEVEL=DEBUG shows them.
+        for name in ("httpx", "alembic", "shared.events"):
             logging.getLogger(name).setLevel(logging.WARNING)
     if args.once and settings.log_level != "DEBUG":
         for name in ("shared.functions", "shared.webhooks", "shared.telemetry"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    # SIGTERM (a service manager, a container stop, a test) stops like Ctrl-C: a process started
-    # in the background by a shell without job control has SIGINT ignored.
+    # SIGTERM (a service manager, a container stop, a test) stops like Ctrl-C; SIGINT is set too,
+    # since a shell without job control starts background children with SIGINT ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         return serve(settings, port=args.port, once=args.once, say=lambda line: print(line, flush=True))
+    except KeyboardInterrupt as stop:  # while starting, before serve() could catch it
+        return stopped(stop, args.once, lambda line: print(line, flush=True))
     except OSError as exc:
         raise CliError(f"cannot listen on 127.0.0.1:{args.port} ({exc.strerror}); "
                        "is another host running? choose another --port") from None
@@ -330,7 +354,8 @@ def cmd_sandbox(_settings: Settings, args: argparse.Namespace) -> int:
     config = SandboxConfig(
         client_id=args.client_id, client_secret=args.client_secret, token_ttl=args.token_ttl,
         rate_limit=int(rate), expired_style=args.expired_style, webhook=webhook,
-        faults=Faults(args.fault_rate, args.drop_rate, args.latency_ms, random.Random(args.seed)),
+        faults=Faults(error_rate=args.fault_rate, drop_rate=args.drop_rate, latency_ms=args.latency_ms,
+                      rng=random.Random(args.seed)),
     )
     try:
         sandbox = Sandbox(data, config, port=args.port)
@@ -356,10 +381,11 @@ def _anchor(text: str | None) -> datetime:
     return datetime.combine(day, day_time(9, 0), tzinfo=timezone.utc)
 
 
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
+def _port_of(url: str) -> int:
+    from urllib.parse import urlsplit
 
-    return make_url(url).render_as_string(hide_password=True)
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
 
 
 COMMANDS = {"migrate": cmd_migrate, "load": cmd_load, "tenants": cmd_tenants, "generate": cmd_generate,

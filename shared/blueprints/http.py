@@ -59,5 +59,10 @@ def json_body(req: func.HttpRequest, model: type[M]) -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
-        raise Refused(400, "bad-body", fields=fields) from None
+        errors = exc.errors(include_url=False, include_input=False)
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise Refused(400, "invalid-json") from None
+        # What each field must be (e.g. "Input should be 'incremental', 'hot' or 'full'"): the
+        # messages describe the field, never echo the value sent.
+        problems = {".".join(str(p) for p in e["loc"]) or "body": e["msg"] for e in errors}
+        raise Refused(400, "bad-body", fields=sorted(problems), problems=problems) from None

@@ -27,6 +27,7 @@ from shared.sync.silence import silence_check
 from shared.telemetry import telemetry
 
 log = logging.getLogger("shared.functions")
+event_log = logging.getLogger("shared.events.apply")  # one line per change: quiet in `serve`
 MAX_DEFERRALS = 50
 MIN_DEFER_SECONDS, MAX_DEFER_SECONDS = 1.0, 3600.0
 bp = func.Blueprint()
@@ -51,15 +52,16 @@ async def handle_change(text: str) -> ApplyResult:
             raise
         delay = min(max((exc.retry_at or 0) - time.time(), MIN_DEFER_SECONDS), MAX_DEFER_SECONDS)
         rt.queues.send(CHANGES_QUEUE, encode(message.model_copy(update={"deferrals": deferrals + 1})), delay=delay)
-        log.info("apply tenant=%s type=%s id=%s outcome=deferred delay=%.0fs deferrals=%d", message.tenant,
-                 message.type, message.id, delay, deferrals + 1)
+        event_log.info("apply tenant=%s type=%s id=%s outcome=deferred delay=%.0fs deferrals=%d", message.tenant,
+                       message.type, message.id, delay, deferrals + 1)
         result = ApplyResult("deferred", UpsertCounts(), str(exc))
     except SourceError:
         rt.metrics.add(message.tenant, "apply.failed")
         raise
     else:
         failpoints.hit("apply.after_commit")
-        log.info("apply tenant=%s type=%s id=%s outcome=%s", message.tenant, message.type, message.id, result.outcome)
+        event_log.info("apply tenant=%s type=%s id=%s outcome=%s", message.tenant, message.type, message.id,
+                       result.outcome)
     record_apply(rt.metrics, message, result, datetime.now(timezone.utc))
     rt.metrics.maybe_flush(rt.engine)
     return result

@@ -1,4 +1,4 @@
-"""Read endpoints: a practitioner's dashboard and per-tenant health.
+"""Read endpoints: a practitioner's dashboard, the tenant's practitioners and per-tenant health.
 
 Every answer is JSON with a machine-readable ``error`` on failure: unknown tenant or
 practitioner 404, bad input 400, the database unreachable 503 (with Retry-After) — never a 500.
@@ -16,6 +16,7 @@ from shared.bootstrap import runtime
 from shared.reads.dashboard import practitioner_dashboard
 from shared.reads.health import tenant_health
 from shared.reads.openapi import document as openapi_document
+from shared.reads.practitioners import practitioner_page
 from shared.reads.status_page import status_page
 
 bp = func.Blueprint()
@@ -55,6 +56,26 @@ def dashboard_http(req: func.HttpRequest) -> func.HttpResponse:
     except Exception as exc:  # noqa: BLE001 — 4xx as refused; the database or configuration: 503
         return refused_or_unavailable("dashboard", exc)
     return answer(200, body)
+
+
+@bp.function_name("practitioners")
+@bp.route(route="tenants/{tenant}/practitioners", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def practitioners_http(req: func.HttpRequest) -> func.HttpResponse:
+    """The tenant's live practitioners (id, name, active), ``limit`` a page, after the id ``after``."""
+    try:
+        rt = runtime()
+        tenant = route_tenant(rt, req)
+        raw = req.params.get("limit", "100")
+        if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 500):
+            raise Refused(400, "bad-limit", expected="an integer from 1 to 500")
+        after = req.params.get("after")
+        if after is not None and not 0 < len(after) <= MAX_ID:
+            raise Refused(400, "bad-after", expected=f"a practitioner id of 1 to {MAX_ID} characters")
+        with rt.engine.connect() as conn:
+            page = practitioner_page(conn, tenant.id, limit=int(raw), after=after)
+    except Exception as exc:  # noqa: BLE001
+        return refused_or_unavailable("practitioners", exc)
+    return answer(200, page)
 
 
 @bp.function_name("health")

@@ -27,6 +27,7 @@ from shared.webhooks.gaps import settle_gaps
 from shared.webhooks.receive import forget_expired
 
 log = logging.getLogger("shared.functions")
+event_log = logging.getLogger("shared.events.fanout")  # one line per tick: quiet in `serve`
 bp = func.Blueprint()
 
 
@@ -48,7 +49,7 @@ def fan_out(now: datetime | None = None) -> list[tuple[str, str]]:
     due = due_runs(rt.tenants.values(), last, now, loaded)
     for tenant_id, kind in due:
         rt.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile=kind)))  # type: ignore[arg-type]
-    log.info("fan-out due=%d runs=%s", len(due), ",".join(f"{t}:{k}" for t, k in due))
+    event_log.info("fan-out due=%d runs=%s", len(due), ",".join(f"{t}:{k}" for t, k in due))
     for tenant in rt.tenants.values():
         if tenant.enabled:
             due.extend(reconcile_gaps(tenant.id, now))

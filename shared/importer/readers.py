@@ -90,7 +90,7 @@ def _json_entries(path: Path, stream: IO[bytes], default_deleted_at: datetime) -
     """A Bundle's entries one by one, or a single resource when the document is not a Bundle."""
     events = ijson.parse(stream, use_float=True)
     top = ijson.ObjectBuilder()
-    index = 0
+    index, inside = 0, False  # inside: entry ``index`` has started and not yet ended
     try:
         for prefix, event, value in events:
             if prefix == "" and event != "start_map" and top.value is None:
@@ -104,12 +104,14 @@ def _json_entries(path: Path, stream: IO[bytes], default_deleted_at: datetime) -
                 kind = top.value.get("resourceType") if isinstance(top.value, dict) else None
                 if kind not in (None, "Bundle"):
                     raise MalformedInput(path, f"entry {index}", f"a {kind} cannot have entries")
+                inside = True
                 entry = _build_object(events)
+                inside = False
                 yield _bundle_entry(path, index, entry, top.value, default_deleted_at)
                 continue
             top.event(event, value)
     except ijson.JSONError:
-        where = f"entry {index + 1}" if index else "document"
+        where = f"entry {index}" if inside else f"after entry {index}" if index else "document"
         raise MalformedInput(path, where, "invalid JSON (truncated or corrupt)") from None
     except UnicodeDecodeError:
         raise MalformedInput(path, "document", "not UTF-8 text") from None

@@ -126,7 +126,7 @@ class LocalHost:
                 self._spawn(f"queue-{spec.name}", self._pump, spec)
             elif spec.kind == "timerTrigger":
                 self._spawn(f"timer-{spec.name}", self._timer, spec)
-        log.info("local host on %s: %s", self.url, ", ".join(sorted(self.functions)))
+        log.debug("local host on %s: %s", self.url, ", ".join(sorted(self.functions)))  # `serve` prints a banner
         return self
 
     def stop(self) -> None:
@@ -250,15 +250,18 @@ class LocalHost:
         self.timer_stats[spec.name]["fired"] += 1
 
     # -- HTTP --------------------------------------------------------------------------------
-    def key_accepted(self, spec: FunctionSpec, header: str | None, query: list[tuple[str, str]]) -> bool:
+    def key_refusal(self, spec: FunctionSpec, header: str | None, query: list[tuple[str, str]]) -> str | None:
         """Azure's auth levels with LOCAL_FUNCTION_KEY as the one key: anonymous routes are open,
-        function and admin routes want the key (header ``x-functions-key`` or query ``code``)."""
+        function and admin routes want the key (header ``x-functions-key`` or query ``code``).
+        None when the request may pass, else why not: no key offered, or a wrong one."""
         secret = self.settings.local_function_key
         key = secret.get_secret_value() if secret else ""
         if not key or spec.trigger.get("authLevel", "FUNCTION").upper() == "ANONYMOUS":
-            return True
-        offered = header if header is not None else next((v for k, v in query if k == "code"), "")
-        return hmac.compare_digest(offered.encode(), key.encode())
+            return None
+        offered = header if header is not None else next((v for k, v in query if k == "code"), None)
+        if not offered:
+            return "function-key-required"
+        return None if hmac.compare_digest(offered.encode(), key.encode()) else "function-key-invalid"
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -345,15 +348,15 @@ def _handler_for(host: LocalHost) -> type[BaseHTTPRequestHandler]:
             methods = [m.upper() for m in spec.trigger.get("methods") or []]
             if methods and method not in methods:
                 return _json(405, {"error": "method-not-allowed", "allowed": methods})
-            if not host.key_accepted(spec, self.headers.get("x-functions-key"), parse_qsl(split.query)):
-                return _json(401, {"error": "function-key-required"})
+            refusal = host.key_refusal(spec, self.headers.get("x-functions-key"), parse_qsl(split.query))
+            if refusal is not None:
+                return _json(401, {"error": refusal})
             try:
                 response = call_http(spec, host.run, method=method, url=f"{host.url}{self.path}",
                                      headers=dict(self.headers.items()), params=dict(parse_qsl(split.query)),
                                      route_params=route_params, body=body)
-            except Exception as exc:  # noqa: BLE001 — what the Functions host does: a 500, logged
-                log.error("function %s failed: %s", spec.name, exc.__class__.__name__)
-                log.debug("function %s traceback", spec.name, exc_info=True)
+            except Exception:  # noqa: BLE001 — what the Functions host does: a 500, logged with its traceback
+                log.exception("function %s failed", spec.name)  # HTTP functions answer every expected failure
                 return _json(500, {"error": "function-failed", "function": spec.name})
             return response.status, response.headers, response.body
 

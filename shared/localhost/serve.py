@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -17,16 +18,16 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from shared.bootstrap import build_runtime, queue_port, queue_service_url, use_runtime
 from shared.queues.messages import RECONCILE_QUEUE, ReconcileMessage, encode
 from shared.settings import Settings, TenantConfig
-from shared.store.engine import write_transaction
+from shared.store.engine import safe_url, write_transaction
 from shared.store.migrate import migrate
-from shared.store.schema import sync_runs
+from shared.store.schema import sync_cursors, sync_runs
 from shared.store.tenants import purge_tenant_data, sync_tenants
-from shared.sync.compare import Difference, compare, live_in_snapshot, mirrored
+from shared.sync.compare import Difference, Explained, compare, explain, live_in_snapshot, mirrored
 
 DEMO_TENANT = "demo"
 
@@ -45,6 +46,14 @@ class Demo:
 
     def difference(self, engine: Engine) -> Difference:
         return compare(mirrored(engine, self.tenant.id), live_in_snapshot(self.sandbox.data.snapshot()))
+
+    def explained(self, engine: Engine) -> Explained:
+        """The difference, with what is only waiting for its sync told apart from what is lost."""
+        snapshot = self.sandbox.data.snapshot()
+        c = sync_cursors.c
+        with engine.connect() as conn:
+            marks = dict(conn.execute(select(c.resource_type, c.watermark).where(c.tenant_id == self.tenant.id)).all())
+        return explain(compare(mirrored(engine, self.tenant.id), live_in_snapshot(snapshot)), snapshot, marks)
 
 
 def start_demo(webhook_base: str, *, counts: tuple[int, int, int, int] = (5, 200, 1000, 400), seed: int = 1) -> Demo:
@@ -135,49 +144,119 @@ def boot(settings: Settings, *, port: int, say: Callable[[str], None] = print,
     return Booted(host, runtime, demo, tenants)
 
 
+def banner(booted: Booted, settings: Settings) -> list[str]:
+    """What a person starting the host needs: where to look, what to send, whether a key is needed."""
+    host, demo = booted.host, booted.demo
+    api = f"{host.url}/api"
+    where = ("Azurite" if settings.azure_webjobs_storage else
+             "Azure Storage (identity)" if queue_service_url(settings) else "memory")
+    key = settings.local_function_key.get_secret_value() if settings.local_function_key else ""
+    first = booted.tenants[0].id if booted.tenants else "{tenant}"
+    lines = [f"local host on {host.url}: {len(host.functions)} functions, queues in {where}, "
+             f"database {safe_url(settings.database_url)}",
+             f"  status page   {api}/status",
+             f"  health        {api}/health",
+             f"  practitioners {api}/tenants/{first}/practitioners"]
+    if demo is not None:
+        practitioner = demo.sandbox.data.first_live("Practitioner")
+        lines.append(f"  dashboard     {api}/tenants/{DEMO_TENANT}/practitioners/{practitioner}/dashboard"
+                     "  (after the first sync)")
+    else:
+        lines.append(f"  dashboard     {api}/tenants/{first}/practitioners/{{id from the list above}}/dashboard")
+    lines += [f"  OpenAPI       {api}/openapi.json",
+              f"  webhooks      {api}/webhooks/{{tenant}}/{{event}}  (each tenant's own secret; no function key)",
+              f"  host status   {host.url}/admin/host/status",
+              "  function key  " + ("needed for the status page, dashboards and sync routes: header x-functions-key "
+                                    "or ?code= (LOCAL_FUNCTION_KEY)" if key else
+                                    "none needed here (LOCAL_FUNCTION_KEY is empty; Azure asks for one)")]
+    if demo is not None:
+        lines.append(f"  demo tenant   {DEMO_TENANT}: a Halaxy-like sandbox at {demo.sandbox.base_url}, webhooks to "
+                     "this host")
+    return lines
+
+
 def serve(settings: Settings, *, port: int, once: bool, say: Callable[[str], None] = print) -> int:
     booted = boot(settings, port=port, say=say)
     host, engine, queues, demo = booted.host, booted.runtime.engine, booted.runtime.queues, booted.demo
-    where = ("Azurite" if settings.azure_webjobs_storage else
-             "Azure Storage (identity)" if queue_service_url(settings) else "memory")
-    say(f"local host on {host.url} (queues in {where}); functions: {', '.join(sorted(host.functions))}")
-    say(f"  status:   {host.url}/admin/host/status")
-    say(f"  webhooks: {host.url}/api/webhooks/{{tenant}}/{{event}}")
+    for line in banner(booted, settings):
+        say(line)
     try:
         if once:
             if demo is None:
                 say("error: --once needs the demo tenant (run without a tenants file)")
                 return 2
             return run_once(host, engine, queues, demo, say)
+        summary = MinuteSummary(host, engine)
         if demo is not None:
-            say(f"  demo tenant: sandbox FHIR source at {demo.sandbox.base_url} (webhooks to this host)")
+            began = time.monotonic()
             started = datetime.now(timezone.utc) - timedelta(seconds=1)
             enqueue_reconcile(queues, DEMO_TENANT, "full")
             status = wait_for_run(engine, DEMO_TENANT, "full", started, timeout=600)
-            say(f"first full reconcile: {status}; now churning every 5 s (Ctrl-C stops)")
-            keep_churning(host, engine, demo, say, 5.0)
+            say(f"first full reconcile: {status}, {len(mirrored(engine, DEMO_TENANT)):,} rows in "
+                f"{time.monotonic() - began:.1f} s; the sandbox now changes a few records every 5 s "
+                "(one summary line a minute; SYNC_LOG_LEVEL=DEBUG shows each event; Ctrl-C stops)")
+            keep_churning(demo, engine, summary, say, 5.0)
         else:
             say(f"serving {len(booted.tenants)} tenant(s); timers fan out reconciles on their schedules "
-                "(Ctrl-C stops)")
+                "(one summary line a minute; Ctrl-C stops)")
             while True:
-                time.sleep(3600)
-    except KeyboardInterrupt:
-        say("stopping")
-        return 0
+                time.sleep(60)
+                say(summary.line())
+    except KeyboardInterrupt as stop:
+        return stopped(stop, once, say)
     finally:
         booted.stop()
 
 
-def keep_churning(host: Any, engine: Engine, demo: Demo, say: Callable[[str], None], every: float) -> None:
+class Interrupted(KeyboardInterrupt):
+    """A stop signal other than Ctrl-C (SIGTERM), raised like KeyboardInterrupt."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def stopped(stop: KeyboardInterrupt, once: bool, say: Callable[[str], None]) -> int:
+    """The exit code of a host stopped by a signal: 0 for a served host (stopping on request is
+    its job); for ``--once`` the shell's 128 + the signal's number (130 Ctrl-C, 143 SIGTERM),
+    since its cycle did not finish."""
+    if not once:
+        say("stopping")
+        return 0
+    code = 128 + getattr(stop, "signum", signal.SIGINT)
+    say(f"stopping: interrupted before the cycle finished (exit {code})")
+    return code
+
+
+class MinuteSummary:
+    """One line for what the host did since the last line: changes applied, runs ended."""
+
+    def __init__(self, host: Any, engine: Engine, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+        self.host, self.engine, self.now = host, engine, now
+        self.since, self.last = now(), host.status()["queues"]
+
+    def line(self) -> str:
+        queues, at = self.host.status()["queues"], self.now()
+        changes, before = queues["changes"], self.last["changes"]
+        c = sync_runs.c
+        with self.engine.connect() as conn:
+            ended = dict(conn.execute(select(c.status, func.count()).where(c.finished_at >= self.since)
+                                      .group_by(c.status)).all())
+        self.since, self.last = at, queues
+        return (f"last minute: changes applied {changes['handled'] - before['handled']:,} "
+                f"({changes['depth']:,} queued), poisoned {changes['poisoned'] - before['poisoned']}, "
+                f"reconciles completed {ended.get('completed', 0)}, failed {ended.get('failed', 0)}")
+
+
+def keep_churning(demo: Demo, engine: Engine, summary: MinuteSummary, say: Callable[[str], None],
+                  every: float) -> None:
     rounds = 0
     while True:
         time.sleep(every)
-        demo.churn(creates=1, updates=3, deletes=0)
         rounds += 1
-        if rounds % max(1, int(60 / every)) == 0:
-            stats = host.status()["queues"]
-            say(f"churn round {rounds}: changes applied {stats['changes']['handled']:,}, "
-                f"poisoned {stats['changes']['poisoned']}, mirror {demo.difference(engine).summary(0)}")
+        if rounds % max(1, int(60 / every)) == 0:  # before this round's changes: their webhooks are on the way
+            say(f"{summary.line()}; mirror {demo.explained(engine).summary(3)}")
+        demo.churn(creates=1, updates=3, deletes=0)
 
 
 def run_once(host: Any, engine: Engine, queues: Any, demo: Demo, say: Callable[[str], None],
@@ -195,11 +274,11 @@ def run_once(host: Any, engine: Engine, queues: Any, demo: Demo, say: Callable[[
     idle = host.wait_idle(timeout=60)
     log_ = demo.sandbox.notifier.deliveries()
     announced = {(d["type"], d["id"]) for d in log_}
-    after_webhooks = demo.difference(engine)
-    missed = [k for k in after_webhooks.lost if (k[0], k[1]) in announced]
+    explained = demo.explained(engine)
+    missed = [k for k in explained.difference.lost if (k[0], k[1]) in announced]
     say(f"2/4 churn: {changes} changes, {len(log_)} webhooks "
         f"({sum(d['status'] == 'delivered' for d in log_)} delivered), queues drained: {delivered and idle}")
-    say(f"3/4 after webhooks: {after_webhooks.summary()}; announced but not applied: {len(missed)} "
+    say(f"3/4 after webhooks: mirror {explained.summary()}; announced but not applied: {len(missed)} "
         "(Halaxy sends no webhook for Patient deletes, referrals or Practitioner changes: the reconcile finds those)")
     second = datetime.now(timezone.utc)
     enqueue_reconcile(queues, DEMO_TENANT, "full")

@@ -69,7 +69,7 @@ def practitioner_dashboard(conn: Connection, tenant: TenantConfig, practitioner_
         "timezone": tenant.timezone,
         "practitioner": {"id": practitioner_id, "name": practitioner.display_name, "active": practitioner.active},
         "sessions": shown,
-        "stats": {**_period_stats(conn, who, week, month, now), "upcoming": _upcoming(conn, who, now)},
+        "stats": {**_period_stats(conn, who, week, month, now, zone), "upcoming": _upcoming(conn, who, now)},
         "lastUpdated": last_updated.isoformat() if last_updated else None,
         "sync": health.as_dict(),
     }
@@ -197,7 +197,7 @@ def _care_plans(conn: Connection, tenant_id: str, history: dict[str, list[Any]],
 
 
 def _period_stats(conn: Connection, who: dict[str, str], week: Period, month: Period,
-                  now: datetime) -> dict[str, dict[str, Any]]:
+                  now: datetime, zone: ZoneInfo) -> dict[str, dict[str, Any]]:
     periods = {"week": week, "month": month}
     bounds: dict[str, Any] = {**who, "now": now, "span_start": min(week.start, month.start),
                               "span_end": max(week.end, month.end)}
@@ -210,7 +210,8 @@ def _period_stats(conn: Connection, who: dict[str, str], week: Period, month: Pe
     for n, (name, period) in enumerate(periods.items()):
         held, cancelled, no_show, booked = row[4 * n:4 * n + 4]
         out[name] = {
-            "from": period.start.isoformat(), "to": period.end.isoformat(),
+            # In the practice's zone, as its sessions are: the week starts at its Monday midnight.
+            "from": period.start.astimezone(zone).isoformat(), "to": period.end.astimezone(zone).isoformat(),
             "sessionsHeld": held, "cancellations": cancelled, "noShows": no_show, "upcoming": booked,
             "revenue": [{"currency": r[0], "amount": str(Decimal(r[1 + n]).quantize(Decimal("0.01")))}
                         for r in revenue if r[1 + n] is not None],

@@ -16,6 +16,10 @@ TENANT = {"name": "tenant", "in": "path", "required": True,
           "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"}, "example": "demo"}
 RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 36}}
 KEY = [{"functionKey": []}, {"functionCode": []}]
+PRACTITIONERS = {"type": "object", "required": ["tenant", "practitioners", "next"], "properties": {
+    "tenant": {"type": "string"}, "next": {"type": ["string", "null"]},
+    "practitioners": {"type": "array", "items": {"type": "object", "required": ["id", "name", "active"], "properties": {
+        "id": {"type": "string"}, "name": {"type": ["string", "null"]}, "active": {"type": ["boolean", "null"]}}}}}}
 
 
 def _answers(ok: int, *errors: int, ok_schema: dict[str, Any] = ANY_OBJECT) -> dict[str, Any]:
@@ -62,6 +66,13 @@ def document() -> dict[str, Any]:
                                  "schema": {"type": "string", "maxLength": 64}},
                         {"name": "date", "in": "query", "required": False,
                          "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}}])},
+            "/tenants/{tenant}/practitioners": {"get": _op(
+                "The tenant's live practitioners (id, name, active) in id order; `next` is the `after` of "
+                "the following page (null on the last)", _answers(200, 400, 404, ok_schema=PRACTITIONERS),
+                params=[TENANT, {"name": "limit", "in": "query", "required": False,
+                                 "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
+                        {"name": "after", "in": "query", "required": False,
+                         "schema": {"type": "string", "minLength": 1, "maxLength": 64}}])},
             "/health": {"get": _op("One status per tenant; 503 when any is in error", {
                 "200": {"description": "no tenant in error", "content": {"application/json": {"schema": ANY_OBJECT}}},
                 "503": {"description": "a tenant is in error, or storage is unavailable",

@@ -25,7 +25,7 @@ from shared.fhir.synthetic import (
     referral_id,
 )
 from shared.records import RESOURCE_TYPES
-from shared.sandbox.search import BadSearch, date_range
+from shared.sandbox.search import BadRequest, date_range
 
 TYPES = RESOURCE_TYPES
 
@@ -101,7 +101,7 @@ class SandboxData:
                limit: int | None = None) -> tuple[int, list[Stored]]:
         """(total matches, the live matches from ``offset``, at most ``limit``), in (lastUpdated, id) order."""
         if kind not in self.by_type:
-            raise BadSearch(f"unknown resource type {kind!r}")
+            raise BadRequest(f"unknown resource type {kind!r}")
         lo, hi = date_range(params.get("_lastUpdated", []))
         by_start = kind == "Appointment" and bool(params.get("date"))
         start_lo, start_hi = date_range(params.get("date", []) if by_start else [])

@@ -58,7 +58,7 @@ class SlidingWindow:
             return False, 0, max(1, math.ceil(seen[0] + self.window - now))
 
 
-@dataclass
+@dataclass(kw_only=True)  # by name: a positional call once passed the rng as hang_rate
 class Faults:
     """Injected trouble: a share of 5xx answers, dropped connections, requests that hang (held for
     ``hang_ms``, then dropped unanswered: the client's timeout must fire), added latency."""

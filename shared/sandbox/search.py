@@ -12,8 +12,8 @@ EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
 LATEST = datetime.max.replace(tzinfo=timezone.utc)
 
 
-class BadSearch(ValueError):
-    """A search parameter the sandbox cannot read: answered with 400 and an OperationOutcome."""
+class BadRequest(ValueError):
+    """A request the sandbox cannot read (a search parameter, an admin body): a 400 with an OperationOutcome."""
 
 
 def parse_instant(text: str) -> tuple[datetime, datetime]:
@@ -23,10 +23,10 @@ def parse_instant(text: str) -> tuple[datetime, datetime]:
             day = datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
             return day, day + timedelta(days=1)
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadSearch(f"not a FHIR date or instant: {text[:40]!r}") from None
-    value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-    return value, value + timedelta(microseconds=1)
+        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value, value + timedelta(microseconds=1)
+    except (ValueError, OverflowError):  # OverflowError: a value at the calendar's edge (9999-12-31)
+        raise BadRequest(f"not a FHIR date or instant: {text[:40]!r}") from None
 
 
 def date_range(raws: list[str]) -> tuple[datetime, datetime]:

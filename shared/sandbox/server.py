@@ -15,6 +15,7 @@ to what Azure installs. Routes:
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import struct
 import sys
@@ -29,11 +30,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from shared.sandbox.data import TYPES, SandboxData
 from shared.sandbox.gates import Faults, SlidingWindow, TokenStore
 from shared.sandbox.notify import Notifier, WebhookConfig
-from shared.sandbox.search import BadSearch
+from shared.sandbox.search import BadRequest
 
 FHIR_JSON = "application/fhir+json"
 DEFAULT_COUNT, MAX_COUNT = 100, 1000
 MAX_BODY = 1 << 20
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -114,6 +116,17 @@ class Sandbox:
             return "401" if self._expired_answers % 2 else "outcome"
 
 
+def _number(spec: dict[str, Any], name: str, kind: type, default: Any) -> Any:
+    """``spec[name]`` as ``kind`` (int or float), or ``default``; a 400 when it is not a number."""
+    value = spec.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise BadRequest(f"{name}: expected a number")
+    try:
+        return kind(value)
+    except (ValueError, OverflowError):
+        raise BadRequest(f"{name}: expected a number") from None
+
+
 class _Handler(BaseHTTPRequestHandler):
     sandbox: Sandbox
     protocol_version = "HTTP/1.1"
@@ -141,10 +154,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.close()
 
     def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            raise BadSearch("request body too large")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise BadRequest("Content-Length is not a number") from None
+        if length < 0 or length > MAX_BODY:
+            raise BadRequest("request body too large")
         return self.rfile.read(length) if length else b""
+
+    def _json_object(self) -> dict[str, Any]:
+        try:
+            spec = json.loads(self._body() or b"{}")
+        except ValueError:
+            raise BadRequest("the body is not JSON") from None
+        if not isinstance(spec, dict):
+            raise BadRequest("expected a JSON object")
+        return spec
 
     def _faulted(self) -> bool:
         sandbox = self.sandbox
@@ -207,13 +232,19 @@ class _Handler(BaseHTTPRequestHandler):
                 self._read(parts[1], parts[2], limits)
             else:
                 self._send(405 if len(parts) in (2, 3) else 404, outcome("not-supported", "not supported"), limits)
-        except BadSearch as exc:
+        except BadRequest as exc:
             self._send(400, outcome("invalid", str(exc)))
-        except (ValueError, TypeError, AttributeError):
-            # Malformed admin JSON or values of the wrong type: say so, change nothing.
-            self._send(400, outcome("invalid", "malformed request"))
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        except Exception:
+            # A bug in the sandbox, never the client's fault: a 500 and the traceback in the log
+            # (a catch-all 400 once hid a TypeError behind every answer).
+            log.exception("sandbox: %s %s failed", method, url.path)
+            self.close_connection = True
+            try:
+                self._send(500, outcome("exception", "sandbox error (see its log)"))
+            except OSError:
+                pass
 
     def _token(self) -> None:
         body = self._body()
@@ -258,9 +289,9 @@ class _Handler(BaseHTTPRequestHandler):
             count = min(int(params.get("_count", [DEFAULT_COUNT])[0]), MAX_COUNT)
             page = int(params.get("page", ["1"])[0])
         except ValueError:
-            raise BadSearch("_count and page must be integers") from None
+            raise BadRequest("_count and page must be integers") from None
         if count < 1 or page < 1:
-            raise BadSearch("_count and page must be positive")
+            raise BadRequest("_count and page must be positive")
         total, chunk = self.sandbox.data.search(kind, params, offset=(page - 1) * count, limit=count)
         base = self.sandbox.base_url
         query = {k: v for k, v in params.items() if k != "page"}
@@ -288,10 +319,14 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and parts == ["snapshot"]:
             self._send(200, sandbox.data.snapshot(), content_type="application/json")
         elif method == "POST" and parts == ["churn"]:
-            spec = json.loads(self._body() or b"{}")
-            if not isinstance(spec, dict):
-                raise ValueError("expected a JSON object")
-            changes = sandbox.data.churn(**{k: int(spec.get(k, 0)) for k in ("creates", "updates", "deletes")})
+            spec = self._json_object()
+            counts = {k: _number(spec, k, int, 0) for k in ("creates", "updates", "deletes")}
+            if min(counts.values()) < 0:
+                raise BadRequest("creates, updates and deletes are not negative")
+            try:
+                changes = sandbox.data.churn(**counts)
+            except ValueError as exc:  # nothing left to update or delete
+                raise BadRequest(str(exc)) from None
             if sandbox.notifier is not None:
                 sandbox.notifier.notify(changes)
             self._send(200, {"changes": [c.as_dict() for c in changes]}, content_type="application/json")
@@ -301,19 +336,17 @@ class _Handler(BaseHTTPRequestHandler):
         elif parts == ["faults"]:
             faults = sandbox.config.faults
             if method == "POST":
-                spec = json.loads(self._body() or b"{}")
-                if not isinstance(spec, dict):
-                    raise ValueError("expected a JSON object")
+                spec = self._json_object()
                 # Parse everything before changing anything: a bad value leaves all as it was.
-                error_rate = float(spec.get("fault_rate", faults.error_rate))
-                drop_rate = float(spec.get("drop_rate", faults.drop_rate))
-                latency_ms = int(spec.get("latency_ms", faults.latency_ms))
-                hang_rate = float(spec.get("hang_rate", faults.hang_rate))
-                hang_ms = int(spec.get("hang_ms", faults.hang_ms))
-                rate_limit = int(spec.get("rate_limit", sandbox.config.rate_limit))
+                error_rate = _number(spec, "fault_rate", float, faults.error_rate)
+                drop_rate = _number(spec, "drop_rate", float, faults.drop_rate)
+                latency_ms = _number(spec, "latency_ms", int, faults.latency_ms)
+                hang_rate = _number(spec, "hang_rate", float, faults.hang_rate)
+                hang_ms = _number(spec, "hang_ms", int, faults.hang_ms)
+                rate_limit = _number(spec, "rate_limit", int, sandbox.config.rate_limit)
                 if not (0 <= error_rate <= 1 and 0 <= drop_rate <= 1 and 0 <= hang_rate <= 1
                         and latency_ms >= 0 and hang_ms >= 0 and rate_limit >= 0):
-                    raise ValueError("rates are shares between 0 and 1; latency and limit are not negative")
+                    raise BadRequest("rates are shares between 0 and 1; latency and limit are not negative")
                 faults.error_rate, faults.drop_rate, faults.latency_ms = error_rate, drop_rate, latency_ms
                 faults.hang_rate, faults.hang_ms = hang_rate, hang_ms
                 sandbox.config.rate_limit = sandbox.limiter.limit = rate_limit

@@ -186,6 +186,7 @@ class FhirClient:
             if attempt >= self.policy.max_attempts or delay > self.policy.wait_limit(priority):
                 raise SourceUnavailable(self.tenant.id, f"giving up after {attempt} attempt(s): {failure}",
                                         path=path, status=failure.status, retry_at=self.wall() + delay,
+                                        unreachable=failure.unreachable,
                                         held=failure.status == 429 or retry_after is not None)
             log.info("tenant=%s path=%s retry=%d delay=%.2fs status=%s", self.tenant.id, path, attempt, delay,
                      failure.status)
@@ -232,7 +233,8 @@ class FhirClient:
             except httpx.TimeoutException:
                 raise TransientError(self.tenant.id, "timed out", path=path) from None
             except httpx.TransportError as exc:
-                raise TransientError(self.tenant.id, f"connection failed ({exc.__class__.__name__})", path=path) from None
+                raise TransientError(self.tenant.id, f"connection failed ({exc.__class__.__name__})", path=path,
+                                     unreachable=isinstance(exc, httpx.ConnectError)) from None
             retry_after = (parse_retry_after(response.headers.get("retry-after"), self.wall())
                            if is_retryable_status(response.status_code) else None)
             if retry_after is not None:

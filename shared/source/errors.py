@@ -11,8 +11,11 @@ class SourceError(Exception):
 
     retryable = False
 
-    def __init__(self, tenant: str, message: str, *, path: str | None = None, status: int | None = None) -> None:
-        self.tenant, self.path, self.status = tenant, path, status
+    def __init__(self, tenant: str, message: str, *, path: str | None = None, status: int | None = None,
+                 unreachable: bool = False) -> None:
+        # unreachable: no connection could be made at all (refused, no route, unknown host) — a
+        # source that is not running or a wrong URL, which a person reading the error should hear.
+        self.tenant, self.path, self.status, self.unreachable = tenant, path, status, unreachable
         where = f" {path}" if path else ""
         code = f" (HTTP {status})" if status else ""
         super().__init__(f"tenant {tenant}:{where}{code}: {message}")

@@ -109,7 +109,7 @@ class TokenManager:
             raise TokenUnavailable(tenant.id, "token endpoint timed out", path="/oauth/token") from None
         except httpx.TransportError as exc:
             raise TokenUnavailable(tenant.id, f"token endpoint unreachable ({exc.__class__.__name__})",
-                                   path="/oauth/token") from None
+                                   path="/oauth/token", unreachable=isinstance(exc, httpx.ConnectError)) from None
         status = response.status_code
         if status >= 500 or status == 429:
             raise TokenUnavailable(tenant.id, "token endpoint failed; will retry", path="/oauth/token", status=status)

@@ -67,6 +67,11 @@ def _sqlite_engine(url: Any) -> Engine:
     return engine
 
 
+def safe_url(url: str) -> str:
+    """The database URL with its password masked, for messages and banners."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A connection in a transaction meant to write: committed on success, rolled back on error."""

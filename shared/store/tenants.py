@@ -24,15 +24,19 @@ def sync_tenants(conn: Connection, configured: Sequence[TenantConfig]) -> None:
 
 
 def purge_tenant_data(conn: Connection, tenant_id: str) -> int:
-    """Delete every mirrored row, run, cursor and inbox entry of one tenant; returns rows removed.
+    """Delete everything one tenant left: mirrored rows, runs (and the ids they saw), cursors, inbox,
+    counters and webhook bookkeeping; returns rows removed. The tenant's row itself stays.
 
-    For the local demo only, whose source (a fresh sandbox) does not outlive the process.
+    For the local demo only, whose source (a fresh sandbox) does not outlive the process: counters
+    of the last demo beside an empty mirror would read as this demo's webhooks.
     """
-    from sqlalchemy import delete
+    from sqlalchemy import delete, select
 
-    from shared.store.schema import MIRRORED_TABLES, inbox, sync_cursors, sync_runs
+    from shared.store.schema import metadata, sync_runs, sync_seen, tenants
 
-    removed = 0
-    for table in (*MIRRORED_TABLES.values(), sync_runs, sync_cursors, inbox):
-        removed += conn.execute(delete(table).where(table.c.tenant_id == tenant_id)).rowcount or 0
+    runs = select(sync_runs.c.id).where(sync_runs.c.tenant_id == tenant_id)
+    removed = conn.execute(delete(sync_seen).where(sync_seen.c.run_id.in_(runs))).rowcount or 0
+    for table in metadata.sorted_tables:
+        if table is not tenants and "tenant_id" in table.c:
+            removed += conn.execute(delete(table).where(table.c.tenant_id == tenant_id)).rowcount or 0
     return removed

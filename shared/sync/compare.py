@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -29,6 +30,47 @@ class Difference:
     def summary(self, limit: int = 5) -> str:
         return (f"lost {len(self.lost)} {self.lost[:limit]}, "
                 f"unexpected {len(self.unexpected)} {self.unexpected[:limit]}")
+
+
+@dataclass(frozen=True)
+class Explained:
+    """A difference split by cause: ``behind`` changed at the source after the sync's watermark for
+    its type (the next sync, or a queued webhook, brings it); the rest is really lost or unexpected."""
+
+    behind: dict[str, int]  # resource type -> differing records not yet due
+    lost: list[Key]
+    unexpected: list[Key]
+    difference: Difference  # the whole of it, unexplained
+
+    def summary(self, limit: int = 5) -> str:
+        parts = []
+        if self.behind:
+            parts.append("behind the source: " + ", ".join(f"{n} {kind}" for kind, n in sorted(self.behind.items()))
+                         + " (changed since the last sync's window; the next sync takes them)")
+        if self.lost or self.unexpected:
+            parts.append(f"lost {len(self.lost)} {self.lost[:limit]}, "
+                         f"unexpected {len(self.unexpected)} {self.unexpected[:limit]}")
+        return "; ".join(parts) or "equal to the source"
+
+
+def explain(difference: Difference, snapshot: Iterable[Mapping[str, Any]],
+            watermarks: Mapping[str, datetime | None]) -> Explained:
+    """Split ``difference`` by the source's lastUpdated against each type's sync watermark.
+
+    A record the source changed at or after the watermark has not been due for any sync yet: not
+    lost. Webhooks may already have brought it, or be about to; either way it is not a fault."""
+    changed = {(e["type"], e["id"]): datetime.fromisoformat(e["lastUpdated"].replace("Z", "+00:00"))
+               for e in snapshot}
+
+    def due(key: Key) -> bool:
+        mark, when = watermarks.get(key[0]), changed.get((key[0], key[1]))
+        return mark is not None and when is not None and when < mark
+
+    behind: dict[str, int] = {}
+    for key in {(k[0], k[1]) for k in (*difference.lost, *difference.unexpected) if not due(k)}:
+        behind[key[0]] = behind.get(key[0], 0) + 1
+    return Explained(behind, [k for k in difference.lost if due(k)], [k for k in difference.unexpected if due(k)],
+                     difference)
 
 
 def mirrored(engine: Engine, tenant_id: str) -> set[Key]:

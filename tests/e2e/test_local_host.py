@@ -201,6 +201,7 @@ def test_the_host_answers_bad_http_with_a_4xx_and_reports_its_state(sqlite_url: 
         assert status["functions"] == {"apply_change_message": "queueTrigger", "receive_webhook": "httpTrigger",
                                        "reconcile_fan_out": "timerTrigger", "reconcile_step": "queueTrigger",
                                        "practitioner_dashboard": "httpTrigger", "health": "httpTrigger",
+                                       "practitioners": "httpTrigger",
                                        **{name: "httpTrigger" for name in (
                                            "trigger_sync", "sync_run", "sync_runs", "cancel_sync_run",
                                            "cleanup_sync_runs", "redrive_poison", "sync_status",
@@ -333,7 +334,9 @@ def test_local_function_key_guards_function_level_routes_only(database_url: str)
         runs = f"{api}/tenants/{DEMO_TENANT}/sync/runs"
         assert httpx.get(f"{api}/health").status_code == 200  # anonymous
         assert httpx.get(runs).json() == {"error": "function-key-required"}
-        assert httpx.get(runs, headers={"x-functions-key": "wrong"}).status_code == 401
+        wrong = httpx.get(runs, headers={"x-functions-key": "wrong"})
+        assert (wrong.status_code, wrong.json()) == (401, {"error": "function-key-invalid"})
+        assert httpx.get(runs, params={"code": "nope"}).json() == {"error": "function-key-invalid"}
         assert httpx.get(runs, params={"code": "local-key"}).status_code == 200
         assert httpx.get(runs, headers={"x-functions-key": "local-key"}).status_code == 200
         # The webhook door stays anonymous: its tenant's own secret decides.
@@ -369,3 +372,51 @@ def test_schemathesis_finds_no_server_error_through_the_local_host(booted: Boote
     assert 'failures="0"' in junit and 'errors="0"' in junit, summary
     assert junit.count("<testcase") >= 13, summary  # every operation was exercised
     print(summary)  # with -s: what ran (phases, cases generated, warnings)
+
+
+def test_the_minute_summary_counts_what_happened_since_the_last_line(booted: Booted) -> None:
+    from shared.localhost.serve import MinuteSummary
+
+    assert booted.demo is not None
+    summary = MinuteSummary(booted.host, booted.runtime.engine)
+    started = datetime.now(timezone.utc)
+    enqueue_reconcile(booted.runtime.queues, DEMO_TENANT, "full")
+    assert wait_for_run(booted.runtime.engine, DEMO_TENANT, "full", started, timeout=120) == "completed"
+    booted.demo.churn(creates=2, updates=6, deletes=0)
+    assert booted.demo.sandbox.notifier.drain(timeout=60) and booted.host.wait_idle(timeout=60)
+    applied = booted.host.status()["queues"]["changes"]["handled"]
+    assert applied > 0
+    first = summary.line()
+    assert first.startswith(f"last minute: changes applied {applied:,} (0 queued), poisoned 0, ")
+    assert "reconciles completed 1, failed 0" in first
+    assert summary.line().startswith("last minute: changes applied 0 (0 queued)")  # counted once
+    # The demo's difference right after webhooks: what is not yet due is "behind", never "lost".
+    explained = booted.demo.explained(booted.runtime.engine)
+    assert not explained.lost and not explained.unexpected, explained.summary()
+
+
+def test_a_function_that_raises_is_a_500_with_its_traceback_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """A bug in an HTTP function is never disguised as a 4xx: the host answers 500 and logs it."""
+    import azure.functions as func
+    import httpx
+
+    from shared.localhost.host import LocalHost
+    from shared.queues.memory import InMemoryQueues
+    from shared.settings import load_settings
+
+    app = func.FunctionApp()
+
+    @app.function_name("broken")
+    @app.route(route="broken", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+    def broken(req: func.HttpRequest) -> func.HttpResponse:
+        raise ZeroDivisionError("a bug")
+
+    host = LocalHost(app, load_settings(database_url="sqlite://"), InMemoryQueues(), port=0).start()
+    try:
+        with caplog.at_level("ERROR", logger="shared.localhost"):
+            answer = httpx.get(f"{host.url}/api/broken", timeout=10)
+    finally:
+        host.stop()
+    assert (answer.status_code, answer.json()) == (500, {"error": "function-failed", "function": "broken"})
+    (record,) = [r for r in caplog.records if r.name == "shared.localhost" and r.levelname == "ERROR"]
+    assert record.exc_info is not None and record.exc_info[0] is ZeroDivisionError

@@ -67,8 +67,8 @@ def test_trigger_refuses_bad_requests_and_changes_nothing(rt: Any) -> None:
         (b'{"kind": "full"}', {"Content-Type": "text/plain"}, "alpha", (415, "unsupported-media-type")),
         (b'{"kind": "weekly"}', JSON, "alpha", (400, "bad-body")),
         (b'{"kind": "full", "tenant": "beta"}', JSON, "alpha", (400, "bad-body")),
-        (b"{not json", JSON, "alpha", (400, "bad-body")),
-        (b"", JSON, "alpha", (400, "bad-body")),
+        (b"{not json", JSON, "alpha", (400, "invalid-json")),
+        (b"", JSON, "alpha", (400, "invalid-json")),
         (b'{"kind": "full", "pad": "' + b"x" * 5000 + b'"}', JSON, "alpha", (413, "body-too-large")),
         (b'{"kind": "full"}', JSON, "nope", (404, "unknown-tenant")),
         (b'{"kind": "full"}', JSON, "off", (409, "tenant-disabled")),
@@ -77,6 +77,9 @@ def test_trigger_refuses_bad_requests_and_changes_nothing(rt: Any) -> None:
         got_status, got = call("trigger_sync", "POST", body, headers, tenant=tenant)
         assert (got_status, got["error"]) == (status, error), body[:40]
     assert call("trigger_sync", "POST", b'{"kind": 1}', JSON, tenant="alpha")[1]["fields"] == ["kind"]
+    # The refusal says what the field allows, without echoing what was sent.
+    weekly = call("trigger_sync", "POST", b'{"kind": "weekly"}', JSON, tenant="alpha")[1]
+    assert "'full', 'incremental' or 'hot'" in weekly["problems"]["kind"] and "weekly" not in json.dumps(weekly)
     with rt.engine.connect() as conn:
         assert conn.execute(select(sync_runs.c.id)).all() == []
     assert rt.queues.count("reconcile") == 0

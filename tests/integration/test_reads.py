@@ -94,7 +94,7 @@ def seeded(database_url: str, tmp_path: Path) -> Iterator[Engine]:
 
 
 def get(route: str, params: dict[str, str] | None = None, **route_params: str) -> tuple[int, dict[str, Any]]:
-    name = {"dashboard": "practitioner_dashboard", "health": "health"}[route]
+    name = {"dashboard": "practitioner_dashboard", "health": "health", "practitioners": "practitioners"}[route]
     request = func.HttpRequest("GET", f"http://localhost/api/{route}", body=b"", params=params or {},
                                route_params=route_params)
     response = registered_functions()[name].get_user_function()(request)  # type: ignore[attr-defined]
@@ -125,7 +125,9 @@ def test_a_practitioners_day_in_the_tenants_timezone(seeded: Engine) -> None:
     week, month = board["stats"]["week"], board["stats"]["month"]
     # Week of Mon 2 March: held AP-4; cancelled AP-8; no-show AP-7 (Tue 3rd); booked ahead AP-5, AP-6.
     assert (week["sessionsHeld"], week["cancellations"], week["noShows"], week["upcoming"]) == (1, 1, 1, 2)
-    assert week["from"] == local(date(2026, 3, 2), 0).isoformat()
+    # Bounds in the practice's zone, like its sessions: Monday midnight in Sydney, not 13:00 UTC.
+    assert (week["from"], week["to"]) == ("2026-03-02T00:00:00+11:00", "2026-03-09T00:00:00+11:00")
+    assert (month["from"], month["to"]) == ("2026-03-01T00:00:00+11:00", "2026-04-01T00:00:00+11:00")
     assert week["revenue"] == [{"currency": "AUD", "amount": "249.50"}]  # IN-1 + IN-2, not the cancelled IN-3
     assert month["revenue"] == [{"currency": "AUD", "amount": "249.50"}]  # IN-4 was February
     assert board["stats"]["upcoming"] == {"booked": 2, "next7Days": 2}
@@ -166,6 +168,25 @@ def test_a_tenant_sees_only_its_own_rows_whatever_else_the_request_says(seeded: 
     assert get("dashboard", {"date": "2026-03-04"}, tenant="syd%2Fother", practitioner="PR-1")[0] == 404
 
 
+def test_the_practitioner_list_pages_a_tenants_live_practitioners(seeded: Engine) -> None:
+    with write_transaction(seeded) as conn:
+        for n in range(2, 6):
+            put(conn, practitioners, "syd", f"PR-{n}", display_name=f"Dr {n}", active=n != 3)
+    status, first = get("practitioners", {"limit": "3"}, tenant="syd")
+    assert status == 200 and first["tenant"] == "syd"
+    assert first["practitioners"] == [{"id": "PR-1", "name": "Dr syd", "active": True},
+                                      {"id": "PR-2", "name": "Dr 2", "active": True},
+                                      {"id": "PR-3", "name": "Dr 3", "active": False}]
+    status, rest = get("practitioners", {"limit": "3", "after": first["next"]}, tenant="syd")
+    # PR-GONE is deleted and PR-ONLY-OTHER belongs to the other tenant: neither is listed.
+    assert status == 200 and [p["id"] for p in rest["practitioners"]] == ["PR-4", "PR-5"] and rest["next"] is None
+    assert [p["id"] for p in get("practitioners", tenant="other")[1]["practitioners"]] == ["PR-1", "PR-ONLY-OTHER"]
+    for bad in ("0", "501", "x", "-1", "", "²"):
+        assert get("practitioners", {"limit": bad}, tenant="syd")[1]["error"] == "bad-limit", bad
+    assert get("practitioners", {"after": "x" * 65}, tenant="syd")[1]["error"] == "bad-after"
+    assert get("practitioners", tenant="nope") == (404, {"error": "unknown-tenant"})
+
+
 def run(conn: Any, tenant: str, kind: str, status: str, finished: datetime) -> None:
     conn.execute(insert(sync_runs).values(id=str(uuid.uuid4()), tenant_id=tenant, kind=kind, status=status,
                                           started_at=finished - timedelta(minutes=1), finished_at=finished))
@@ -200,7 +221,9 @@ def test_the_status_page_escapes_what_it_shows(seeded: Engine) -> None:
     response = registered_functions()["status_page"].get_user_function()(request)  # type: ignore[attr-defined]
     page = response.get_body().decode()
     assert response.status_code == 200 and response.mimetype == "text/html"
-    assert "<script>" not in page and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; token refused" in page
+    # One script: the page's own refresh, after the content; the stored text arrives escaped.
+    assert page.count("<script>") == 1 and page.index("<script>") > page.index("</main>")
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; token refused" in page
     assert 'class="card delayed" data-tenant="syd"' in page and 'data-tenant="other"' in page
     assert page.count("0.0/min (last 15 min)") == 2  # the webhook rate of each tenant
     assert "Alice" not in page and "AB" not in page  # no client data on the operators' page

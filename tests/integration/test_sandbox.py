@@ -180,3 +180,25 @@ def test_bad_admin_input_is_a_400_and_changes_nothing(sandbox: Sandbox, http: ht
         assert response.status_code == 400, (path, body)
     assert http.get(f"{admin}/snapshot").json() == before
     assert http.get(f"{admin}/faults").json()["fault_rate"] == 0.0
+
+
+class _BrokenRandom(random.Random):
+    """A fault source that fails: a stand-in for any bug in the sandbox's own code."""
+
+    def random(self) -> float:
+        raise RuntimeError("sandbox bug")
+
+
+def test_a_bug_in_the_sandbox_is_a_500_with_its_traceback_logged(caplog: pytest.LogCaptureFixture) -> None:
+    data = SandboxData(SyntheticCounts(1, 2, 2, 1), seed=1, anchor=ANCHOR)
+    box = Sandbox(data, SandboxConfig(faults=Faults(rng=_BrokenRandom()))).start()
+    try:
+        with caplog.at_level("ERROR", logger="shared.sandbox.server"):
+            answer = httpx.post(f"{box.base_url}/oauth/token", data=CREDS, headers={"User-Agent": "t"}, timeout=10)
+    finally:
+        box.stop()
+    # Not the "400 malformed request" that once hid a TypeError behind every answer.
+    assert answer.status_code == 500 and answer.json()["issue"][0]["code"] == "exception"
+    (record,) = [r for r in caplog.records if r.name == "shared.sandbox.server"]
+    assert "POST /main/oauth/token" in record.getMessage()
+    assert record.exc_info is not None and record.exc_info[0] is RuntimeError

@@ -19,8 +19,8 @@ def test_function_app_is_import_safe_in_an_empty_environment(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (
         "['apply_change_message', 'cancel_sync_run', 'cleanup_sync_runs', 'health', 'openapi', "
-        "'practitioner_dashboard', 'receive_webhook', 'reconcile_fan_out', 'reconcile_step', 'redrive_poison', "
-        "'replay_sync', 'status_page', 'sync_run', 'sync_runs', 'sync_status', 'trigger_sync']")
+        "'practitioner_dashboard', 'practitioners', 'receive_webhook', 'reconcile_fan_out', 'reconcile_step', "
+        "'redrive_poison', 'replay_sync', 'status_page', 'sync_run', 'sync_runs', 'sync_status', 'trigger_sync']")
     assert not (tmp_path / ".data").exists()  # importing created no database, read no settings
 
 
@@ -53,6 +53,7 @@ def test_the_full_list_of_functions_with_triggers_and_queues() -> None:
                    "authLevel": "FUNCTION", "route": route},
                   {"direction": "OUT", "type": "http", "name": "$return"}]
            for name, method, route in [
+               ("practitioners", "GET", "tenants/{tenant}/practitioners"),
                ("trigger_sync", "POST", "tenants/{tenant}/sync"),
                ("sync_run", "GET", "tenants/{tenant}/sync/runs/{run_id}"),
                ("sync_runs", "GET", "tenants/{tenant}/sync/runs"),
