@@ -374,10 +374,14 @@ def cmd_sandbox(_settings: Settings, args: argparse.Namespace) -> int:
 def _anchor(text: str | None) -> datetime:
     from datetime import date, time as day_time, timezone
 
+    from shared.timebounds import RANGE_TEXT, day_in_range
+
     try:
         day = date.fromisoformat(text) if text else date.today()
     except ValueError:
         raise CliError(f"--anchor {text!r} is not an ISO date (YYYY-MM-DD)") from None
+    if not day_in_range(day):
+        raise CliError(f"--anchor {text}: must be a date {RANGE_TEXT}")
     return datetime.combine(day, day_time(9, 0), tzinfo=timezone.utc)
 
 

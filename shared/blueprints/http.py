@@ -1,5 +1,5 @@
 """What every HTTP function shares: JSON answers with a machine-readable error, the tenant from
-the route, request bodies read within limits, and a 503 instead of a 500 when storage fails."""
+the route, request bodies read within limits, and a 503 when storage fails (a bug stays a 500)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
 from shared.bootstrap import Runtime
-from shared.settings import TenantConfig
+from shared.settings import SettingsError, TenantConfig
 
 log = logging.getLogger("shared.functions")
 M = TypeVar("M", bound=BaseModel)
@@ -35,11 +35,25 @@ def unavailable(route: str, exc: Exception) -> func.HttpResponse:
     return answer(503, {"error": "temporarily-unavailable"}, {"Retry-After": "5"})
 
 
+def is_unavailable(exc: Exception) -> bool:
+    """Storage or configuration that did not answer: the database (a driver error, an exhausted
+    pool), the queue service, the network, a tenants configuration that failed to load."""
+    from azure.core.exceptions import AzureError
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    return isinstance(exc, (DBAPIError, PoolTimeout, AzureError, OSError, SettingsError))
+
+
 def refused_or_unavailable(route: str, exc: Exception) -> func.HttpResponse:
-    """The answer for whatever a function raised: its 4xx when it refused, else a 503."""
+    """The answer for what a function raised: its 4xx when it refused, a 503 when storage did not
+    answer. Anything else is a bug, re-raised: the host answers 500 and logs its traceback (a 503
+    would send the caller to retry what can never work, and hide the bug)."""
     if isinstance(exc, Refused):
         return answer(exc.status, exc.body)
-    return unavailable(route, exc)
+    if is_unavailable(exc):
+        return unavailable(route, exc)
+    raise exc
 
 
 def route_tenant(rt: Runtime, req: func.HttpRequest) -> TenantConfig:

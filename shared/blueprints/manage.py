@@ -21,6 +21,7 @@ from shared.settings import TenantConfig
 from shared.store.engine import write_transaction
 from shared.sync.reconcile import TYPE_ORDER
 from shared.sync.runs import RunActive, end_run, queue_run, reap_stale
+from shared.timebounds import RANGE_TEXT, instant_in_range
 
 log = logging.getLogger("shared.functions")
 bp = func.Blueprint()
@@ -83,7 +84,7 @@ def replay_sync(req: func.HttpRequest) -> func.HttpResponse:
         since = parse_instant(req.params.get("since", ""))
         now = datetime.now(timezone.utc)
         if since is None or since >= now:
-            raise Refused(400, "bad-since", expected="an ISO 8601 time with an offset, in the past")
+            raise Refused(400, "bad-since", expected=f"an ISO 8601 time with an offset, in the past, {RANGE_TEXT}")
         types = [t for t in TYPE_ORDER if t in raw_types] or None
         run_id = queue_reconcile(rt, tenant, ReconcileMessage(tenant=tenant.id, reconcile="incremental",
                                                               types=types, since=since))  # type: ignore[arg-type]
@@ -95,11 +96,12 @@ def replay_sync(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def parse_instant(text: str) -> datetime | None:
+    """An ISO 8601 time with an offset, within the range the sync windows can compute with."""
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00")) if 0 < len(text) <= 40 else None
     except ValueError:
         return None
-    return value if value is not None and value.tzinfo is not None else None
+    return value if value is not None and instant_in_range(value) else None
 
 
 @bp.function_name("sync_run")

@@ -16,13 +16,14 @@ from sqlalchemy import Engine
 from shared import failpoints
 from shared.bootstrap import runtime
 from shared.metrics import Metrics
-from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, decode, encode
+from shared.queues.messages import (CHANGES_QUEUE, MAX_DEQUEUE_COUNT, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage,
+                                   decode, encode)
 from shared.source.errors import CredentialsRefused, SourceError, SourceUnavailable
 from shared.store.engine import write_transaction
 from shared.store.guard import UpsertCounts
 from shared.sync.apply import ApplyResult, apply_change
 from shared.sync.reconcile import run_reconcile
-from shared.sync.runs import LeaseLost, RunActive, RunLease, claim, release, start_or_resume
+from shared.sync.runs import LeaseLost, RunActive, RunLease, claim, finish, release, start_or_resume
 from shared.sync.silence import silence_check
 from shared.telemetry import telemetry
 
@@ -81,10 +82,11 @@ def record_apply(metrics: Metrics, message: ChangeMessage, result: ApplyResult, 
         metrics.observe_lag(message.tenant, (now - since).total_seconds())
 
 
-async def handle_reconcile(text: str, *, redelivered: bool = False) -> str:
+async def handle_reconcile(text: str, *, redelivered: bool = False, last_attempt: bool = False) -> str:
     """One invocation's share of a reconcile; enqueues the continuation when the budget is spent.
     ``redelivered``: an earlier delivery of this message died (a worker crash): the run it left
-    active is taken over at once."""
+    active is taken over at once. ``last_attempt``: the host poisons this message if it fails
+    again, so a failure ends the run as failed (freeing its slot) instead of releasing it for a retry."""
     rt = runtime()
     message = decode(text, ReconcileMessage)
     tenant = rt.tenant(message.tenant)
@@ -113,6 +115,12 @@ async def handle_reconcile(text: str, *, redelivered: bool = False) -> str:
     except Exception as exc:
         # Not the source: the database went away mid-step, or a bug. The host retries this
         # message; release the run so that the retry resumes it from its checkpoint.
+        if last_attempt:
+            log.error("reconcile tenant=%s run=%s outcome=failed reason=%s (last attempt)", tenant.id,
+                      lease.run_id, exc.__class__.__name__)
+            fail_run(rt.engine, lease, f"gave up after {MAX_DEQUEUE_COUNT} attempts: {exc.__class__.__name__}")
+            telemetry().run_finished(tenant.id, lease.kind, lease.run_id, "failed")
+            raise
         log.warning("reconcile tenant=%s run=%s outcome=retrying reason=%s", tenant.id, lease.run_id,
                     exc.__class__.__name__)
         release_run(rt.engine, lease, timedelta(seconds=rt.settings.run_stale_after))
@@ -125,6 +133,14 @@ async def handle_reconcile(text: str, *, redelivered: bool = False) -> str:
                                                                 run_id=lease.run_id)))
     telemetry().run_finished(tenant.id, lease.kind, lease.run_id, outcome)
     return outcome
+
+
+def fail_run(engine: Engine, lease: RunLease, error: str) -> None:
+    try:
+        with write_transaction(engine) as conn:
+            finish(conn, lease, "failed", error=error)
+    except Exception as exc:  # noqa: BLE001 — the database is what failed: the reaper ends the run later
+        log.warning("reconcile run=%s not marked failed: %s", lease.run_id, exc.__class__.__name__)
 
 
 def release_run(engine: Engine, lease: RunLease, stale_after: timedelta) -> None:
@@ -142,4 +158,5 @@ async def apply_change_message(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=RECONCILE_QUEUE, connection="AzureWebJobsStorage")
 async def reconcile_step(msg: func.QueueMessage) -> None:
-    await handle_reconcile(msg.get_body().decode(), redelivered=(msg.dequeue_count or 1) > 1)
+    count = msg.dequeue_count or 1
+    await handle_reconcile(msg.get_body().decode(), redelivered=count > 1, last_attempt=count >= MAX_DEQUEUE_COUNT)

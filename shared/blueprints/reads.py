@@ -1,7 +1,7 @@
 """Read endpoints: a practitioner's dashboard, the tenant's practitioners and per-tenant health.
 
 Every answer is JSON with a machine-readable ``error`` on failure: unknown tenant or
-practitioner 404, bad input 400, the database unreachable 503 (with Retry-After) — never a 500.
+practitioner 404, bad input 400, the database unreachable 503 (with Retry-After); a bug is a 500.
 Tenant-scoped reads take the tenant from the route only and filter every query by it.
 """
 from __future__ import annotations
@@ -11,13 +11,14 @@ from datetime import date, datetime, timezone
 
 import azure.functions as func
 
-from shared.blueprints.http import Refused, answer, refused_or_unavailable, route_tenant, unavailable
+from shared.blueprints.http import Refused, answer, refused_or_unavailable, route_tenant
 from shared.bootstrap import runtime
 from shared.reads.dashboard import practitioner_dashboard
 from shared.reads.health import tenant_health
 from shared.reads.openapi import document as openapi_document
 from shared.reads.practitioners import practitioner_page
 from shared.reads.status_page import status_page
+from shared.timebounds import RANGE_TEXT, day_in_range
 
 bp = func.Blueprint()
 MAX_ID = 64
@@ -25,13 +26,15 @@ _DAY = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 
 
 def parse_day(text: str) -> date | None:
-    """YYYY-MM-DD only (date.fromisoformat also takes 20260105 and 2026-W02-1)."""
+    """YYYY-MM-DD only (date.fromisoformat also takes 20260105 and 2026-W02-1), within the range
+    the dashboard can compute weeks and months for."""
     if not _DAY.match(text):
         return None
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:  # 2026-02-30
         return None
+    return day if day_in_range(day) else None
 
 
 @bp.function_name("practitioner_dashboard")
@@ -46,7 +49,7 @@ def dashboard_http(req: func.HttpRequest) -> func.HttpResponse:
         raw_date = req.params.get("date")
         day = parse_day(raw_date) if raw_date is not None else now.astimezone(tenant.zone).date()
         if day is None:
-            raise Refused(400, "bad-date", expected="YYYY-MM-DD")
+            raise Refused(400, "bad-date", expected=f"YYYY-MM-DD {RANGE_TEXT}")
         if not practitioner_id or len(practitioner_id) > MAX_ID:
             raise Refused(404, "unknown-practitioner")
         with rt.engine.connect() as conn:
@@ -88,7 +91,7 @@ def health_http(req: func.HttpRequest) -> func.HttpResponse:
         with rt.engine.connect() as conn:
             tenants = [tenant_health(conn, t, now) for t in sorted(rt.tenants.values(), key=lambda t: t.id)]
     except Exception as exc:  # noqa: BLE001
-        return unavailable("health", exc)
+        return refused_or_unavailable("health", exc)
     worst = "error" if any(t.status == "error" for t in tenants) else (
         "delayed" if any(t.status == "delayed" for t in tenants) else "on_time")
     return answer(503 if worst == "error" else 200,
@@ -105,7 +108,7 @@ def status_page_http(req: func.HttpRequest) -> func.HttpResponse:
             page = status_page(conn, sorted(rt.tenants.values(), key=lambda t: t.id), rt.queues,
                                datetime.now(timezone.utc))
     except Exception as exc:  # noqa: BLE001
-        return unavailable("status", exc)
+        return refused_or_unavailable("status", exc)
     return func.HttpResponse(page, status_code=200, mimetype="text/html", charset="utf-8",
                              headers={"Cache-Control": "no-store"})
 

@@ -9,18 +9,24 @@ import json
 from datetime import datetime
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from shared.records import RESOURCE_TYPES, ResourceType
+from shared.timebounds import checked_instant
 
 CHANGES_QUEUE = "changes"
 RECONCILE_QUEUE = "reconcile"
 # Azure Storage allows 64 KiB per message; ids-only messages stay far below, and a message over
 # this cap is refused at the producer rather than truncated by the service.
 MAX_MESSAGE_BYTES = 48 * 1024
+# host.json's maxDequeueCount (a unit test keeps them equal): a delivery with this dequeue count is
+# the message's last before the host moves it to the poison queue.
+MAX_DEQUEUE_COUNT = 5
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-.]+$")]
 TenantId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+# Times the workers compute with (lags, windows): aware and within shared.timebounds' range.
+Instant = Annotated[AwareDatetime, AfterValidator(checked_instant)]
 
 
 class Message(BaseModel):
@@ -37,8 +43,8 @@ class ChangeMessage(Message):
     action: Literal["create", "update", "delete"] | None = None
     version: Annotated[str, Field(max_length=64)] | None = None
     event_key: Annotated[str, Field(max_length=200)] | None = None  # the webhook's idempotency key
-    received_at: datetime | None = None
-    event_at: datetime | None = None  # the event's own timestamp, when the notification has one
+    received_at: Instant | None = None
+    event_at: Instant | None = None  # the event's own timestamp, when the notification has one
     # Times this change was put back because the source held us back (429, open circuit).
     deferrals: Annotated[int, Field(ge=1, le=1000)] | None = None
 
@@ -53,7 +59,7 @@ class ReconcileMessage(Message):
     # Only these types (a webhook gap's); all of them when absent. Kept in the run's checkpoint.
     types: Annotated[list[ResourceType], Field(min_length=1, max_length=len(RESOURCE_TYPES))] | None = None
     # A replay: an incremental run whose windows start here, not at the watermarks.
-    since: AwareDatetime | None = None
+    since: Instant | None = None
 
 
 class InvalidMessage(ValueError):

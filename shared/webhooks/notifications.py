@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared.timebounds import instant_in_range
 from shared.webhooks.verify import WebhookRejected
 
 MAX_DEPTH = 32
@@ -217,4 +218,4 @@ def _instant(value: Any) -> datetime | None:
         stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return stamp if stamp.tzinfo is not None else None
+    return stamp if instant_in_range(stamp) else None  # out of range: as if the sender gave none

@@ -198,6 +198,12 @@ def test_migrate_against_a_database_that_does_not_answer_says_so_without_advisin
     assert "run `python -m shared.cli migrate`" not in done.stderr
 
 
+def test_generate_refuses_an_anchor_at_the_calendars_edge(tmp_path: Path) -> None:
+    done = cli("generate", "--out", str(tmp_path / "g.ndjson"), "--anchor", "9999-12-31")
+    assert done.returncode == 2 and "--anchor 9999-12-31: must be a date between 1900-01-01 and 2999-12-31" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "g.ndjson").exists()
+
+
 def test_generate_writes_what_it_says(tmp_path: Path) -> None:
     out = tmp_path / "g.ndjson"
     done = cli("generate", "--out", str(out), "--practitioners", "2", "--patients", "10", "--appointments", "20",

@@ -221,6 +221,32 @@ def test_a_reconcile_step_that_fails_outside_the_source_is_resumed_by_the_retrie
     assert count("sessions") == 120 and count("clients") == 30
 
 
+def test_a_reconcile_message_failing_its_last_attempt_fails_its_run_and_frees_the_slot(
+        setup: tuple[Sandbox, InMemoryQueues], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host poisons a message after its last attempt: the run must not stay "running" (every
+    trigger would get 409 already-running until a reaper came by)."""
+    import importlib
+
+    from shared.bootstrap import runtime
+
+    queues_module = importlib.import_module("shared.blueprints.queues")
+
+    async def always_fails(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        raise ZeroDivisionError("a bug in a step")
+
+    monkeypatch.setattr(queues_module, "run_reconcile", always_fails)
+    text = encode(ReconcileMessage(tenant="demo", reconcile="full"))
+    with pytest.raises(ZeroDivisionError):
+        asyncio.run(queues_module.handle_reconcile(text))  # an early attempt: released for the retry
+    with runtime().engine.connect() as conn:
+        assert conn.execute(select(sync_runs.c.status)).scalars().all() == ["running"]
+    with pytest.raises(ZeroDivisionError):
+        asyncio.run(queues_module.handle_reconcile(text, redelivered=True, last_attempt=True))
+    with runtime().engine.connect() as conn:
+        assert conn.execute(select(sync_runs.c.status, sync_runs.c.error)).all() == [
+            ("failed", "gave up after 5 attempts: ZeroDivisionError")]
+
+
 def test_the_redelivered_reconcile_message_of_a_crashed_worker_resumes_its_run(
         setup: tuple[Sandbox, InMemoryQueues]) -> None:
     """A worker killed mid-reconcile (the fault matrix's crash faults) leaves its run "running";

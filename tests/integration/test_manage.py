@@ -212,5 +212,8 @@ def test_replay_queues_an_incremental_from_since_for_the_types_asked(rt: Any) ->
     assert replay(since="2026-01-01T00:00:00+10:00")[1] == {  # the incremental slot is taken
         "error": "already-running", "runId": body["runId"], "kind": "incremental"}
     for params in ({"since": "2026-01-01T00:00:00"}, {"since": "yesterday"}, {}, {"since": "2999-01-01T00:00:00Z"},
-                   {"since": "2026-01-01T00:00:00Z", "type": "Observation"}):
+                   {"since": "2026-01-01T00:00:00Z", "type": "Observation"},
+                   # The calendar's edges: once a 202 whose worker overflowed five times (issue 24, row 3).
+                   {"since": "0001-01-01T00:00:00+14:00"}, {"since": "0001-01-01T00:00:00Z"},
+                   {"since": "1899-12-31T23:59:59Z"}, {"since": "9999-12-31T23:59:59-12:00"}):
         assert replay(**params)[0] == 400, params

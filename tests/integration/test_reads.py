@@ -148,9 +148,11 @@ def test_the_route_answers_and_refuses_with_reasons(seeded: Engine) -> None:
     for practitioner in ("PR-404", "PR-GONE", "x" * 65):
         assert get("dashboard", {"date": "2026-03-04"}, tenant="syd", practitioner=practitioner) == (
             404, {"error": "unknown-practitioner"})
-    for bad in ("2026-02-30", "20260304", "2026-W10-3", "04/03/2026", "", "2026-3-4", "2026-03-04T00:00"):
+    edges = [f"0001-01-{d:02d}" for d in range(1, 32)] + [f"9999-12-{d:02d}" for d in range(1, 32)]
+    for bad in ("2026-02-30", "20260304", "2026-W10-3", "04/03/2026", "", "2026-3-4", "2026-03-04T00:00", *edges):
+        # The calendar's edges once overflowed into a 503 (issue 24, row 2).
         assert get("dashboard", {"date": bad}, tenant="syd", practitioner="PR-1") == (
-            400, {"error": "bad-date", "expected": "YYYY-MM-DD"}), bad
+            400, {"error": "bad-date", "expected": "YYYY-MM-DD between 1900-01-01 and 2999-12-31"}), bad
     status, body = get("dashboard", tenant="syd", practitioner="PR-1")  # no date: today in Sydney
     assert status == 200 and body["date"] == datetime.now(SYD.zone).date().isoformat()
 

@@ -79,7 +79,9 @@ def test_host_json_declares_queue_encoding_and_poison_threshold() -> None:
     queues = host["extensions"]["queues"]
     assert host["version"] == "2.0"
     assert queues["messageEncoding"] in ("none", "base64")
-    assert queues["maxDequeueCount"] >= 1
+    from shared.queues.messages import MAX_DEQUEUE_COUNT
+
+    assert queues["maxDequeueCount"] == MAX_DEQUEUE_COUNT  # the reconcile worker knows its last attempt
 
 
 def test_local_settings_example_names_only_known_settings() -> None:

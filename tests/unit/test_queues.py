@@ -30,6 +30,9 @@ def test_change_messages_round_trip_and_stay_small() -> None:
     '{"tenant": "north", "type": "Observation", "id": "OB-1"}',
     '{"tenant": "north", "type": "Patient", "id": "../etc/passwd"}',
     '{"tenant": "north", "type": "Patient", "id": "PT-1", "resource": {"name": "x"}}',
+    # Times outside what the workers compute with (the calendar's edges overflow a lag or a window).
+    '{"tenant": "north", "type": "Patient", "id": "PT-1", "event_at": "0001-01-01T00:00:00+14:00"}',
+    '{"tenant": "north", "type": "Patient", "id": "PT-1", "received_at": "9999-12-31T23:59:59Z"}',
 ])
 def test_anything_else_is_an_invalid_message(text: str) -> None:
     with pytest.raises(InvalidMessage, match="not a ChangeMessage"):
@@ -80,3 +83,9 @@ def test_pump_deletes_handled_retries_failed_and_poisons_after_max_attempts() ->
     assert results == [(1, 1, 0), (0, 1, 0), (0, 1, 0), (0, 1, 0), (0, 0, 1)]
     assert queues.count("changes") == 0 and queues.count(poison_name("changes")) == 1
     assert [m.text for m in queues.receive("changes-poison", max_messages=5, visibility_timeout=1)] == ["bad"]
+
+
+def test_a_replay_message_from_the_calendars_edge_is_invalid() -> None:
+    with pytest.raises(InvalidMessage, match="not a ReconcileMessage"):
+        decode('{"tenant": "north", "reconcile": "incremental", "since": "0001-01-01T00:00:00+14:00"}',
+               ReconcileMessage)

@@ -74,3 +74,13 @@ def test_json_events_and_bare_resources() -> None:
 ])
 def test_malformed_bodies_are_400_with_a_reason(body: bytes, event: str, expected: str) -> None:
     assert reason(body, event) == expected
+
+
+def test_an_event_time_at_the_calendars_edge_is_read_as_no_time() -> None:
+    bundle = {"resourceType": "Bundle", "type": "history", "entry": [{"resource": {
+        "resourceType": "SubscriptionStatus", "subscription": {"reference": "Subscription/x"},
+        "eventsSinceSubscriptionStart": "2", "notificationEvent": [
+            {"eventNumber": "1", "timestamp": "0001-01-01T00:00:00+14:00", "focus": {"reference": "Patient/PT-1"}},
+            {"eventNumber": "2", "timestamp": "9999-12-31T23:59:59-12:00", "focus": {"reference": "Patient/PT-2"}}]}}]}
+    events, _status = parse_notification(json.dumps(bundle).encode(), "patient-update")
+    assert [e.timestamp for e in events] == [None, None]  # a lag from there would overflow; the receipt time serves
