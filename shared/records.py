@@ -1,6 +1,7 @@
 """MirrorRow: what a transformer produces and the store writes, for every mirrored table."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, get_args
@@ -9,6 +10,13 @@ from typing import Any, Literal, get_args
 # point backwards: roles name practitioners, appointments name clients and roles).
 ResourceType = Literal["Practitioner", "PractitionerRole", "Patient", "Appointment", "Invoice", "Referral"]
 RESOURCE_TYPES: tuple[str, ...] = get_args(ResourceType)
+# A FHIR id ([A-Za-z0-9-.]{1,64}) that reads back as itself in a URL path: "." and ".." (any id of
+# dots alone) are path segments that a client removes, so a re-read of them fetches something else.
+_FHIR_ID = re.compile(r"^(?!\.+$)[A-Za-z0-9\-.]{1,64}$")
+
+
+def is_fhir_id(value: object) -> bool:
+    return isinstance(value, str) and _FHIR_ID.match(value) is not None
 
 
 @dataclass(frozen=True, slots=True)

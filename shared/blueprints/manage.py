@@ -5,6 +5,7 @@ for LOCAL_FUNCTION_KEY when it is set. Every tenant-scoped route acts on the rou
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
@@ -14,11 +15,12 @@ from pydantic import BaseModel, ConfigDict
 from shared.blueprints.http import Refused, answer, json_body, refused_or_unavailable, route_tenant
 from shared.bootstrap import Runtime, runtime
 from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, decode, encode
-from shared.queues.port import poison_name
+from shared.queues.port import QueuePort, poison_name
 from shared.reads.runs import run_detail, run_history
 from shared.reads.status import tenant_status
 from shared.settings import TenantConfig
 from shared.store.engine import write_transaction
+from shared.store.leases import drop_lease, take_lease
 from shared.sync.reconcile import TYPE_ORDER
 from shared.sync.runs import RunActive, end_run, queue_run, reap_stale
 from shared.timebounds import RANGE_TEXT, instant_in_range
@@ -27,6 +29,8 @@ log = logging.getLogger("shared.functions")
 bp = func.Blueprint()
 MAX_RUN_ID = 36
 REDRIVE_BATCH = 32
+REDRIVE_LEASE = "redrive:changes-poison"
+REDRIVE_LEASE_TTL = timedelta(minutes=5)  # a re-drive that dies frees it then
 
 
 class SyncRequest(BaseModel):
@@ -175,34 +179,53 @@ def cleanup_sync_runs(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="tenants/{tenant}/poison/redrive", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def redrive_poison(req: func.HttpRequest) -> func.HttpResponse:
     """Move this tenant's change messages from the poison queue back to ``changes`` (fresh
-    dequeue count); other tenants' messages and unreadable ones stay where they are."""
+    dequeue count); other tenants' messages and unreadable ones stay where they are, visible
+    again as soon as the pass ends. One re-drive at a time (a lease): a second answers 409."""
     try:
         rt = runtime()
         tenant = route_tenant(rt, req)
-        poison = poison_name(CHANGES_QUEUE)
-        moved = kept = 0
-        seen: set[str] = set()
+        holder = f"{tenant.id}:{uuid.uuid4()}"
+        with write_transaction(rt.engine) as conn:
+            if not take_lease(conn, REDRIVE_LEASE, holder, datetime.now(timezone.utc), REDRIVE_LEASE_TTL):
+                raise Refused(409, "redrive-running", retryAfterSeconds=5)
+        try:
+            moved, kept = _redrive(rt.queues, tenant.id)
+        finally:
+            with write_transaction(rt.engine) as conn:
+                drop_lease(conn, REDRIVE_LEASE, holder)
+        log.info("poison redrive tenant=%s moved=%d kept=%d", tenant.id, moved, kept)
+    except Exception as exc:  # noqa: BLE001
+        return refused_or_unavailable("redrive_poison", exc)
+    return answer(200, {"tenant": tenant.id, "moved": moved, "leftForOthers": kept})
+
+
+def _redrive(queues: QueuePort, tenant_id: str) -> tuple[int, int]:
+    """One pass over the poison queue: moves ``tenant_id``'s messages, and makes every other one
+    visible again at the end (hidden while the pass runs, so that it sees each message once)."""
+    poison = poison_name(CHANGES_QUEUE)
+    moved, others, seen = 0, [], set()
+    try:
         while True:
-            batch = [m for m in rt.queues.receive(poison, max_messages=REDRIVE_BATCH, visibility_timeout=60)
+            batch = [m for m in queues.receive(poison, max_messages=REDRIVE_BATCH, visibility_timeout=60)
                      if m.id not in seen]
             if not batch:
                 break
             for message in batch:
                 seen.add(message.id)
                 try:
-                    mine = decode(message.text, ChangeMessage).tenant == tenant.id
+                    mine = decode(message.text, ChangeMessage).tenant == tenant_id
                 except ValueError:
                     mine = False
                 if not mine:
-                    kept += 1  # invisible for a minute, then back in the poison queue as it was
+                    others.append(message)
                     continue
-                rt.queues.send(CHANGES_QUEUE, message.text)
-                rt.queues.delete(poison, message)
+                queues.send(CHANGES_QUEUE, message.text)
+                queues.delete(poison, message)
                 moved += 1
-        log.info("poison redrive tenant=%s moved=%d kept=%d", tenant.id, moved, kept)
-    except Exception as exc:  # noqa: BLE001
-        return refused_or_unavailable("redrive_poison", exc)
-    return answer(200, {"tenant": tenant.id, "moved": moved, "leftForOthers": kept})
+    finally:
+        for message in others:  # another tenant's re-drive, right after this one, must see them
+            queues.release(poison, message, delay=0)
+    return moved, len(others)
 
 
 @bp.function_name("sync_status")

@@ -6,12 +6,11 @@ JSON itself, which the Functions host hands to the function unchanged.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from shared.records import RESOURCE_TYPES, ResourceType
+from shared.records import RESOURCE_TYPES, ResourceType, is_fhir_id
 from shared.timebounds import checked_instant
 
 CHANGES_QUEUE = "changes"
@@ -23,7 +22,13 @@ MAX_MESSAGE_BYTES = 48 * 1024
 # the message's last before the host moves it to the poison queue.
 MAX_DEQUEUE_COUNT = 5
 
-Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-.]+$")]
+def _fhir_id(value: str) -> str:
+    if not is_fhir_id(value):
+        raise ValueError("a FHIR id (1-64 of A-Z a-z 0-9 - .), not dots alone")
+    return value
+
+
+Id = Annotated[str, AfterValidator(_fhir_id)]
 TenantId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 # Times the workers compute with (lags, windows): aware and within shared.timebounds' range.
 Instant = Annotated[AwareDatetime, AfterValidator(checked_instant)]

@@ -101,7 +101,8 @@ def document() -> dict[str, Any]:
                     {"name": "since", "in": "query", "required": True,
                      "schema": {"type": "string", "format": "date-time"}}])},
             "/sync/cleanup": {"post": _op("Fail runs that went silent", _answers(200))},
-            "/tenants/{tenant}/poison/redrive": {"post": _op("Move the tenant's poison messages back",
-                                                             _answers(200, 404), params=[TENANT])},
+            "/tenants/{tenant}/poison/redrive": {"post": _op("Move the tenant's poison messages back (one re-drive "
+                                                             "at a time: 409 redrive-running)",
+                                                             _answers(200, 404, 409), params=[TENANT])},
         },
     }

@@ -20,11 +20,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 from pydantic_core import from_json
 
+from shared.records import is_fhir_id
 from shared.settings import TenantConfig
 from shared.source.breaker import CircuitBreaker
 from shared.source.budget import BULK, REALTIME, RateBudget
@@ -95,8 +96,11 @@ class FhirClient:
 
     # -- public -----------------------------------------------------------------------------
     async def read(self, resource_type: str, resource_id: str, *, priority: str = REALTIME) -> dict[str, Any]:
-        """The current resource; raises NotFound (404) or Gone (410)."""
-        body = await self._get(f"{self.base}/{resource_type}/{resource_id}", None, priority)
+        """The current resource; raises NotFound (404) or Gone (410). The id goes into the path
+        percent-encoded, and one that would not read back as itself ("..") is never sent."""
+        if not is_fhir_id(resource_id):
+            raise Rejected(self.tenant.id, "not a FHIR id: not read", path=f"/{resource_type}")
+        body = await self._get(f"{self.base}/{resource_type}/{quote(resource_id, safe='')}", None, priority)
         if not isinstance(body, dict) or body.get("resourceType") != resource_type:
             raise BadResponse(self.tenant.id, "not the resource asked for", path=f"/{resource_type}/{resource_id}")
         return body

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared.records import is_fhir_id
 from shared.timebounds import instant_in_range
 from shared.webhooks.verify import WebhookRejected
 
@@ -21,8 +22,13 @@ MAX_ARRAY = 1000
 TYPES = {"practitioner": "Practitioner", "practitionerrole": "PractitionerRole", "patient": "Patient",
          "appointment": "Appointment", "invoice": "Invoice"}
 ACTIONS = ("create", "update", "delete")
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_EVENT = re.compile(r"^([a-z]+)[-.](create|update|delete)$")
+# Event names as senders spell them: Halaxy's endpoints (appointment-update) and past-tense names
+# (appointment.created, invoice.paid). A cancellation or a payment is an update: the re-read of
+# the resource decides what the row becomes.
+ACTION_WORDS = {"create": "create", "created": "create", "update": "update", "updated": "update",
+                "delete": "delete", "deleted": "delete", "cancelled": "update", "canceled": "update",
+                "paid": "update"}
+_EVENT = re.compile(r"^([a-z]+)[-.]([a-z]+)$")
 
 
 @dataclass(frozen=True)
@@ -43,11 +49,11 @@ class BackportStatus:
 
 
 def parse_event_name(name: str) -> tuple[str, str]:
-    """``appointment-update`` (the route's {event}) → ("Appointment", "update")."""
+    """``appointment-update`` or ``appointment.cancelled`` (the route's {event}) → ("Appointment", "update")."""
     match = _EVENT.match(name.lower())
-    if not match or match.group(1) not in TYPES:
+    if not match or match.group(1) not in TYPES or match.group(2) not in ACTION_WORDS:
         raise WebhookRejected(400, "unknown-event")
-    return TYPES[match.group(1)], match.group(2)
+    return TYPES[match.group(1)], ACTION_WORDS[match.group(2)]
 
 
 def parse_notification(body: bytes, event_name: str) -> tuple[list[Event], BackportStatus | None]:
@@ -144,7 +150,7 @@ def _json_event(document: dict[str, Any], route_type: str, route_action: str) ->
     action = route_action
     if isinstance(name, str):
         match = _EVENT.match(name.lower())
-        action = match.group(2) if match else action
+        action = ACTION_WORDS.get(match.group(2), action) if match else action
     kind = data.get("resourceType", route_type)
     version = data.get("versionId", (data.get("meta") or {}).get("versionId") if isinstance(data.get("meta"), dict) else None)
     return Event(_known_type(kind), _valid_id(data.get("id")), action, _version(version), None,
@@ -192,9 +198,9 @@ def _known_type(kind: Any) -> str:
 
 
 def _valid_id(value: Any) -> str:
-    if not isinstance(value, str) or not _ID.match(value):
+    if not is_fhir_id(value):
         raise WebhookRejected(400, "bad-resource-id")
-    return value
+    return value  # type: ignore[return-value]
 
 
 def _version(value: Any) -> str | None:

@@ -153,7 +153,24 @@ def test_redrive_moves_back_only_the_tenants_poison_messages(rt: Any) -> None:
     moved = rt.queues.receive("changes", max_messages=10, visibility_timeout=30)
     assert sorted(decode(m.text, ChangeMessage).id for m in moved) == ["PT-1", "PT-3"]
     assert rt.queues.count("changes-poison") == 2  # beta's and the unreadable one stay
+    # Right after alpha's pass, beta's own re-drive finds its message (it once stayed hidden 60 s).
+    assert call("redrive_poison", "POST", tenant="beta") == (200, {"tenant": "beta", "moved": 1, "leftForOthers": 1})
     assert call("redrive_poison", "POST", tenant="nope") == (404, {"error": "unknown-tenant"})
+
+
+def test_one_redrive_at_a_time(rt: Any) -> None:
+    from shared.store.leases import drop_lease, take_lease
+
+    with write_transaction(rt.engine) as conn:  # another instance's re-drive is under way
+        assert take_lease(conn, "redrive:changes-poison", "elsewhere", datetime.now(timezone.utc), timedelta(minutes=5))
+    status, body = call("redrive_poison", "POST", tenant="alpha")
+    assert (status, body["error"]) == (409, "redrive-running")
+    with write_transaction(rt.engine) as conn:
+        drop_lease(conn, "redrive:changes-poison", "elsewhere")
+    assert call("redrive_poison", "POST", tenant="alpha")[0] == 200
+    with write_transaction(rt.engine) as conn:  # a holder that died: its lease lapses
+        later = datetime.now(timezone.utc) + timedelta(minutes=6)
+        assert take_lease(conn, "redrive:changes-poison", "next", later, timedelta(minutes=5))
 
 
 def test_sync_status_tells_freshness_webhooks_breaker_queues_silence_and_credentials(rt: Any) -> None:

@@ -72,6 +72,18 @@ def test_an_authenticated_notification_is_enqueued_once_and_duplicates_are_ackno
     assert post("alpha", "appointment-update", backport(8, "AP-2"), old) == (202, {"accepted": 1})
 
 
+@pytest.mark.parametrize(("event", "kind", "action"), [
+    ("appointment.created", "Appointment", "create"), ("appointment.updated", "Appointment", "update"),
+    ("appointment.cancelled", "Appointment", "update"), ("patient.created", "Patient", "create"),
+    ("patient.updated", "Patient", "update"), ("invoice.paid", "Invoice", "update")])
+def test_past_tense_event_names_are_accepted(queues: InMemoryQueues, event: str, kind: str, action: str) -> None:
+    """The names a dashboard registers (issue 24, row 11); the re-read decides what the row becomes."""
+    body = json.dumps({"resourceType": kind, "id": "X-1"}).encode()
+    assert post("alpha", event, body, HALAXY) == (202, {"accepted": 1})
+    ((message,),) = [messages(queues)]
+    assert (message.type, message.id, message.action) == (kind, "X-1", action)
+
+
 def test_hmac_tenant_and_cross_tenant_forgery(queues: InMemoryQueues) -> None:
     body = json.dumps(json_event(Change("Invoice", "IN-5", "create", 1, AT))).encode()
     signed_by_beta = {"Content-Type": "application/json", "X-Webhook-Signature": hmac_sha256_hex("beta-secret", body)}
@@ -94,6 +106,8 @@ def test_hmac_tenant_and_cross_tenant_forgery(queues: InMemoryQueues) -> None:
     ("alpha", "appointment-update", b"{not json", HALAXY, (400, "malformed-json")),
     ("alpha", "patient-update", backport(1), HALAXY, (400, "event-type-mismatch")),
     ("alpha", "weather-report", backport(1), HALAXY, (400, "unknown-event")),
+    # A signed delivery naming Patient ".." once wrote a junk tombstone clients(alpha, '..').
+    ("alpha", "patient-update", b'{"resourceType": "Patient", "id": ".."}', HALAXY, (400, "bad-resource-id")),
 ])
 def test_bad_deliveries_get_a_4xx_reason_and_change_nothing(queues: InMemoryQueues, tenant: str, event: str,
                                                             body: bytes, headers: dict[str, str],

@@ -29,6 +29,8 @@ def test_change_messages_round_trip_and_stay_small() -> None:
     '{"tenant": "North Clinic", "type": "Patient", "id": "PT-1"}',
     '{"tenant": "north", "type": "Observation", "id": "OB-1"}',
     '{"tenant": "north", "type": "Patient", "id": "../etc/passwd"}',
+    '{"tenant": "north", "type": "Patient", "id": ".."}',
+    '{"tenant": "north", "type": "Patient", "id": "."}',
     '{"tenant": "north", "type": "Patient", "id": "PT-1", "resource": {"name": "x"}}',
     # Times outside what the workers compute with (the calendar's edges overflow a lag or a window).
     '{"tenant": "north", "type": "Patient", "id": "PT-1", "event_at": "0001-01-01T00:00:00+14:00"}',

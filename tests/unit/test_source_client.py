@@ -518,3 +518,17 @@ def test_hold_survives_breaker_transitions() -> None:
     assert breaker.store.load("k").not_before == 100.0
     breaker.hold("k", 90.0)  # an earlier Retry-After does not shorten the wait
     assert breaker.gate("k", 99.0) == ("wait", 100.0) and breaker.gate("k", 100.0) == ("go", 100.0)
+
+
+@pytest.mark.asyncio
+async def test_an_id_that_would_not_read_back_as_itself_is_never_sent() -> None:
+    """httpx removes "." and ".." path segments: a re-read of Patient/.. fetched the FHIR base."""
+    time = FakeTime()
+    source = Source(lambda r: httpx.Response(200, json=patient(r.url.path.rsplit("/", 1)[-1])), time)
+    client = make_client(source, time)
+    for bad in ("..", ".", "...", "PT 1", "PT/1", ""):
+        with pytest.raises(Rejected):
+            await client.read("Patient", bad)
+    assert source.fhir_requests() == []
+    assert (await client.read("Patient", "PT-1.2"))["id"] == "PT-1.2"  # dots inside an id are fine
+    assert source.fhir_requests()[-1][1] == "/main/Patient/PT-1.2"

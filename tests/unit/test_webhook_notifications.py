@@ -62,6 +62,12 @@ def test_json_events_and_bare_resources() -> None:
     (b"[]", "appointment-update", "unrecognised-body"),
     (b'{"hello": 1}', "appointment-update", "unrecognised-body"),
     (b'{"data": {"resourceType": "Appointment", "id": "bad id"}}', "appointment-update", "bad-resource-id"),
+    # Ids of dots alone are path segments, not ids (a re-read of Patient/.. fetched the FHIR base).
+    (b'{"resourceType": "Patient", "id": ".."}', "patient-update", "bad-resource-id"),
+    (b'{"data": {"resourceType": "Patient", "id": "."}}', "patient-update", "bad-resource-id"),
+    (json.dumps({"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "SubscriptionStatus",
+                 "notificationEvent": [{"focus": {"reference": "Patient/.."}}]}}]}).encode(), "patient-update",
+     "bad-resource-id"),
     (b'{"data": {"resourceType": "Observation", "id": "O-1"}}', "appointment-update", "unknown-resource-type"),
     (b'{"data": {"resourceType": "Patient", "id": "P-1"}}', "appointment-update", "event-type-mismatch"),
     (b'{"data": {"id": "A-1"}}', "appointment-explode", "unknown-event"),
@@ -84,3 +90,23 @@ def test_an_event_time_at_the_calendars_edge_is_read_as_no_time() -> None:
             {"eventNumber": "2", "timestamp": "9999-12-31T23:59:59-12:00", "focus": {"reference": "Patient/PT-2"}}]}}]}
     events, _status = parse_notification(json.dumps(bundle).encode(), "patient-update")
     assert [e.timestamp for e in events] == [None, None]  # a lag from there would overflow; the receipt time serves
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("appointment-update", ("Appointment", "update")), ("Appointment.Created", ("Appointment", "create")),
+    ("appointment.cancelled", ("Appointment", "update")), ("appointment.canceled", ("Appointment", "update")),
+    ("invoice.paid", ("Invoice", "update")), ("invoice.deleted", ("Invoice", "delete")),
+    ("patient-create", ("Patient", "create"))])
+def test_event_names_present_and_past_tense(name: str, expected: tuple[str, str]) -> None:
+    from shared.webhooks.notifications import parse_event_name
+
+    assert parse_event_name(name) == expected
+
+
+@pytest.mark.parametrize("name", ["appointment.exploded", "appointment", "weather.updated", "appointment.paid.twice"])
+def test_other_event_names_are_unknown(name: str) -> None:
+    from shared.webhooks.notifications import parse_event_name
+
+    with pytest.raises(WebhookRejected) as info:
+        parse_event_name(name)
+    assert info.value.reason == "unknown-event"
