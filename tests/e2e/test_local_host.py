@@ -420,3 +420,42 @@ def test_a_function_that_raises_is_a_500_with_its_traceback_logged(caplog: pytes
     assert (answer.status_code, answer.json()) == (500, {"error": "function-failed", "function": "broken"})
     (record,) = [r for r in caplog.records if r.name == "shared.localhost" and r.levelname == "ERROR"]
     assert record.exc_info is not None and record.exc_info[0] is ZeroDivisionError
+
+
+def test_a_hundred_copies_of_one_delivery_released_at_once_enqueue_once(booted: Booted) -> None:
+    """The same validly signed delivery on 100 connections opened first, each held one byte short,
+    then completed at once (issue 24, row 1: 2-9 of 100 used to enqueue). Ten rounds."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shared.sandbox.data import Change
+    from shared.sandbox.notify import halaxy_bundle
+
+    assert booted.demo is not None
+    secret = booted.demo.tenant.webhook_secrets[0].get_secret_value()
+    appointment = booted.demo.sandbox.data.first_live("Appointment")
+    for round_ in range(10):
+        body = json.dumps(halaxy_bundle(Change("Appointment", appointment, "update", 2, datetime.now(timezone.utc)),
+                                        booted.demo.sandbox.base_url, 1000 + round_)).encode()
+        request = (f"POST /api/webhooks/{DEMO_TENANT}/appointment-update HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   f"Content-Type: application/fhir+json\r\nX-Webhook-Secret: {secret}\r\n"
+                   f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+        sockets = [socket.create_connection(("127.0.0.1", booted.host.port), timeout=60) for _ in range(100)]
+        for sock in sockets:
+            sock.sendall(request[:-1])  # everything but the body's last byte: the handler waits on it
+
+        def finish(sock: socket.socket) -> bytes:
+            sock.sendall(request[-1:])
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            sock.close()
+            return answer
+
+        with ThreadPoolExecutor(max_workers=100) as pool:
+            answers = list(pool.map(finish, sockets))
+        statuses = sorted(a.split(b" ", 2)[1].decode() for a in answers)
+        assert statuses == ["200"] * 99 + ["202"], (round_, statuses)
+        assert all(b'{"duplicate": true}' in a for a in answers if a.split(b" ", 2)[1] == b"200")
+    assert booted.host.wait_idle(timeout=60)
+    assert booted.host.status()["queues"]["changes"]["handled"] == 10  # one change message per round
