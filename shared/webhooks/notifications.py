@@ -41,11 +41,26 @@ class Event:
     timestamp: datetime | None = None
 
 
+# The Subscriptions Backport IG's notification types. Only event notifications (and a query-event
+# answer) announce changes; a handshake, a heartbeat or a status answer is acknowledged, and its
+# events-since-subscription-start still feeds gap detection.
+CHANGE_TYPES = ("event-notification", "query-event")
+NOTIFICATION_TYPES = ("handshake", "heartbeat", "event-notification", "query-status", "query-event")
+
+
 @dataclass(frozen=True)
 class BackportStatus:
     subscription: str | None
     events_since_start: int | None
     event_numbers: list[int] = field(default_factory=list)
+    type: str = "event-notification"
+    # Events without a focus: the subscription's content is "empty", so they cannot say what
+    # changed; the receiver starts an incremental reconcile of the route's type instead.
+    unfocused: int = 0
+
+    @property
+    def announces_changes(self) -> bool:
+        return self.type in CHANGE_TYPES
 
 
 def parse_event_name(name: str) -> tuple[str, str]:
@@ -70,6 +85,8 @@ def parse_notification(body: bytes, event_name: str) -> tuple[list[Event], Backp
     status = backport_status(document)
     if status is not None:
         events = _backport_events(document, route_action)
+        if not status.announces_changes or (not events and status.unfocused):
+            return events, status  # acknowledged (a handshake, a heartbeat), or a reconcile of the route's type
     elif isinstance(document.get("data"), dict):
         events = [_json_event(document, route_type, route_action)]
     elif isinstance(document.get("resourceType"), str):
@@ -116,14 +133,24 @@ def backport_status(bundle: Any) -> BackportStatus | None:
     if resource["resourceType"] == "SubscriptionStatus":
         subscription = _reference(resource.get("subscription"))
         since = _int(resource.get("eventsSinceSubscriptionStart"))
+        kind = resource.get("type")
         events = resource.get("notificationEvent")
-        numbers = [_int(e.get("eventNumber")) for e in events if isinstance(e, dict)] if isinstance(events, list) else []
+        events = [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
+        numbers = [_int(e.get("eventNumber")) for e in events]
+        unfocused = sum(1 for e in events if e.get("focus") is None)
     else:
         params = _parameters(resource)
         subscription = _reference((params.get("subscription") or [{}])[0].get("valueReference"))
         since = _int(_value((params.get("events-since-subscription-start") or [{}])[0]))
-        numbers = [_int(_value(_parts(p).get("event-number", {}))) for p in params.get("notification-event", [])]
-    return BackportStatus(subscription, since, [n for n in numbers if n is not None])
+        kind = _value((params.get("type") or [{}])[0])
+        parts = [_parts(p) for p in params.get("notification-event", [])]
+        numbers = [_int(_value(p.get("event-number", {}))) for p in parts]
+        unfocused = sum(1 for p in parts if "focus" not in p)
+    if kind is None:
+        kind = "event-notification"  # senders before the IG named the type announced events
+    if kind not in NOTIFICATION_TYPES:
+        raise WebhookRejected(400, "unknown-notification-type")
+    return BackportStatus(subscription, since, [n for n in numbers if n is not None], kind, unfocused)
 
 
 def _backport_events(bundle: dict[str, Any], action: str) -> list[Event]:
@@ -136,11 +163,13 @@ def _backport_events(bundle: dict[str, Any], action: str) -> list[Event]:
         for param in _parameters(resource).get("notification-event", []):
             parts = _parts(param)
             raw.append((_value(parts.get("event-number", {})), _value(parts.get("timestamp", {})),
-                        parts.get("focus", {}).get("valueReference")))
+                        parts["focus"].get("valueReference") if "focus" in parts else None))
     events = []
     for number, stamp, focus in raw:
-        kind, rid = _split_reference(_reference(focus))
-        events.append(Event(kind, rid, action, None, _int(number), _instant(stamp)))
+        if focus is None:
+            continue  # "empty" content: counted in BackportStatus.unfocused
+        kind, rid, version = _split_reference(_reference(focus))
+        events.append(Event(kind, rid, action, version, _int(number), _instant(stamp)))
     return events
 
 
@@ -184,11 +213,16 @@ def _reference(value: Any) -> str | None:
     return ref if isinstance(ref, str) else None
 
 
-def _split_reference(ref: str | None) -> tuple[str, str]:
-    parts = (ref or "").split("/_history/")[0].rstrip("/").split("/")
+def _split_reference(ref: str | None) -> tuple[str, str, str | None]:
+    """A focus reference — relative (``Patient/1``), absolute (a full-resource notification's
+    ``https://host/fhir/Patient/1``) or versioned (``…/Patient/1/_history/3``) — as (type, id,
+    version). Only ids are taken: a full-resource notification's body is never trusted, the
+    apply function re-reads the resource."""
+    path, _, version = (ref or "").partition("/_history/")
+    parts = path.rstrip("/").split("/")
     if len(parts) < 2:
         raise WebhookRejected(400, "bad-focus")
-    return _known_type(parts[-2]), _valid_id(parts[-1])
+    return _known_type(parts[-2]), _valid_id(parts[-1]), _version(version.strip("/")) if version else None
 
 
 def _known_type(kind: Any) -> str:

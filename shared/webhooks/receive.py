@@ -17,13 +17,15 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, update
 
 from shared.metrics import Metrics, hour_bucket, minute_bucket
-from shared.queues.messages import CHANGES_QUEUE, ChangeMessage, encode
+from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, encode
 from shared.queues.port import QueuePort
 from shared.settings import TenantConfig
 from shared.store.engine import insert_ignore
+from shared.store.leases import take_lease
 from shared.store.schema import inbox
 from shared.webhooks.gaps import record_notification
-from shared.webhooks.notifications import parse_notification
+from shared.sync.reconcile import LAG
+from shared.webhooks.notifications import parse_event_name, parse_notification
 from shared.webhooks.verify import WebhookRejected, verify_request
 
 log = logging.getLogger("shared.webhooks")
@@ -32,6 +34,7 @@ event_log = logging.getLogger("shared.events.webhooks")
 # Longer than the ±300 s signature tolerance and than any sender's retry schedule we know of.
 INBOX_RETENTION = timedelta(hours=24)
 EVENT_METRIC = "webhook.event."
+EMPTY_EVENT_DEBOUNCE = timedelta(seconds=30)
 _EVENT_TEXT = re.compile(r"^[a-z]{1,30}[-.][a-z]{1,10}$", re.IGNORECASE)
 
 
@@ -84,21 +87,46 @@ def _receive(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, eve
                 event_log.info("webhook tenant=%s event=%s outcome=duplicate", tenant.id, label)
                 metrics.add(tenant.id, "webhook.duplicate")
                 return Answer(200, {"duplicate": True})
-            queues.send_many(CHANGES_QUEUE, [encode(ChangeMessage(
-                tenant=tenant.id, type=item.type, id=item.id, action=item.action,  # type: ignore[arg-type]
-                version=item.version, event_key=key[:200], received_at=now, event_at=item.timestamp))
-                for item in events])
+            if events:
+                queues.send_many(CHANGES_QUEUE, [encode(ChangeMessage(
+                    tenant=tenant.id, type=item.type, id=item.id, action=item.action,  # type: ignore[arg-type]
+                    version=item.version, event_key=key[:200], received_at=now, event_at=item.timestamp))
+                    for item in events])
+            route_type = parse_event_name(event)[0]
+            reconcile = (status is not None and status.announces_changes and status.unfocused > 0
+                         and request_reconcile(conn, queues, tenant.id, route_type, now))
             if status is not None:
-                record_notification(conn, tenant.id, status, {item.type for item in events}, now)
+                record_notification(conn, tenant.id, status, {item.type for item in events} or {route_type}, now)
     except Exception as exc:  # noqa: BLE001 — any storage trouble: the sender must retry
         log.warning("webhook tenant=%s event=%s outcome=unavailable reason=%s", tenant.id, label, exc.__class__.__name__)
         metrics.add(tenant.id, "webhook.unavailable")
         return Answer(503, {"error": "temporarily-unavailable"}, {"Retry-After": "5"})
+    if status is not None and not status.announces_changes:
+        event_log.info("webhook tenant=%s event=%s outcome=acknowledged type=%s", tenant.id, label, status.type)
+        metrics.add(tenant.id, f"webhook.{status.type}")
+        return Answer(200, {"acknowledged": status.type})
     event_log.info("webhook tenant=%s event=%s outcome=enqueued changes=%d", tenant.id, label, len(events))
     metrics.add(tenant.id, "webhook.enqueued", len(events))
     if label != "?":  # per event type: its row's updated_at is the last delivery of that type
         metrics.add(tenant.id, f"{EVENT_METRIC}{label.lower()}")
+    if status is not None and status.unfocused:
+        metrics.add(tenant.id, "webhook.unfocused_events", status.unfocused)
+        return Answer(202, {"accepted": len(events), "reconcile": route_type, "reconcileQueued": bool(reconcile)})
     return Answer(202, {"accepted": len(events)})
+
+
+def request_reconcile(conn: Connection, queues: QueuePort, tenant_id: str, resource_type: str, now: datetime) -> bool:
+    """An incremental reconcile of ``resource_type`` for events that did not say what changed (a
+    subscription with "empty" content). Debounced: one per EMPTY_EVENT_DEBOUNCE per tenant and
+    type (a lease, decided by the database), and delayed until the reconcile's window — which
+    ends LAG before it runs — covers every event of that period. True when this call queued it."""
+    name = f"reconcile-request:{tenant_id}:{resource_type}"
+    if not take_lease(conn, name, name, now, EMPTY_EVENT_DEBOUNCE):
+        return False
+    delay = (LAG + EMPTY_EVENT_DEBOUNCE).total_seconds() + 10
+    queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile="incremental",
+                                                         types=[resource_type])), delay=delay)  # type: ignore[list-item]
+    return True
 
 
 def claim_delivery(conn: Connection, tenant_id: str, key: str, event: str, now: datetime) -> bool:
