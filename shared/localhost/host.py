@@ -17,6 +17,7 @@ import asyncio
 import hmac
 import json
 import logging
+import sys
 import threading
 import time
 from collections import Counter
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from shared.blueprints import body_limit
 from shared.blueprints.invoke import FunctionSpec, call_http, call_queue, call_timer, function_index
 from shared.localhost.routes import Route, best_match, compile_route
 from shared.queues.port import QueuePort, ReceivedMessage, poison_name, settle
@@ -36,7 +38,11 @@ from shared.sync.schedule import is_valid, next_fire
 
 log = logging.getLogger("shared.localhost")
 ROOT = Path(__file__).resolve().parents[2]
-MAX_REQUEST_BYTES = 16 * 1024 * 1024
+IDLE_TIMEOUT = 30.0
+# Headers that may appear more than once (lists by definition); any other repeated header is
+# ambiguous — which signature, which key? — and the request is refused.
+LIST_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "cache-control", "via", "forwarded",
+                          "x-forwarded-for", "cookie", "te", "connection"})
 # After an empty receive the next poll waits this long, doubling up to maxPollingInterval (the
 # Functions host's queue listener does the same from 100 ms). Each poll is a storage request (about
 # 2 ms of this process's CPU through the SDK): polling every 10 ms cost more than the work at 20/s.
@@ -73,13 +79,20 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 512
     daemon_threads = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up or goes silent is routine for a server: no traceback for it."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        log.exception("local host: request from %s failed", client_address[0])
+
 
 class LocalHost:
     def __init__(self, app: Any, settings: Settings, queues: QueuePort, *, port: int = 7071,
-                 host_json: dict[str, Any] | None = None, max_poll: float | None = None) -> None:
+                 host_json: dict[str, Any] | None = None, max_poll: float | None = None,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
         config = host_json or load_host_json()
         queue_config = config.get("extensions", {}).get("queues", {})
-        self.settings, self.queues = settings, queues
+        self.settings, self.queues, self.idle_timeout = settings, queues, idle_timeout
         self.functions = function_index(app)
         self.route_prefix = config.get("extensions", {}).get("http", {}).get("routePrefix", "api").strip("/")
         self.max_dequeue_count = int(queue_config.get("maxDequeueCount", 5))
@@ -254,9 +267,14 @@ class LocalHost:
         """Azure's auth levels with LOCAL_FUNCTION_KEY as the one key: anonymous routes are open,
         function and admin routes want the key (header ``x-functions-key`` or query ``code``).
         None when the request may pass, else why not: no key offered, or a wrong one."""
+        return self.key_refusal_for(spec.trigger.get("authLevel", "FUNCTION"), header, query)
+
+    def key_refusal_for(self, auth_level: str, header: str | None, query: list[tuple[str, str]]) -> str | None:
+        """As ``key_refusal``, for an auth level: the admin API (/admin/...) is ADMIN, as on Azure
+        where it needs the master key; here LOCAL_FUNCTION_KEY serves as both."""
         secret = self.settings.local_function_key
         key = secret.get_secret_value() if secret else ""
-        if not key or spec.trigger.get("authLevel", "FUNCTION").upper() == "ANONYMOUS":
+        if not key or auth_level.upper() == "ANONYMOUS":
             return None
         offered = header if header is not None else next((v for k, v in query if k == "code"), None)
         if not offered:
@@ -284,9 +302,13 @@ def _json(status: int, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes
 def _handler_for(host: LocalHost) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = host.idle_timeout  # a connection silent this long (idle, or a slow request) is closed
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — quiet; the functions log
             pass
+
+        def version_string(self) -> str:
+            return "fhir-mirror-localhost"  # not http.server's, which names Python's version
 
         def do_GET(self) -> None:  # noqa: N802 — http.server's naming
             self._serve("GET")
@@ -317,47 +339,75 @@ def _handler_for(host: LocalHost) -> type[BaseHTTPRequestHandler]:
                 if name.lower() not in ("content-length", "connection", "transfer-encoding"):
                     self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             if method != "HEAD":  # a HEAD answer has the headers of the body it does not send
                 self.wfile.write(body)
 
         def _answer(self, method: str) -> tuple[int, dict[str, str], bytes]:
+            """Refuse early, read last: framing and duplicated headers, then the route, its method
+            and the key, and only then a body within the route's limit."""
             split = urlsplit(self.path)
-            if method == "GET" and split.path.rstrip("/") == "/admin/host/status":
-                return _json(200, host.status())
-            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                self.close_connection = True
-                return _json(411, {"error": "length-required"})
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                self.close_connection = True
-                return _json(400, {"error": "bad-content-length"})
-            if length < 0 or length > MAX_REQUEST_BYTES:
-                self.close_connection = True  # refused before reading: the body is not drained
-                return _json(413, {"error": "body-too-large"})
-            body = self.rfile.read(length) if length else b""
+            query = parse_qsl(split.query)
+            if (refused := self._framing_refusal()) is not None:
+                self.close_connection = True  # the body, if any, is not read
+                return refused
+            if split.path.rstrip("/").startswith("/admin/"):
+                refusal = host.key_refusal_for("ADMIN", self.headers.get("x-functions-key"), query)
+                if refusal is not None:
+                    return _json(401, {"error": refusal})
+                if method == "GET" and split.path.rstrip("/") == "/admin/host/status":
+                    return _json(200, host.status())
+                return _json(404, {"error": "not-found"})
             prefix = f"/{host.route_prefix}/" if host.route_prefix else "/"
-            if not split.path.startswith(prefix):
-                return _json(404, {"error": "not-found"})
-            found = best_match(host.routes, split.path[len(prefix) - 1:])
+            found = best_match(host.routes, split.path[len(prefix) - 1:]) if split.path.startswith(prefix) else None
             if found is None:
-                return _json(404, {"error": "not-found"})
+                return self._refuse_unread(404, {"error": "not-found"})
             spec, route_params = found
             assert isinstance(spec, FunctionSpec)
             methods = [m.upper() for m in spec.trigger.get("methods") or []]
             if methods and method not in methods:
-                return _json(405, {"error": "method-not-allowed", "allowed": methods})
-            refusal = host.key_refusal(spec, self.headers.get("x-functions-key"), parse_qsl(split.query))
+                return self._refuse_unread(405, {"error": "method-not-allowed", "allowed": methods})
+            refusal = host.key_refusal(spec, self.headers.get("x-functions-key"), query)
             if refusal is not None:
-                return _json(401, {"error": refusal})
+                return self._refuse_unread(401, {"error": refusal})
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > body_limit(spec.name):
+                return self._refuse_unread(413, {"error": "body-too-large", "limit": body_limit(spec.name)})
+            body = self.rfile.read(length) if length else b""
+            if len(body) < length:  # the client closed (or half-closed) before sending it all
+                self.close_connection = True
+                return _json(400, {"error": "incomplete-body"})
             try:
                 response = call_http(spec, host.run, method=method, url=f"{host.url}{self.path}",
-                                     headers=dict(self.headers.items()), params=dict(parse_qsl(split.query)),
+                                     headers=dict(self.headers.items()), params=dict(query),
                                      route_params=route_params, body=body)
             except Exception:  # noqa: BLE001 — what the Functions host does: a 500, logged with its traceback
                 log.exception("function %s failed", spec.name)  # HTTP functions answer every expected failure
                 return _json(500, {"error": "function-failed", "function": spec.name})
             return response.status, response.headers, response.body
+
+        def _framing_refusal(self) -> tuple[int, dict[str, str], bytes] | None:
+            """One framing rule: a body has exactly one numeric Content-Length and no
+            Transfer-Encoding; and no header appears twice unless it is a list by definition."""
+            lengths = self.headers.get_all("Content-Length") or []
+            if self.headers.get_all("Transfer-Encoding"):
+                return _json(400, {"error": "ambiguous-framing"}) if lengths else _json(411, {"error": "length-required"})
+            if len(lengths) > 1:
+                return _json(400, {"error": "ambiguous-framing"})
+            if lengths and not (lengths[0].isascii() and lengths[0].strip().isdigit()):
+                return _json(400, {"error": "bad-content-length"})
+            counts = Counter(name.lower() for name in self.headers.keys())
+            repeated = sorted(n for n, c in counts.items() if c > 1 and n not in LIST_HEADERS)
+            if repeated:
+                return _json(400, {"error": "duplicate-header", "header": repeated[0]})
+            return None
+
+        def _refuse_unread(self, status: int, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+            """A refusal before the body was read: the connection closes rather than drain it."""
+            if int(self.headers.get("Content-Length") or 0):
+                self.close_connection = True
+            return _json(status, body)
 
     return Handler
