@@ -36,13 +36,14 @@ def unavailable(route: str, exc: Exception) -> func.HttpResponse:
 
 
 def is_unavailable(exc: Exception) -> bool:
-    """Storage or configuration that did not answer: the database (a driver error, an exhausted
-    pool), the queue service, the network, a tenants configuration that failed to load."""
+    """Storage or configuration that did not answer: the database unreachable or gone (not a
+    statement it refused: a DataError or IntegrityError is a bug here), an exhausted pool, the
+    queue service, the network, a tenants configuration that failed to load."""
     from azure.core.exceptions import AzureError
-    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import InterfaceError, OperationalError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-    return isinstance(exc, (DBAPIError, PoolTimeout, AzureError, OSError, SettingsError))
+    return isinstance(exc, (OperationalError, InterfaceError, PoolTimeout, AzureError, OSError, SettingsError))
 
 
 def refused_or_unavailable(route: str, exc: Exception) -> func.HttpResponse:

@@ -5,6 +5,7 @@ for LOCAL_FUNCTION_KEY when it is set. Every tenant-scoped route acts on the rou
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Literal
@@ -27,7 +28,7 @@ from shared.timebounds import RANGE_TEXT, instant_in_range
 
 log = logging.getLogger("shared.functions")
 bp = func.Blueprint()
-MAX_RUN_ID = 36
+_RUN_ID = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 REDRIVE_BATCH = 32
 REDRIVE_LEASE = "redrive:changes-poison"
 REDRIVE_LEASE_TTL = timedelta(minutes=5)  # a re-drive that dies frees it then
@@ -99,6 +100,15 @@ def replay_sync(req: func.HttpRequest) -> func.HttpResponse:
                   {"Location": f"/api/tenants/{tenant.id}/sync/runs/{run_id}"})
 
 
+def route_run_id(req: func.HttpRequest) -> str:
+    """The run id from the route: a UUID as this service writes them, else no such run (a NUL
+    or other text that cannot be a run id never reaches a query)."""
+    run_id = req.route_params.get("run_id", "")
+    if not _RUN_ID.match(run_id):
+        raise Refused(404, "unknown-run")
+    return run_id
+
+
 def parse_instant(text: str) -> datetime | None:
     """An ISO 8601 time with an offset, within the range the sync windows can compute with."""
     try:
@@ -114,9 +124,9 @@ def sync_run(req: func.HttpRequest) -> func.HttpResponse:
     try:
         rt = runtime()
         tenant = route_tenant(rt, req)
-        run_id = req.route_params.get("run_id", "")
+        run_id = route_run_id(req)
         with rt.engine.connect() as conn:
-            run = run_detail(conn, tenant.id, run_id[:MAX_RUN_ID + 1], datetime.now(timezone.utc))
+            run = run_detail(conn, tenant.id, run_id, datetime.now(timezone.utc))
         if run is None:
             raise Refused(404, "unknown-run")
     except Exception as exc:  # noqa: BLE001
@@ -147,7 +157,7 @@ def cancel_sync_run(req: func.HttpRequest) -> func.HttpResponse:
     try:
         rt = runtime()
         tenant = route_tenant(rt, req)
-        run_id = req.route_params.get("run_id", "")[:MAX_RUN_ID + 1]
+        run_id = route_run_id(req)
         with write_transaction(rt.engine) as conn:
             ended, status = end_run(conn, tenant.id, run_id)
         if status is None:

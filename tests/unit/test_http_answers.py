@@ -7,7 +7,7 @@ import json
 
 import pytest
 from azure.core.exceptions import ServiceRequestError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 
 from shared.blueprints.http import Refused, refused_or_unavailable
 from shared.settings import SettingsError
@@ -27,7 +27,8 @@ def test_storage_that_does_not_answer_is_a_503_with_retry_after(trouble: Excepti
 
 
 @pytest.mark.parametrize("bug", [OverflowError("date value out of range"), ZeroDivisionError(), KeyError("x"),
-                                 TypeError("unsupported operand")])
+                                 TypeError("unsupported operand"),
+                                 DataError("SELECT", {}, Exception("string literal cannot contain NUL"))])
 def test_a_bug_is_raised_for_the_host_to_answer_500(bug: Exception) -> None:
     with pytest.raises(type(bug)):
         refused_or_unavailable("r", bug)
