@@ -10,7 +10,8 @@ import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
 from shared.bootstrap import Runtime
-from shared.settings import SettingsError, TenantConfig
+from shared.availability import is_unavailable
+from shared.settings import TenantConfig
 
 log = logging.getLogger("shared.functions")
 M = TypeVar("M", bound=BaseModel)
@@ -33,17 +34,6 @@ def answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = N
 def unavailable(route: str, exc: Exception) -> func.HttpResponse:
     log.error("http route=%s outcome=unavailable reason=%s", route, exc.__class__.__name__)
     return answer(503, {"error": "temporarily-unavailable"}, {"Retry-After": "5"})
-
-
-def is_unavailable(exc: Exception) -> bool:
-    """Storage or configuration that did not answer: the database unreachable or gone (not a
-    statement it refused: a DataError or IntegrityError is a bug here), an exhausted pool, the
-    queue service, the network, a tenants configuration that failed to load."""
-    from azure.core.exceptions import AzureError
-    from sqlalchemy.exc import InterfaceError, OperationalError
-    from sqlalchemy.exc import TimeoutError as PoolTimeout
-
-    return isinstance(exc, (OperationalError, InterfaceError, PoolTimeout, AzureError, OSError, SettingsError))
 
 
 def refused_or_unavailable(route: str, exc: Exception) -> func.HttpResponse:

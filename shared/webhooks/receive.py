@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, update
 
+from shared.availability import is_unavailable
 from shared.metrics import Metrics, hour_bucket, minute_bucket
 from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, encode
 from shared.queues.port import QueuePort
@@ -97,7 +98,10 @@ def _receive(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, eve
                          and request_reconcile(conn, queues, tenant.id, route_type, now))
             if status is not None:
                 record_notification(conn, tenant.id, status, {item.type for item in events} or {route_type}, now)
-    except Exception as exc:  # noqa: BLE001 — any storage trouble: the sender must retry
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise  # a bug: the host's 500 with its traceback, not a "retry later" that never works
+        # Storage trouble: the sender must retry.
         log.warning("webhook tenant=%s event=%s outcome=unavailable reason=%s", tenant.id, label, exc.__class__.__name__)
         metrics.add(tenant.id, "webhook.unavailable")
         return Answer(503, {"error": "temporarily-unavailable"}, {"Retry-After": "5"})

@@ -128,6 +128,20 @@ def test_no_2xx_without_an_enqueue_and_the_retry_is_not_a_duplicate(database_url
         assert post("alpha", "appointment-update", backport(3), HALAXY) == (202, {"accepted": 1})
 
 
+class BuggyQueues(InMemoryQueues):
+    def send(self, queue: str, text: str, *, delay: float = 0) -> None:
+        raise ZeroDivisionError("a bug on the way to the queue")
+
+
+def test_a_bug_in_the_receiver_is_raised_not_answered_as_unavailable(database_url: str, tmp_path: Path) -> None:
+    """A 503 would have the sender retry something that can never work; the host answers 500."""
+    with installed_runtime(database_url, tmp_path, TENANTS, BuggyQueues()):
+        with pytest.raises(ZeroDivisionError):
+            post("alpha", "appointment-update", backport(5), HALAXY)
+    with installed_runtime(database_url, tmp_path, TENANTS, InMemoryQueues()):  # nothing was claimed
+        assert post("alpha", "appointment-update", backport(5), HALAXY) == (202, {"accepted": 1})
+
+
 def test_deliveries_are_counted_per_tenant_by_outcome_and_reason(queues: InMemoryQueues) -> None:
     from shared.bootstrap import runtime
     from shared.metrics import read_metrics
