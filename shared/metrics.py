@@ -135,20 +135,22 @@ def increment(conn: Connection, counts: Mapping[tuple[str, str], int], now: date
 
 def prune_minutes(conn: Connection, before: datetime) -> int:
     """Drop per-minute webhook counts last written before ``before`` (every tenant's)."""
-    c = tenant_metrics.c
-    return conn.execute(delete(tenant_metrics).where(
-        c.name.startswith(MINUTE_PREFIX, autoescape=True), c.updated_at < before)).rowcount or 0
+    return _prune(conn, MINUTE_PREFIX, before)
 
 
 def prune_hours(conn: Connection, before: datetime) -> int:
     """Drop per-hour webhook counts last written before ``before`` (every tenant's)."""
+    return _prune(conn, HOUR_PREFIX, before)
+
+
+def _prune(conn: Connection, prefix: str, before: datetime) -> int:
     c = tenant_metrics.c
     return conn.execute(delete(tenant_metrics).where(
-        c.name.startswith(HOUR_PREFIX, autoescape=True), c.updated_at < before)).rowcount or 0
+        c.name.startswith(prefix, autoescape=True), c.updated_at < before)).rowcount or 0
 
 
 def webhook_hours(conn: Connection, tenant_id: str, now: datetime, hours: int = 24) -> list[tuple[datetime, int]]:
-    """Deliveries in each of the last ``hours`` whole hours and the current one: (hour start, count)."""
+    """Deliveries in the current hour and the ``hours - 1`` before it, oldest first: (hour start, count)."""
     c = tenant_metrics.c
     current = int(now.timestamp()) // 3600
     wanted = range(current - hours + 1, current + 1)

@@ -47,6 +47,14 @@ def refused_or_unavailable(route: str, exc: Exception) -> func.HttpResponse:
     raise exc
 
 
+def query_limit(req: func.HttpRequest, *, default: int, maximum: int) -> int:
+    """The ``limit`` query parameter: an integer from 1 to ``maximum``, else 400 bad-limit."""
+    raw = req.params.get("limit", str(default))
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= maximum):
+        raise Refused(400, "bad-limit", expected=f"an integer from 1 to {maximum}")
+    return int(raw)
+
+
 def route_tenant(rt: Runtime, req: func.HttpRequest) -> TenantConfig:
     tenant = rt.tenants.get(req.route_params.get("tenant", ""))
     if tenant is None:

@@ -13,7 +13,7 @@ from typing import Literal
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict
 
-from shared.blueprints.http import Refused, answer, json_body, refused_or_unavailable, route_tenant
+from shared.blueprints.http import Refused, answer, json_body, query_limit, refused_or_unavailable, route_tenant
 from shared.bootstrap import Runtime, runtime
 from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, decode, encode
 from shared.queues.port import QueuePort, poison_name
@@ -140,11 +140,9 @@ def sync_runs(req: func.HttpRequest) -> func.HttpResponse:
     try:
         rt = runtime()
         tenant = route_tenant(rt, req)
-        raw = req.params.get("limit", "20")
-        if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 100):
-            raise Refused(400, "bad-limit", expected="an integer from 1 to 100")
+        limit = query_limit(req, default=20, maximum=100)
         with rt.engine.connect() as conn:
-            history = run_history(conn, tenant.id, int(raw), datetime.now(timezone.utc))
+            history = run_history(conn, tenant.id, limit, datetime.now(timezone.utc))
     except Exception as exc:  # noqa: BLE001
         return refused_or_unavailable("sync_runs", exc)
     return answer(200, history)

@@ -11,7 +11,7 @@ from datetime import date, datetime, timezone
 
 import azure.functions as func
 
-from shared.blueprints.http import Refused, answer, refused_or_unavailable, route_tenant
+from shared.blueprints.http import Refused, answer, query_limit, refused_or_unavailable, route_tenant
 from shared.bootstrap import runtime
 from shared.reads.dashboard import practitioner_dashboard
 from shared.reads.health import tenant_health
@@ -68,14 +68,12 @@ def practitioners_http(req: func.HttpRequest) -> func.HttpResponse:
     try:
         rt = runtime()
         tenant = route_tenant(rt, req)
-        raw = req.params.get("limit", "100")
-        if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 500):
-            raise Refused(400, "bad-limit", expected="an integer from 1 to 500")
+        limit = query_limit(req, default=100, maximum=500)
         after = req.params.get("after")
         if after is not None and not is_fhir_id(after):
             raise Refused(400, "bad-after", expected="a practitioner id (1 to 64 of A-Z a-z 0-9 - .)")
         with rt.engine.connect() as conn:
-            page = practitioner_page(conn, tenant.id, limit=int(raw), after=after)
+            page = practitioner_page(conn, tenant.id, limit=limit, after=after)
     except Exception as exc:  # noqa: BLE001
         return refused_or_unavailable("practitioners", exc)
     return answer(200, page)
