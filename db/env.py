@@ -35,7 +35,9 @@ def run_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_store_engine(_settings())
+    # engine_options: what create_store_engine accepts besides the settings (a test passes a
+    # stand-in for pyodbc and a token to see the exact connect call the migration would make).
+    engine = create_store_engine(_settings(), **config.attributes.get("engine_options", {}))
     try:
         with engine.connect() as conn:
             _run(conn)

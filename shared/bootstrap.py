@@ -98,9 +98,10 @@ def queue_service_url(settings: Settings) -> str | None:
     return None
 
 
-def start_telemetry(settings: Settings) -> bool:
+def start_telemetry(settings: Settings, *, host_forwards_logs: bool | None = None) -> bool:
     """Application Insights when its connection string is set (Entra authentication when the
-    authentication string says AAD); otherwise telemetry stays a no-op."""
+    authentication string says AAD); otherwise telemetry stays a no-op. ``host_forwards_logs``:
+    see ``configure_telemetry`` (default: whether this process is the Functions worker)."""
     if settings.appinsights_connection_string is None:
         return False
     credential = None
@@ -111,7 +112,7 @@ def start_telemetry(settings: Settings) -> bool:
 
         credential = azure_credential(managed_identity=True, client_id=auth.get("ClientId"))
     return configure_telemetry(settings.appinsights_connection_string.get_secret_value(), credential=credential,
-                               level=settings.log_level)
+                               level=settings.log_level, host_forwards_logs=host_forwards_logs)
 
 
 def build_runtime(settings: Settings, *, queues: QueuePort | None = None) -> Runtime:

@@ -27,6 +27,7 @@ Metrics (customMetrics in Application Insights; the alert rules in infra/ query 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import Any
 
@@ -131,10 +132,20 @@ def use_telemetry(value: Telemetry | None) -> None:
 _configured = False
 
 
-def configure_telemetry(connection_string: str | None, *, credential: Any = None, level: str = "INFO") -> bool:
+def functions_host_forwards_logs() -> bool:
+    """Whether this process is the Azure Functions Python worker, whose handler on the root logger
+    forwards every record to the host, which sends it to Application Insights as its own trace."""
+    return any(name in sys.modules for name in ("azure_functions_worker", "proxy_worker"))
+
+
+def configure_telemetry(connection_string: str | None, *, credential: Any = None, level: str = "INFO",
+                        host_forwards_logs: bool | None = None) -> bool:
     """Export to Application Insights when a connection string is given; once per process.
     Returns whether exporting is on. ``credential``: Entra authentication (local auth disabled);
-    ``level``: the app's loggers' level (SYNC_LOG_LEVEL; Python's default would drop INFO)."""
+    ``level``: the app's loggers' level (SYNC_LOG_LEVEL; Python's default would drop INFO).
+    ``host_forwards_logs`` (default: whether this is the Functions worker): the app's records then
+    stop at the ``shared`` logger, so each is exported once — by OpenTelemetry, with its
+    customDimensions — and not a second time through the host."""
     global _configured
     if not connection_string:
         return False
@@ -150,6 +161,9 @@ def configure_telemetry(connection_string: str | None, *, credential: Any = None
                                 # the host's own request telemetry covers the HTTP triggers
                                 instrumentation_options={"django": {"enabled": False}, "fastapi": {"enabled": False},
                                                          "flask": {"enabled": False}})
-        logging.getLogger(LOGGER_NAME).setLevel(level)
+        app_logger = logging.getLogger(LOGGER_NAME)
+        app_logger.setLevel(level)
+        if functions_host_forwards_logs() if host_forwards_logs is None else host_forwards_logs:
+            app_logger.propagate = False
         _configured = True
     return True

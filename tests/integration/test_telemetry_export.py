@@ -19,12 +19,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = """
+import logging
 from opentelemetry import _logs, metrics
 from shared.bootstrap import start_telemetry
 from shared.settings import load_settings
 from shared.telemetry import telemetry
 
-assert start_telemetry(load_settings(database_url="sqlite:///{db}"))
+class HostForwarding(logging.Handler):
+    # What the Functions worker puts on the root logger: every record it sees goes to the host,
+    # which sends it to Application Insights as a trace of its own.
+    def __init__(self):
+        super().__init__()
+        self.forwarded = []
+    def emit(self, record):
+        self.forwarded.append(record.name)
+
+host = HostForwarding()
+logging.getLogger().addHandler(host)
+assert start_telemetry(load_settings(database_url="sqlite:///{db}"), host_forwards_logs=True)
 instruments = telemetry()
 instruments.records_synced("t1", "Patient", "full", 3)
 instruments.webhook_answered("t1", "enqueued", 4.5)
@@ -32,6 +44,7 @@ instruments.freshness("t1", 42.0, 600.0, 0)
 instruments.run_finished("t1", "full", "run-0123456789", "completed")
 metrics.get_meter_provider().force_flush()
 _logs.get_logger_provider().force_flush()
+print("forwarded by the host:", sorted(set(n for n in host.forwarded if n.startswith("shared"))))
 """
 
 
@@ -74,6 +87,8 @@ def test_metrics_and_traces_reach_application_insights_with_their_dimensions(
     run = subprocess.run([sys.executable, "-c", APP.format(db=tmp_path / "m.db")], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
+    # Exported once: the sync.run line reached the exporter (below) and not the host's handler.
+    assert "forwarded by the host: []" in run.stdout, run.stdout
     metrics, roles = {}, set()
     for envelope in envelopes:
         data = envelope["data"]

@@ -11,8 +11,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy.dialects import mssql
 
-from shared.settings import load_settings
-from shared.store.engine import SQL_COPT_SS_ACCESS_TOKEN, access_token_attrs, create_store_engine
+from shared.store.engine import SQL_COPT_SS_ACCESS_TOKEN, access_token_attrs
 from shared.store.mssql import merge_statement, rows_json
 from shared.store.postgres import copy_sql, create_stage_sql, upsert_sql
 from shared.store.schema import MIRRORED_TABLES, sessions
@@ -79,29 +78,6 @@ def test_access_token_is_packed_as_msodbcsql_expects() -> None:
     raw = attrs[1256]
     (length,) = struct.unpack_from("<I", raw)
     assert length == len("eyJ0b2tlbg") * 2 and raw[4:].decode("utf-16-le") == "eyJ0b2tlbg"
-
-
-def test_azure_sql_engine_injects_a_fresh_token_per_connection() -> None:
-    tokens = iter(["token-1", "token-2"])
-    settings = load_settings(database_url="mssql+pyodbc://@myserver.database.windows.net/mirror",
-                             odbc_driver="ODBC Driver 18 for SQL Server")
-    engine = create_store_engine(settings, token_provider=lambda: next(tokens))
-    assert engine.url.query["driver"] == "ODBC Driver 18 for SQL Server"
-    assert engine.url.query["Encrypt"] == "yes"
-    first: dict[str, object] = {}
-    second: dict[str, object] = {}
-    engine.dialect.dispatch.do_connect(engine.dialect, None, [], first)
-    engine.dialect.dispatch.do_connect(engine.dialect, None, [], second)
-    assert first["attrs_before"] == access_token_attrs("token-1")
-    assert second["attrs_before"] == access_token_attrs("token-2")
-
-
-def test_sql_login_gets_no_token_hook() -> None:
-    settings = load_settings(database_url="mssql+pyodbc://user:pw@server/db")
-    engine = create_store_engine(settings, token_provider=lambda: pytest.fail("no token for SQL logins"))
-    cparams: dict[str, object] = {}
-    engine.dialect.dispatch.do_connect(engine.dialect, None, [], cparams)
-    assert "attrs_before" not in cparams
 
 
 def test_pyodbc_is_imported_lazily() -> None:
