@@ -29,6 +29,9 @@ param sqlAdminType string = 'Group'
 @description('E-mail address that receives the alerts.')
 param alertEmail string
 
+@description('Public IPv4 address of the machine an operator runs the T-SQL step and migrate from, let through the SQL firewall; empty: none (README, first deployment).')
+param operatorIpAddress string = ''
+
 @description('Serverless vCores: the most the database may scale to.')
 param sqlMaxVCores int = 1
 
@@ -98,6 +101,7 @@ module sql 'modules/sql.bicep' = {
     autoPauseMinutes: sqlAutoPauseMinutes
     workspaceId: monitoring.outputs.workspaceId
     alertEmail: alertEmail
+    operatorIpAddress: operatorIpAddress
   }
 }
 

@@ -13,6 +13,9 @@ param workspaceId string
 @description('Where Defender for SQL sends its threat alerts.')
 param alertEmail string
 
+@description('Public IPv4 address of the operator who runs the T-SQL step and migrate from their own machine; empty: no rule.')
+param operatorIpAddress string = ''
+
 resource server 'Microsoft.Sql/servers@2021-11-01' = {
   name: serverName
   location: location
@@ -38,6 +41,17 @@ resource azureServices 'Microsoft.Sql/servers/firewallRules@2021-11-01' = {
   properties: {
     startIpAddress: '0.0.0.0'
     endIpAddress: '0.0.0.0'
+  }
+}
+
+// The operator's machine (infra/README.md, steps 4 and 5): without it sqlcmd and migrate from a
+// laptop get error 40615. Remove the rule once the schema is in (the README says how).
+resource operator 'Microsoft.Sql/servers/firewallRules@2021-11-01' = if (!empty(operatorIpAddress)) {
+  parent: server
+  name: 'operator'
+  properties: {
+    startIpAddress: operatorIpAddress
+    endIpAddress: operatorIpAddress
   }
 }
 

@@ -174,3 +174,59 @@ def test_checkov_finds_no_failed_security_check() -> None:
     print(f"checkov: {report['summary']}")
     assert failed == [] and report["summary"]["parsing_errors"] == 0
     assert report["summary"]["passed"] >= 25 and run.returncode == 0
+
+
+def test_the_operators_machine_can_be_let_through_the_sql_firewall() -> None:
+    """Without a rule for the operator's address, the README's sqlcmd and migrate steps get 40615."""
+    sql = parsed(INFRA / "modules" / "sql.bicep")
+    assert sql["parameters"]["operatorIpAddress"]["default"] == ""
+    (rule,) = [r for r in sql["resources"].values()
+               if r["type"] == "Microsoft.Sql/servers/firewallRules" and r["config"].get("condition")]
+    assert rule["config"]["condition"] == {"operator": {"type": "not", "operands": {"bool_value": {"function": {
+        "type": "empty", "parameters": {"item_to_test": "operatorIpAddress"}}}}}}
+    assert rule["config"]["config"]["name"] == "operator"
+    assert rule["config"]["config"]["properties"] == {"startIpAddress": "operatorIpAddress",
+                                                      "endIpAddress": "operatorIpAddress"}
+    main = parsed(INFRA / "main.bicep")
+    assert main["parameters"]["operatorIpAddress"]["default"] == ""
+    assert main["modules"]["sql"]["config"]["params"]["operatorIpAddress"] == "operatorIpAddress"
+    values = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert values["operatorIpAddress"] == {"value": ""}
+
+
+def readme_section(title: str) -> str:
+    text = (INFRA / "README.md").read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end != -1 else None]
+
+
+def test_the_prerequisites_name_the_permission_the_template_needs() -> None:
+    writes_roles = any(r["type"] == "Microsoft.Authorization/roleAssignments"
+                       for path in BICEP_FILES for r in parsed(path)["resources"].values())
+    assert writes_roles
+    before = " ".join(readme_section("First deployment").split("**Steps**")[0].split())
+    assert "Microsoft.Authorization/roleAssignments/write" in before
+    assert "Owner" in before and "Role Based Access Control Administrator" in before
+    assert "Contributor alone" in before
+
+
+def test_the_first_deployment_checklist_keeps_its_steps_in_order() -> None:
+    steps = readme_section("First deployment").split("**Steps**")[1]
+    numbers = [int(n) for n in re.findall(r"^(\d+)\. \[ \]", steps, re.MULTILINE)]
+    assert numbers == list(range(1, len(numbers) + 1))
+    # Each step's mark, in the order an operator must meet them.
+    order = ["az group create", "operatorIpAddress", "az deployment group create", "firewall-rule create",
+             "CREATE USER", "Run a migration", "az keyvault secret set",
+             "config/configreferences/appsettings/refresh", "properties.status", "config-zip", "/api/health",
+             "/api/webhooks/", '{"kind": "full"}', "firewall-rule delete"]
+    positions = [steps.index(mark) for mark in order]
+    assert positions == sorted(positions), [m for m, p in zip(order, positions)]
+    # The secret is read through a reference resolved at creation: refreshed after every write.
+    for title in ("First deployment", "Configure another tenant", "Rotate a webhook secret"):
+        section = readme_section(title)
+        assert "restart the app" not in section
+        writes = [m.start() for m in re.finditer(r"secret set|store the tenants|write the secret", section)]
+        refresh = [m.start() for m in re.finditer(r"configreferences/appsettings/refresh|refresh the Key Vault|refresh again",
+                                                 section)]
+        assert writes and refresh and max(refresh) > min(writes), title
