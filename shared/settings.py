@@ -205,6 +205,12 @@ class Settings(BaseSettings):
 
 
 def parse_tenants(text: str, *, source: str) -> list[TenantConfig]:
+    if text.lstrip().startswith("@Microsoft.KeyVault("):
+        # App Service hands the reference through as text when it could not resolve it (the secret
+        # did not exist when the app resolved it, or the identity may not read it).
+        raise SettingsError(f"{source}: the Key Vault reference did not resolve; store the secret, then refresh "
+                            "the app's Key Vault references and check the status says Resolved "
+                            "(infra/README.md, first deployment, step 8)")
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:

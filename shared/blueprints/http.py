@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.bootstrap import Runtime
 from shared.availability import is_unavailable
-from shared.settings import TenantConfig
+from shared.settings import SettingsError, TenantConfig
 
 log = logging.getLogger("shared.functions")
 M = TypeVar("M", bound=BaseModel)
@@ -32,7 +32,10 @@ def answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = N
 
 
 def unavailable(route: str, exc: Exception) -> func.HttpResponse:
-    log.error("http route=%s outcome=unavailable reason=%s", route, exc.__class__.__name__)
+    if isinstance(exc, SettingsError):  # its message names the setting to fix and never a value
+        log.error("http route=%s outcome=unavailable reason=SettingsError: %s", route, exc)
+    else:
+        log.error("http route=%s outcome=unavailable reason=%s", route, exc.__class__.__name__)
     return answer(503, {"error": "temporarily-unavailable"}, {"Retry-After": "5"})
 
 

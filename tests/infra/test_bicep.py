@@ -16,7 +16,7 @@ from pycep import BicepParser
 
 from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE
 from shared.queues.port import poison_name
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError, parse_tenants
 from shared.telemetry import DIMENSIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -222,6 +222,12 @@ def test_the_first_deployment_checklist_keeps_its_steps_in_order() -> None:
              "/api/webhooks/", '{"kind": "full"}', "firewall-rule delete"]
     positions = [steps.index(mark) for mark in order]
     assert positions == sorted(positions), [m for m, p in zip(order, positions)]
+    # The app's message for an unresolved reference sends the operator to the refresh step by number.
+    before_refresh = steps[:steps.index("configreferences/appsettings/refresh")]
+    refresh_step = re.findall(r"^(\d+)\. \[ \]", before_refresh, re.MULTILINE)[-1]
+    with pytest.raises(SettingsError, match=f"step {refresh_step}\\)"):
+        parse_tenants("@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/tenants-json/)",
+                      source="SYNC_TENANTS_JSON")
     # The secret is read through a reference resolved at creation: refreshed after every write.
     for title in ("First deployment", "Configure another tenant", "Rotate a webhook secret"):
         section = readme_section(title)

@@ -32,3 +32,18 @@ def test_storage_that_does_not_answer_is_a_503_with_retry_after(trouble: Excepti
 def test_a_bug_is_raised_for_the_host_to_answer_500(bug: Exception) -> None:
     with pytest.raises(type(bug)):
         refused_or_unavailable("r", bug)
+
+
+def test_a_configuration_that_does_not_load_is_logged_with_what_to_fix(caplog: pytest.LogCaptureFixture) -> None:
+    """A SettingsError's message names the setting and never its value (a missing ODBC driver, a
+    tenants secret that is still the literal Key Vault reference): the operator reads it in the log."""
+    message = "SYNC_ODBC_DRIVER: the ODBC driver 'ODBC Driver 18 for SQL Server' is not installed here"
+    with caplog.at_level("ERROR", logger="shared.blueprints.http"):
+        answer = refused_or_unavailable("health", SettingsError(message))
+    assert answer.status_code == 503
+    (record,) = caplog.records
+    assert record.getMessage() == f"http route=health outcome=unavailable reason=SettingsError: {message}"
+    caplog.clear()
+    with caplog.at_level("ERROR", logger="shared.blueprints.http"):
+        refused_or_unavailable("health", OperationalError("SELECT 1", {}, Exception("server at 10.0.0.5 refused")))
+    assert caplog.records[0].getMessage() == "http route=health outcome=unavailable reason=OperationalError"

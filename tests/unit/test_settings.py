@@ -57,6 +57,17 @@ def test_tenants_json_setting_takes_precedence(tmp_path: Path) -> None:
     assert [t.id for t in settings.load_tenants()] == ["inline"]
 
 
+def test_an_unresolved_key_vault_reference_says_how_to_fix_it() -> None:
+    """Before the secret exists, App Service hands the reference itself to the app as the value."""
+    reference = "@Microsoft.KeyVault(SecretUri=https://kv-fhirmirror-abc123.vault.azure.net/secrets/tenants-json/)"
+    settings = load_settings(tenants_json=reference)
+    with pytest.raises(SettingsError) as caught:
+        settings.load_tenants()
+    message = str(caught.value)
+    assert message.startswith("SYNC_TENANTS_JSON: the Key Vault reference did not resolve;")
+    assert "refresh" in message and "step 8" in message and "kv-fhirmirror" not in message
+
+
 def test_secrets_never_appear_in_repr_or_str() -> None:
     (t,) = parse_tenants(json.dumps([tenant()]), source="x")
     assert SECRET not in repr(t) and SECRET not in str(t)
