@@ -170,7 +170,8 @@ def azure_sql_connect_string(url: Any, driver: str, *, token: bool) -> str:
     elif url.password is None and "authentication" not in lowered:
         raise SettingsError("SYNC_DATABASE_URL: an Azure SQL URL with a user needs its password "
                             "(mssql+pyodbc://user:password@server/db), or no user for the app's Entra identity")
-    parts = {"Driver": "{" + odbc_driver(url, driver).replace("}", "}}") + "}", "Server": f"tcp:{url.host},{url.port or 1433}", "Database": url.database or ""}
+    parts = {"Driver": "{" + odbc_driver(url, driver).replace("}", "}}") + "}",  # braced, always
+             "Server": f"tcp:{url.host},{url.port or 1433}", "Database": url.database or ""}
     if url.username:
         parts.update(UID=url.username, PWD=url.password or "")
     for key, default in CONNECT_DEFAULTS.items():  # Microsoft's recommended values; the URL may override

@@ -233,6 +233,6 @@ def test_the_first_deployment_checklist_keeps_its_steps_in_order() -> None:
         section = readme_section(title)
         assert "restart the app" not in section
         writes = [m.start() for m in re.finditer(r"secret set|store the tenants|write the secret", section)]
-        refresh = [m.start() for m in re.finditer(r"configreferences/appsettings/refresh|refresh the Key Vault|refresh again",
-                                                 section)]
+        refresh = [m.start() for m in re.finditer(
+            r"configreferences/appsettings/refresh|refresh the Key Vault|refresh again", section)]
         assert writes and refresh and max(refresh) > min(writes), title

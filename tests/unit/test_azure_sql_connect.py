@@ -198,7 +198,9 @@ def test_a_paused_database_is_connected_to_again_with_bounded_backoff() -> None:
     with pytest.raises(DBAPIError):
         engine.connect()
     assert waits == [2.0, 4.0]
-    assert [kwargs["attrs_before"] for _, kwargs in dbapi.calls] == [{1256: token_struct(t)} for t in ("t1", "t2", "t3")]
+    # A fresh token for every attempt: a retry does not reuse one that may be about to lapse.
+    assert [kwargs["attrs_before"] for _, kwargs in dbapi.calls] == [
+        {1256: token_struct(t)} for t in ("t1", "t2", "t3")]
 
 
 def test_retries_stop_after_the_last_delay_and_other_errors_are_not_retried() -> None:
