@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR)
 
 INFRA_VENV := .venv-infra
 
-.PHONY: run test bench faults clean system-deps azurite infra-tools
+.PHONY: run test lint bench faults clean system-deps azurite infra-tools
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,13 @@ $(INFRA_VENV)/.installed: requirements-infra.txt
 run: $(VENV)/.runtime
 	$(PY) -m shared.cli serve $(ARGS)
 
-test: $(VENV)/.dev system-deps azurite infra-tools
+# Lint and types before the suite: ruff (rules in pyproject.toml) and mypy (strict on the pure
+# modules). A new violation fails `make test`, so CI.
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check shared bench tests db function_app.py
+	$(VENV)/bin/mypy
+
+test: $(VENV)/.dev lint system-deps azurite infra-tools
 	$(PY) -m pytest
 
 bench: $(VENV)/.dev azurite
@@ -63,4 +69,4 @@ faults: $(VENV)/.dev azurite
 	$(PY) -m bench.faults $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(INFRA_VENV) .tools .data .pytest_cache
+	rm -rf $(VENV) $(INFRA_VENV) .tools .data .pytest_cache .mypy_cache .ruff_cache

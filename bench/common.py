@@ -8,7 +8,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -21,7 +21,7 @@ from shared.store.engine import create_store_engine
 from shared.store.migrate import migrate
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-EPOCH = datetime(2025, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 @contextmanager
@@ -88,7 +88,7 @@ def session_rows(count: int, *, version: int, seed: int = 7, offset: int = 0) ->
 
 def cpu_seconds(pid: int) -> float:
     """user + system CPU of a process so far, from /proc (Linux)."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -98,7 +98,7 @@ def postgres_cpu_seconds() -> float:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if open(f"/proc/{entry}/comm").read().strip() == "postgres":
+                if Path(f"/proc/{entry}/comm").read_text().strip() == "postgres":
                     total += cpu_seconds(int(entry))
             except OSError:
                 continue  # ended meanwhile

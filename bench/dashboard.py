@@ -14,7 +14,7 @@ import argparse
 import random
 import statistics
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import Engine, insert, select, text
@@ -25,11 +25,11 @@ from shared.settings import TenantConfig
 from shared.store.schema import clients, invoices, practitioners, referrals, sessions
 
 TENANT = TenantConfig(id="bench", name="Bench", timezone="Australia/Sydney", fhir_base_url="http://127.0.0.1:9/main",
-                      client_id="c", client_secret="s")  # type: ignore[arg-type]
+                      client_id="c", client_secret="s")
 FIRST_DAY = date(2025, 1, 1)
 DAYS = 730
 STATUSES = ["attended"] * 6 + ["booked"] * 2 + ["cancelled", "no_show"]
-T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def bookkeeping(source_id: str) -> dict[str, object]:
@@ -85,7 +85,7 @@ def measure(engine: Engine, reads: int, n_practitioners: int) -> tuple[list[floa
     """Dashboard and baseline read times, and the share of sessions shown with a care plan."""
     rng = random.Random(11)
     shown = planned = 0
-    now = datetime(2026, 1, 15, 3, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 15, 3, tzinfo=UTC)
     boards, baseline = [], []
     p = practitioners.c
     for _ in range(reads):

@@ -40,9 +40,9 @@ def write_export(path: Path, total: int, fmt: str) -> None:
 def measured_load(export: Path, database_url: str, tenants: Path) -> tuple[float, float, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     base = [sys.executable, "-m", "shared.cli", "--database-url", database_url, "--tenants-file", str(tenants)]
-    subprocess.run(base + ["migrate"], env=env, check=True, capture_output=True)
+    subprocess.run([*base, "migrate"], env=env, check=True, capture_output=True)
     started = time.perf_counter()
-    proc = subprocess.Popen(base + ["load", "--tenant", "bench", str(export)], env=env,
+    proc = subprocess.Popen([*base, "load", "--tenant", "bench", str(export)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     output = proc.stdout.read()

@@ -40,7 +40,7 @@ def main() -> None:
             queues.send_many("warm-up", texts)
             serial: list[float] = []
             at_once: list[float] = []
-            for n in range(args.repeats):  # interleaved: both see the same machine load
+            for _ in range(args.repeats):  # interleaved: both see the same machine load
                 began = time.perf_counter()
                 for text in texts:
                     queues.send("one-by-one", text)

@@ -25,8 +25,9 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
+from typing import Any
 
 import httpx
 from sqlalchemy import Engine
@@ -62,7 +63,7 @@ def counts_for(n: int) -> SyntheticCounts:
 
 
 def sandbox_data(n: int, anchor: date) -> SandboxData:
-    return SandboxData(counts_for(n), seed=3, anchor=datetime.combine(anchor, dtime(9), tzinfo=timezone.utc))
+    return SandboxData(counts_for(n), seed=3, anchor=datetime.combine(anchor, dtime(9), tzinfo=UTC))
 
 
 class RemoteSandbox:
@@ -91,7 +92,7 @@ def sandbox_requests(base_url: str) -> int:
     return httpx.get(base_url.rsplit("/", 1)[0] + "/_sandbox/faults").json()["requests"]
 
 
-def reconcile_once(engine: Engine, base_url: str, kind: str, page_size: int) -> tuple[float, object, int]:
+def reconcile_once(engine: Engine, base_url: str, kind: str, page_size: int) -> tuple[float, Any, int]:
     tenant = TenantConfig(id="bench", name="Bench", fhir_base_url=base_url, client_id="sandbox-client",
                           client_secret="sandbox-secret")
     with write_transaction(engine) as conn:
@@ -141,9 +142,9 @@ def child(args: argparse.Namespace) -> None:
         total = sum(len(v) for v in data.by_type.values())
         raw = raw_upsert_rate(engine, data)
     print(json.dumps({
-        "total": total, "elapsed": elapsed, "inserted": run.inserted, "requests": requests,  # type: ignore[attr-defined]
+        "total": total, "elapsed": elapsed, "inserted": run.inserted, "requests": requests,
         "rss": rss, "raw": raw, "cpu": cpu, "idle_requests": idle_requests, "idle_elapsed": idle_elapsed,
-        "idle_writes": idle.inserted + idle.updated}))  # type: ignore[attr-defined]
+        "idle_writes": idle.inserted + idle.updated}))
 
 
 def main() -> None:
@@ -160,7 +161,7 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    anchor = (datetime.now(timezone.utc) - timedelta(days=1)).date()
+    anchor = (datetime.now(UTC) - timedelta(days=1)).date()
     names = [n for n in ("sqlite", "postgresql") if not args.only or args.only == n]
     peaks: dict[str, dict[int, float]] = {name: {} for name in names}
     for n in args.resources:
@@ -171,7 +172,8 @@ def main() -> None:
                 out = subprocess.run(
                     [sys.executable, "-m", "bench.reconcile", "--child", name, "--base-url", box.base_url,
                      "--anchor", anchor.isoformat(), "--resources", str(n), "--page-size", str(args.page_size),
-                     "--postgres-url", args.postgres_url, "--sandbox-pid", str(box.process.pid)], check=True, stdout=subprocess.PIPE, text=True).stdout
+                     "--postgres-url", args.postgres_url, "--sandbox-pid", str(box.process.pid)],
+                    check=True, stdout=subprocess.PIPE, text=True).stdout
                 r = json.loads(out.strip().splitlines()[-1])
                 rate = r["total"] / r["elapsed"]
                 peaks[name][r["total"]] = r["rss"]

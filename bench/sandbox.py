@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import random
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 
@@ -58,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     data = SandboxData(SyntheticCounts(20, max(args.resources // 5, 1), args.resources, 0, 0), seed=1,
-                       anchor=datetime(2026, 1, 15, 9, tzinfo=timezone.utc))
+                       anchor=datetime(2026, 1, 15, 9, tzinfo=UTC))
     print(f"generated {sum(len(v) for v in data.by_type.values()):,} resources in {time.perf_counter() - started:.1f} s")
     box = Sandbox(data, SandboxConfig(rate_limit=0)).start()
     try:

@@ -25,14 +25,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 from sqlalchemy import Engine, select
 
-from bench.common import (DEFAULT_POSTGRES_URL, cpu_seconds, percentile, postgres_cpu_seconds, postgres_engine,
-                          sqlite_engine, wait_for)
+from bench.common import (
+    DEFAULT_POSTGRES_URL,
+    cpu_seconds,
+    percentile,
+    postgres_cpu_seconds,
+    postgres_engine,
+    sqlite_engine,
+    wait_for,
+)
 from shared.bootstrap import azurite_connection_string
 from shared.fhir.transform import TABLE_FOR_TYPE
 from shared.localhost.azurite import free_port, start_azurite_queue, stop
@@ -87,7 +94,7 @@ async def send(port: int, source: str, secret: str, rate: int, seconds: float, c
             if not per_tick:
                 continue
             churned = await http.post(f"{source.rsplit('/', 1)[0]}/_sandbox/churn", json={"updates": per_tick})
-            now, due = datetime.now(timezone.utc), time.perf_counter()
+            now, due = datetime.now(UTC), time.perf_counter()
             for c in churned.json()["changes"]:
                 change = Change(c["type"], c["id"], c["action"], int(c["versionId"]), now)
                 events.setdefault((change.type, change.id), []).append(now)
@@ -154,8 +161,9 @@ def main() -> None:
                 subprocess.run([sys.executable, "-m", "shared.cli", *command], cwd=root, env=env, check=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             print(f"initial full reconcile of the sandbox: {time.perf_counter() - loaded:.1f} s", flush=True)
-            host = subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", "--port", str(host_port)], cwd=root,
-                                    env=env, stdout=open(tmp / "host.log", "wb"), stderr=subprocess.STDOUT)
+            with (tmp / "host.log").open("wb") as host_log:  # the child keeps its own copy of the handle
+                host = subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", "--port", str(host_port)],
+                                        cwd=root, env=env, stdout=host_log, stderr=subprocess.STDOUT)
             base = f"http://127.0.0.1:{host_port}"
             wait_for(f"{base}/admin/host/status")
             print(f"sending {args.rate} webhooks/s for {args.seconds:.0f} s to the local host "

@@ -4,8 +4,9 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy import Connection
 
-from shared.settings import load_settings
+from shared.settings import Settings, load_settings
 from shared.store.engine import create_store_engine
 from shared.store.schema import metadata
 
@@ -14,7 +15,7 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     url = context.get_x_argument(as_dictionary=True).get("url") or config.attributes.get("database_url")
     return load_settings(database_url=url) if url else load_settings()
 
@@ -45,7 +46,7 @@ def run_online() -> None:
         engine.dispose()
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection: Connection) -> None:
     # render_as_batch: SQLite cannot ALTER most things; batch mode rebuilds the table instead.
     context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
     with context.begin_transaction():

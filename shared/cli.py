@@ -11,8 +11,8 @@ import json
 import signal
 import sys
 import time
-from datetime import datetime
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             advice = "check --database-url, and run `python -m shared.cli migrate` first"
         print(f"error: database: {exc.orig.__class__.__name__}: {first_line}\n       {advice}", file=sys.stderr)
         return EXIT_FAILED
-    except Exception as exc:  # noqa: BLE001 — a bug: say so without echoing data
+    except Exception as exc:
         if settings_debug():
             raise
         print(f"error: internal error ({exc.__class__.__name__}); rerun with SYNC_LOG_LEVEL=DEBUG "
@@ -307,17 +307,20 @@ def cmd_generate(_settings: Settings, args: argparse.Namespace) -> int:
     counts = SyntheticCounts(args.practitioners, args.patients, args.appointments, args.invoices, args.referrals)
     resources = generate(counts, seed=args.seed, anchor=anchor)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
+    written = 0
     with args.out.open("w", encoding="utf-8") as out:
-        if args.out.suffix == ".json":
+        bundle = args.out.suffix == ".json"
+        if bundle:
             out.write('{"resourceType": "Bundle", "type": "collection", "entry": [\n')
-            for n, resource in enumerate(resources, start=1):
-                out.write(("," if n > 1 else "") + json.dumps({"resource": resource}) + "\n")
-            out.write("]}\n")
-        else:
-            for n, resource in enumerate(resources, start=1):
+        for resource in resources:
+            if bundle:
+                out.write(("," if written else "") + json.dumps({"resource": resource}) + "\n")
+            else:
                 out.write(json.dumps(resource) + "\n")
-    print(f"wrote {n:,} resources to {args.out}")
+            written += 1
+        if bundle:
+            out.write("]}\n")
+    print(f"wrote {written:,} resources to {args.out}")
     return EXIT_OK
 
 
@@ -372,7 +375,8 @@ def cmd_sandbox(_settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _anchor(text: str | None) -> datetime:
-    from datetime import date, time as day_time, timezone
+    from datetime import date
+    from datetime import time as day_time
 
     from shared.timebounds import RANGE_TEXT, day_in_range
 
@@ -382,7 +386,7 @@ def _anchor(text: str | None) -> datetime:
         raise CliError(f"--anchor {text!r} is not an ISO date (YYYY-MM-DD)") from None
     if not day_in_range(day):
         raise CliError(f"--anchor {text}: must be a date {RANGE_TEXT}")
-    return datetime.combine(day, day_time(9, 0), tzinfo=timezone.utc)
+    return datetime.combine(day, day_time(9, 0), tzinfo=UTC)
 
 
 def _port_of(url: str) -> int:

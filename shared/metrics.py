@@ -21,7 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, delete, func, select, text
 
@@ -93,7 +93,7 @@ class Metrics:
             return 0
         try:
             with write_transaction(engine) as conn:
-                now = datetime.now(timezone.utc)
+                now = datetime.now(UTC)
                 increment(conn, batch, now)
                 if prune:
                     prune_minutes(conn, now - MINUTES_KEPT)
@@ -110,7 +110,7 @@ class Metrics:
             return
         try:
             self.flush(engine)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("metrics flush failed (kept for the next one): %s", exc.__class__.__name__)
 
 
@@ -121,7 +121,7 @@ def increment(conn: Connection, counts: Mapping[tuple[str, str], int], now: date
         if dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
-            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]  # same API, other dialect
         stmt = insert(tenant_metrics)
         conn.execute(stmt.on_conflict_do_update(
             index_elements=["tenant_id", "name"],
@@ -156,7 +156,7 @@ def webhook_hours(conn: Connection, tenant_id: str, now: datetime, hours: int = 
     wanted = range(current - hours + 1, current + 1)
     found = dict(conn.execute(select(c.name, c.value).where(
         c.tenant_id == tenant_id, c.name.in_([f"{HOUR_PREFIX}{h}" for h in wanted]))).all())
-    return [(datetime.fromtimestamp(h * 3600, timezone.utc), int(found.get(f"{HOUR_PREFIX}{h}", 0))) for h in wanted]
+    return [(datetime.fromtimestamp(h * 3600, UTC), int(found.get(f"{HOUR_PREFIX}{h}", 0))) for h in wanted]
 
 
 def webhook_rate(conn: Connection, tenant_id: str, now: datetime, minutes: int = RATE_MINUTES) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeGuard, get_args
 
 # The source's resource types the mirror keeps, in the order a reconcile reads them (references
 # point backwards: roles name practitioners, appointments name clients and roles).
@@ -15,7 +15,7 @@ RESOURCE_TYPES: tuple[str, ...] = get_args(ResourceType)
 _FHIR_ID = re.compile(r"^(?!\.+$)[A-Za-z0-9\-.]{1,64}$")
 
 
-def is_fhir_id(value: object) -> bool:
+def is_fhir_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _FHIR_ID.match(value) is not None
 
 

@@ -22,6 +22,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.records import ResourceType
 
+# The types whose changes a tenant's webhooks announce unless its configuration says otherwise.
+DEFAULT_WEBHOOK_TYPES: tuple[ResourceType, ...] = ("Patient", "Appointment", "Invoice")
+
 DEFAULT_DATABASE_URL = "sqlite:///./.data/mirror.db"
 WebhookScheme = Literal["halaxy", "hmac-sha256", "standard-webhooks"]
 
@@ -65,8 +68,7 @@ class TenantConfig(BaseModel):
     # Types whose creates and updates the source announces by webhook (Halaxy: patients,
     # appointments, invoices). A reconcile finding such changes no webhook brought warns that the
     # subscription is probably broken; only checked when webhook_secrets are set.
-    webhook_types: list[ResourceType] = Field(
-        default_factory=lambda: ["Patient", "Appointment", "Invoice"])
+    webhook_types: list[ResourceType] = Field(default_factory=lambda: list(DEFAULT_WEBHOOK_TYPES))
     enabled: bool = True
 
     def schedule_for(self, kind: str) -> str:
@@ -226,7 +228,7 @@ def parse_tenants(text: str, *, source: str) -> list[TenantConfig]:
 def load_settings(**overrides: object) -> Settings:
     """Build Settings, turning pydantic's errors into a SettingsError that names the field."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)  # type: ignore[arg-type]  # values are validated here, by pydantic
     except ValidationError as exc:
         raise SettingsError(f"invalid settings: {describe_validation_error(exc)}") from None
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ class ManualClock:
         return self.now
 
 
-def registered_functions() -> dict[str, object]:
+def registered_functions() -> dict[str, Any]:
     """function_app's functions by name, from the one per-process list the local host uses too."""
     import function_app
     from shared.blueprints.invoke import app_functions
@@ -27,7 +27,7 @@ def registered_functions() -> dict[str, object]:
 
 
 @contextmanager
-def installed_runtime(database_url: str, tmp_path: Path, tenants: list[dict[str, Any]], queues: Any,
+def installed_runtime(database_url: str, tmp_path: Path, tenants: Sequence[Mapping[str, Any]], queues: Any,
                       **settings: Any) -> Iterator[Any]:
     """The function app's runtime with these tenants and queues, installed for the test's duration."""
     from shared.bootstrap import build_runtime, use_runtime

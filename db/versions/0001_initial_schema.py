@@ -6,10 +6,10 @@ Create Date: 2026-11-23 15:04:05.685973
 """
 from __future__ import annotations
 
-from alembic import op
 import sqlalchemy as sa
-import shared.store.types
+from alembic import op
 
+import shared.store.types
 
 revision = '0001'
 down_revision = None

@@ -6,10 +6,10 @@ Create Date: 2026-11-23 21:40:00
 """
 from __future__ import annotations
 
-from alembic import op
 import sqlalchemy as sa
-import shared.store.types
+from alembic import op
 
+import shared.store.types
 
 revision = '0003'
 down_revision = '0002'

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
-from shared.bootstrap import Runtime
 from shared.availability import is_unavailable
+from shared.bootstrap import Runtime
 from shared.settings import SettingsError, TenantConfig
 
 log = logging.getLogger("shared.functions")

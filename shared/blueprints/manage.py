@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import azure.functions as func
@@ -48,7 +48,7 @@ def trigger_sync(req: func.HttpRequest) -> func.HttpResponse:
         tenant = route_tenant(rt, req)
         kind = json_body(req, SyncRequest).kind
         run_id = queue_reconcile(rt, tenant, ReconcileMessage(tenant=tenant.id, reconcile=kind))
-    except Exception as exc:  # noqa: BLE001 — 4xx as refused, storage trouble as 503
+    except Exception as exc:
         return refused_or_unavailable("trigger_sync", exc)
     return answer(202, {"runId": run_id, "tenant": tenant.id, "kind": kind, "status": "queued"},
                   {"Location": f"/api/tenants/{tenant.id}/sync/runs/{run_id}"})
@@ -87,13 +87,13 @@ def replay_sync(req: func.HttpRequest) -> func.HttpResponse:
         if unknown or len(raw_types) > len(TYPE_ORDER):
             raise Refused(400, "bad-type", expected=list(TYPE_ORDER))
         since = parse_instant(req.params.get("since", ""))
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         if since is None or since >= now:
             raise Refused(400, "bad-since", expected=f"an ISO 8601 time with an offset, in the past, {RANGE_TEXT}")
         types = [t for t in TYPE_ORDER if t in raw_types] or None
         run_id = queue_reconcile(rt, tenant, ReconcileMessage(tenant=tenant.id, reconcile="incremental",
-                                                              types=types, since=since))  # type: ignore[arg-type]
-    except Exception as exc:  # noqa: BLE001
+                                                              types=types, since=since))
+    except Exception as exc:
         return refused_or_unavailable("replay_sync", exc)
     return answer(202, {"runId": run_id, "tenant": tenant.id, "kind": "incremental", "status": "queued",
                         "types": types or list(TYPE_ORDER), "since": since.isoformat()},
@@ -126,10 +126,10 @@ def sync_run(req: func.HttpRequest) -> func.HttpResponse:
         tenant = route_tenant(rt, req)
         run_id = route_run_id(req)
         with rt.engine.connect() as conn:
-            run = run_detail(conn, tenant.id, run_id, datetime.now(timezone.utc))
+            run = run_detail(conn, tenant.id, run_id, datetime.now(UTC))
         if run is None:
             raise Refused(404, "unknown-run")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return refused_or_unavailable("sync_run", exc)
     return answer(200, run)
 
@@ -142,8 +142,8 @@ def sync_runs(req: func.HttpRequest) -> func.HttpResponse:
         tenant = route_tenant(rt, req)
         limit = query_limit(req, default=20, maximum=100)
         with rt.engine.connect() as conn:
-            history = run_history(conn, tenant.id, limit, datetime.now(timezone.utc))
-    except Exception as exc:  # noqa: BLE001
+            history = run_history(conn, tenant.id, limit, datetime.now(UTC))
+    except Exception as exc:
         return refused_or_unavailable("sync_runs", exc)
     return answer(200, history)
 
@@ -163,7 +163,7 @@ def cancel_sync_run(req: func.HttpRequest) -> func.HttpResponse:
         if not ended:
             raise Refused(409, "already-finished", runId=run_id, status=status)
         log.info("sync tenant=%s run=%s outcome=cancelled", tenant.id, run_id)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return refused_or_unavailable("cancel_sync_run", exc)
     return answer(200, {"runId": run_id, "status": "cancelled"})
 
@@ -176,7 +176,7 @@ def cleanup_sync_runs(req: func.HttpRequest) -> func.HttpResponse:
         rt = runtime()
         with write_transaction(rt.engine) as conn:
             reaped = reap_stale(conn, older_than=timedelta(seconds=rt.settings.run_stale_after))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return refused_or_unavailable("cleanup_sync_runs", exc)
     if reaped:
         log.warning("sync cleanup reaped runs=%s", ",".join(reaped))
@@ -194,7 +194,7 @@ def redrive_poison(req: func.HttpRequest) -> func.HttpResponse:
         tenant = route_tenant(rt, req)
         holder = f"{tenant.id}:{uuid.uuid4()}"
         with write_transaction(rt.engine) as conn:
-            if not take_lease(conn, REDRIVE_LEASE, holder, datetime.now(timezone.utc), REDRIVE_LEASE_TTL):
+            if not take_lease(conn, REDRIVE_LEASE, holder, datetime.now(UTC), REDRIVE_LEASE_TTL):
                 raise Refused(409, "redrive-running", retryAfterSeconds=5)
         try:
             moved, kept = _redrive(rt.queues, tenant.id)
@@ -202,7 +202,7 @@ def redrive_poison(req: func.HttpRequest) -> func.HttpResponse:
             with write_transaction(rt.engine) as conn:
                 drop_lease(conn, REDRIVE_LEASE, holder)
         log.info("poison redrive tenant=%s moved=%d kept=%d", tenant.id, moved, kept)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return refused_or_unavailable("redrive_poison", exc)
     return answer(200, {"tenant": tenant.id, "moved": moved, "leftForOthers": kept})
 
@@ -243,7 +243,7 @@ def sync_status(req: func.HttpRequest) -> func.HttpResponse:
         rt = runtime()
         tenant = route_tenant(rt, req)
         with rt.engine.connect() as conn:
-            status = tenant_status(conn, tenant, rt.queues, rt.rate_budget(tenant.id), datetime.now(timezone.utc))
-    except Exception as exc:  # noqa: BLE001
+            status = tenant_status(conn, tenant, rt.queues, rt.rate_budget(tenant.id), datetime.now(UTC))
+    except Exception as exc:
         return refused_or_unavailable("sync_status", exc)
     return answer(200, status)

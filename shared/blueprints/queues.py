@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
 from sqlalchemy import Engine
@@ -16,8 +16,15 @@ from sqlalchemy import Engine
 from shared import failpoints
 from shared.bootstrap import runtime
 from shared.metrics import Metrics
-from shared.queues.messages import (CHANGES_QUEUE, MAX_DEQUEUE_COUNT, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage,
-                                   decode, encode)
+from shared.queues.messages import (
+    CHANGES_QUEUE,
+    MAX_DEQUEUE_COUNT,
+    RECONCILE_QUEUE,
+    ChangeMessage,
+    ReconcileMessage,
+    decode,
+    encode,
+)
 from shared.source.errors import CredentialsRefused, SourceError, SourceUnavailable
 from shared.store.engine import write_transaction
 from shared.store.guard import UpsertCounts
@@ -39,8 +46,8 @@ async def handle_change(text: str) -> ApplyResult:
 
     When the source holds us back (429 with a long Retry-After, an open circuit, the tenant's
     credentials refused) the change is sent again with a visibility delay until then and this
-    delivery is acknowledged: waiting is not failing, so it must not spend one of the message's delivery attempts. A change deferred
-    MAX_DEFERRALS times is retried as a failure (and can reach the poison queue)."""
+    delivery is acknowledged: waiting is not failing, so it must not spend one of the message's
+    delivery attempts. A change deferred MAX_DEFERRALS times is retried as a failure (and can reach the poison queue)."""
     rt = runtime()
     message = decode(text, ChangeMessage)
     client = rt.sources().client(rt.tenant(message.tenant))
@@ -63,7 +70,7 @@ async def handle_change(text: str) -> ApplyResult:
         failpoints.hit("apply.after_commit")
         event_log.info("apply tenant=%s type=%s id=%s outcome=%s", message.tenant, message.type, message.id,
                        result.outcome)
-    record_apply(rt.metrics, message, result, datetime.now(timezone.utc))
+    record_apply(rt.metrics, message, result, datetime.now(UTC))
     rt.metrics.maybe_flush(rt.engine)
     return result
 
@@ -103,7 +110,7 @@ async def handle_reconcile(text: str, *, redelivered: bool = False, last_attempt
     client = rt.sources().client(tenant)
     deadline = time.monotonic() + rt.settings.reconcile_time_budget
     try:
-        silence = silence_check(tenant, rt.settings.webhook_silent_grace, datetime.now(timezone.utc))
+        silence = silence_check(tenant, rt.settings.webhook_silent_grace, datetime.now(UTC))
         finished = await run_reconcile(rt.engine, client, tenant, lease, deadline=deadline, only=message.types,
                                        since=message.since, silence=silence)
     except LeaseLost:
@@ -139,7 +146,7 @@ def fail_run(engine: Engine, lease: RunLease, error: str) -> None:
     try:
         with write_transaction(engine) as conn:
             finish(conn, lease, "failed", error=error)
-    except Exception as exc:  # noqa: BLE001 — the database is what failed: the reaper ends the run later
+    except Exception as exc:
         log.warning("reconcile run=%s not marked failed: %s", lease.run_id, exc.__class__.__name__)
 
 
@@ -147,7 +154,7 @@ def release_run(engine: Engine, lease: RunLease, stale_after: timedelta) -> None
     try:
         with write_transaction(engine) as conn:
             release(conn, lease, stale_after=stale_after)
-    except Exception as exc:  # noqa: BLE001 — still down: the run goes stale and is taken over later
+    except Exception as exc:
         log.warning("reconcile run=%s not released: %s", lease.run_id, exc.__class__.__name__)
 
 

@@ -7,7 +7,7 @@ Tenant-scoped reads take the tenant from the route only and filter every query b
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import azure.functions as func
 
@@ -45,7 +45,7 @@ def dashboard_http(req: func.HttpRequest) -> func.HttpResponse:
     try:
         rt = runtime()
         tenant = route_tenant(rt, req)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         raw_date = req.params.get("date")
         day = parse_day(raw_date) if raw_date is not None else now.astimezone(tenant.zone).date()
         if day is None:
@@ -56,7 +56,7 @@ def dashboard_http(req: func.HttpRequest) -> func.HttpResponse:
             body = practitioner_dashboard(conn, tenant, practitioner_id, day, now)
         if body is None:
             raise Refused(404, "unknown-practitioner")
-    except Exception as exc:  # noqa: BLE001 — 4xx as refused; the database or configuration: 503
+    except Exception as exc:
         return refused_or_unavailable("dashboard", exc)
     return answer(200, body)
 
@@ -74,7 +74,7 @@ def practitioners_http(req: func.HttpRequest) -> func.HttpResponse:
             raise Refused(400, "bad-after", expected="a practitioner id (1 to 64 of A-Z a-z 0-9 - .)")
         with rt.engine.connect() as conn:
             page = practitioner_page(conn, tenant.id, limit=limit, after=after)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return refused_or_unavailable("practitioners", exc)
     return answer(200, page)
 
@@ -85,10 +85,10 @@ def health_http(req: func.HttpRequest) -> func.HttpResponse:
     """One status per tenant; 503 when any enabled tenant is in error (for load balancers)."""
     try:
         rt = runtime()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with rt.engine.connect() as conn:
             tenants = [tenant_health(conn, t, now) for t in sorted(rt.tenants.values(), key=lambda t: t.id)]
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return refused_or_unavailable("health", exc)
     worst = "error" if any(t.status == "error" for t in tenants) else (
         "delayed" if any(t.status == "delayed" for t in tenants) else "on_time")
@@ -104,8 +104,8 @@ def status_page_http(req: func.HttpRequest) -> func.HttpResponse:
         rt = runtime()
         with rt.engine.connect() as conn:
             page = status_page(conn, sorted(rt.tenants.values(), key=lambda t: t.id), rt.queues,
-                               datetime.now(timezone.utc))
-    except Exception as exc:  # noqa: BLE001
+                               datetime.now(UTC))
+    except Exception as exc:
         return refused_or_unavailable("status", exc)
     return func.HttpResponse(page, status_code=200, mimetype="text/html", charset="utf-8",
                              headers={"Cache-Control": "no-store"})

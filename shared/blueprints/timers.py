@@ -8,10 +8,11 @@ whose run is still going gets a message anyway: reconcile_step acknowledges it a
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
-from sqlalchemy import func as sql, select
+from sqlalchemy import func as sql
+from sqlalchemy import select
 
 from shared.bootstrap import runtime
 from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ReconcileMessage, encode
@@ -34,7 +35,7 @@ bp = func.Blueprint()
 def fan_out(now: datetime | None = None) -> list[tuple[str, str]]:
     """Enqueue a reconcile for every due (tenant, kind); returns them."""
     rt = runtime()
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     c = sync_runs.c
     with write_transaction(rt.engine) as conn:
         reaped = reap_stale(conn, older_than=timedelta(seconds=4 * rt.settings.run_stale_after), now=now)
@@ -48,7 +49,7 @@ def fan_out(now: datetime | None = None) -> list[tuple[str, str]]:
                                   .distinct()).scalars())
     due = due_runs(rt.tenants.values(), last, now, loaded)
     for tenant_id, kind in due:
-        rt.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile=kind)))  # type: ignore[arg-type]
+        rt.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile=kind)))
     event_log.info("fan-out due=%d runs=%s", len(due), ",".join(f"{t}:{k}" for t, k in due))
     for tenant in rt.tenants.values():
         if tenant.enabled:
@@ -73,7 +74,7 @@ def observe(now: datetime) -> None:
         for queue in (CHANGES_QUEUE, RECONCILE_QUEUE):
             instruments.queue(queue, rt.queues.count(queue), rt.queues.oldest_age(queue))
             instruments.poison(poison_name(queue), rt.queues.count(poison_name(queue)))
-    except Exception as exc:  # noqa: BLE001 — the reconciles are enqueued; a gauge can wait
+    except Exception as exc:
         log.warning("fan-out observe failed: %s", exc.__class__.__name__)
 
 
@@ -85,7 +86,7 @@ def reconcile_gaps(tenant_id: str, now: datetime) -> list[tuple[str, str]]:
     for gap in gaps:
         types = [t for t in gap.resource_types if t in TYPE_ORDER] or None
         rt.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile="incremental",
-                                                                types=types)))  # type: ignore[arg-type]
+                                                                types=types)))
         rt.metrics.add(tenant_id, "webhook.gap_events", gap.missing)
         rt.metrics.add(tenant_id, "webhook.gap_reconciles")
         log.warning("webhook gap tenant=%s missing=%d types=%s: incremental reconcile enqueued", tenant_id,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 GIVEN = ("Olivia", "Jack", "Charlotte", "Noah", "Amelia", "William", "Isla", "Oliver", "Mia", "Leo",
@@ -80,7 +80,7 @@ def referral_id(n: int) -> str:
 
 
 def _instant(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _meta(rng: random.Random, anchor: datetime) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def _name(rng: random.Random) -> tuple[str, str]:
 
 def generate(counts: SyntheticCounts, *, seed: int = 1, anchor: datetime | None = None) -> Iterator[dict[str, Any]]:
     """Practitioners and roles, then patients, appointments, invoices and referrals, in that order."""
-    anchor = anchor or datetime(2026, 1, 15, tzinfo=timezone.utc)
+    anchor = anchor or datetime(2026, 1, 15, tzinfo=UTC)
     rng = random.Random(seed)
     yield from _practitioners(rng, counts, anchor)
     yield from _patients(rng, counts, anchor)

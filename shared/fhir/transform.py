@@ -6,7 +6,7 @@ values it holds, so the message is safe to log.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -17,7 +17,7 @@ from shared.fhir.references import parse_reference, reference_parts
 from shared.records import MirrorRow
 
 # A resource without meta.lastUpdated gets the lowest possible version: any real one wins.
-UNKNOWN_UPDATED_AT = datetime(1970, 1, 1, tzinfo=timezone.utc)
+UNKNOWN_UPDATED_AT = datetime(1970, 1, 1, tzinfo=UTC)
 
 APPOINTMENT_STATUS = {
     "proposed": "pending", "pending": "pending", "waitlist": "pending",
@@ -108,8 +108,8 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _text(value: str | None) -> str | None:
@@ -156,7 +156,8 @@ def choose_contact(telecom: list[m.ContactPoint], systems: tuple[str, ...], pref
     if not candidates:
         return None
     best = min(candidates, key=lambda ic: (ic[1].use != prefer_use, ic[1].rank if ic[1].rank is not None else 1 << 30, ic[0]))
-    return best[1].value.strip()  # type: ignore[union-attr]
+    value = best[1].value
+    return value.strip() if value else None
 
 
 def _birth_date(resource: m.Patient) -> date | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -55,7 +55,7 @@ def load_files(engine: Engine, tenant_id: str, paths: Iterable[Path], *, batch_s
                progress_stream: TextIO | None = None) -> LoadReport:
     """Load every file in order; raises LoadAborted on malformed input, after earlier batches."""
     report = LoadReport(tenant_id)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
 
     def committed(marker: str | None) -> None:
         report.committed_through = marker

@@ -10,9 +10,9 @@ import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import ijson
 
@@ -49,7 +49,7 @@ def open_export(path: Path) -> tuple[IO[bytes], CountingReader]:
     raw = path.open("rb")
     counter = CountingReader(raw)
     if path.suffix == ".gz":
-        return gzip.GzipFile(fileobj=raw, mode="rb"), counter  # type: ignore[return-value]
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")), counter  # a binary file, as typeshed does not say
     return raw, counter
 
 
@@ -153,7 +153,8 @@ def _deletion(path: Path, location: str, entry: dict[str, Any], request: dict[st
     if len(parts) < 2:
         raise MalformedInput(path, location, "DELETE request.url is not Type/id")
     resource_type, resource_id = parts[-2], parts[-1]
-    response = entry.get("response") if isinstance(entry.get("response"), dict) else {}
+    raw_response = entry.get("response")
+    response: dict[str, Any] = raw_response if isinstance(raw_response, dict) else {}
     # When the deletion happened: the history entry's lastModified, else the Bundle's
     # timestamp, else the start of this load (a deletion observed now).
     for candidate in (response.get("lastModified"), bundle.get("timestamp") if isinstance(bundle, dict) else None):
@@ -162,5 +163,5 @@ def _deletion(path: Path, location: str, entry: dict[str, Any], request: dict[st
                 when = datetime.fromisoformat(candidate.replace("Z", "+00:00"))
             except ValueError:
                 raise MalformedInput(path, location, "deletion time is not an instant") from None
-            return resource_type, resource_id, (when if when.tzinfo else when.replace(tzinfo=timezone.utc))
+            return resource_type, resource_id, (when if when.tzinfo else when.replace(tzinfo=UTC))
     return resource_type, resource_id, default_deleted_at

@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -165,7 +165,7 @@ class LocalHost:
 
     def submit(self, awaitable: Awaitable[Any]) -> Future[Any]:
         """Start a coroutine on the host's event loop; its result comes in the future."""
-        return asyncio.run_coroutine_threadsafe(awaitable, self._loop)  # type: ignore[arg-type]
+        return asyncio.run_coroutine_threadsafe(awaitable, self._loop)  # type: ignore[arg-type]  # a function's coroutine
 
     # -- queues ------------------------------------------------------------------------------
     def _pump(self, spec: FunctionSpec) -> None:
@@ -184,7 +184,7 @@ class LocalHost:
                 try:
                     batch = self.queues.receive(queue, max_messages=self.batch_size,
                                                 visibility_timeout=self.lease_seconds)
-                except Exception as exc:  # noqa: BLE001 — the queue service itself: keep polling, slower
+                except Exception as exc:
                     log.warning("queue %s unavailable: %s", queue, exc.__class__.__name__)
                     batch = []
                 if batch:
@@ -211,7 +211,7 @@ class LocalHost:
         try:
             outcome = settle(self.queues, queue, message, call, max_dequeue_count=self.max_dequeue_count,
                              retry_delay=self.retry_delay)
-        except Exception as exc:  # noqa: BLE001 — settling needs the queue service: the lease lapses, it comes back
+        except Exception as exc:
             log.warning("queue %s: message %s not settled: %s", queue, message.id, exc.__class__.__name__)
             outcome = "unsettled"
         if outcome == "poisoned":
@@ -247,17 +247,17 @@ class LocalHost:
         if spec.trigger.get("runOnStartup"):
             self._fire(spec, past_due=False)
         while not self._stop.is_set():
-            due = next_fire(schedule, datetime.now(timezone.utc))
+            due = next_fire(schedule, datetime.now(UTC))
             self.timer_stats[spec.name]["next"] = due.isoformat()
-            while not self._stop.is_set() and (left := (due - datetime.now(timezone.utc)).total_seconds()) > 0:
+            while not self._stop.is_set() and (left := (due - datetime.now(UTC)).total_seconds()) > 0:
                 self._stop.wait(min(left, 1.0))
             if not self._stop.is_set():
-                self._fire(spec, past_due=(datetime.now(timezone.utc) - due).total_seconds() > 1)
+                self._fire(spec, past_due=(datetime.now(UTC) - due).total_seconds() > 1)
 
     def _fire(self, spec: FunctionSpec, *, past_due: bool) -> None:
         try:
             call_timer(spec, self.run, past_due=past_due)
-        except Exception as exc:  # noqa: BLE001 — as the Functions host: log, wait for the next fire
+        except Exception as exc:
             log.error("timer %s failed: %s", spec.name, exc.__class__.__name__)
             log.debug("timer %s traceback", spec.name, exc_info=True)
         self.timer_stats[spec.name]["fired"] += 1
@@ -291,7 +291,7 @@ class LocalHost:
     def _depth(self, queue: str) -> int | None:
         try:
             return self.queues.count(queue)
-        except Exception:  # noqa: BLE001 — a status page must answer even when the queue does not
+        except Exception:
             return None
 
 
@@ -304,25 +304,25 @@ def _handler_for(host: LocalHost) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
         timeout = host.idle_timeout  # a connection silent this long (idle, or a slow request) is closed
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — quiet; the functions log
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
         def version_string(self) -> str:
             return "fhir-mirror-localhost"  # not http.server's, which names Python's version
 
-        def do_GET(self) -> None:  # noqa: N802 — http.server's naming
+        def do_GET(self) -> None:
             self._serve("GET")
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self._serve("POST")
 
-        def do_PUT(self) -> None:  # noqa: N802
+        def do_PUT(self) -> None:
             self._serve("PUT")
 
-        def do_PATCH(self) -> None:  # noqa: N802
+        def do_PATCH(self) -> None:
             self._serve("PATCH")
 
-        def do_DELETE(self) -> None:  # noqa: N802
+        def do_DELETE(self) -> None:
             self._serve("DELETE")
 
         def __getattr__(self, name: str) -> Any:
@@ -383,7 +383,7 @@ def _handler_for(host: LocalHost) -> type[BaseHTTPRequestHandler]:
                 response = call_http(spec, host.run, method=method, url=f"{host.url}{self.path}",
                                      headers=dict(self.headers.items()), params=dict(query),
                                      route_params=route_params, body=body)
-            except Exception:  # noqa: BLE001 — what the Functions host does: a 500, logged with its traceback
+            except Exception:
                 log.exception("function %s failed", spec.name)  # HTTP functions answer every expected failure
                 return _json(500, {"error": "function-failed", "function": spec.name})
             return response.status, response.headers, response.body
@@ -398,7 +398,7 @@ def _handler_for(host: LocalHost) -> type[BaseHTTPRequestHandler]:
                 return _json(400, {"error": "ambiguous-framing"})
             if lengths and not (lengths[0].isascii() and lengths[0].strip().isdigit()):
                 return _json(400, {"error": "bad-content-length"})
-            counts = Counter(name.lower() for name in self.headers.keys())
+            counts = Counter(name.lower() for name in self.headers)
             repeated = sorted(n for n, c in counts.items() if c > 1 and n not in LIST_HEADERS)
             if repeated:
                 return _json(400, {"error": "duplicate-header", "header": repeated[0]})

@@ -7,10 +7,14 @@ segments win, as in ASP.NET routing.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import unquote
 
 _PARAMETER = re.compile(r"^\{(\*)?([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?(\?)?\}$")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ def compile_route(template: str) -> Route:
     return Route(template, re.compile("^" + "".join(parts) + "/?$"), literals)
 
 
-def best_match(routes: list[tuple[Route, object]], path: str) -> tuple[object, dict[str, str]] | None:
+def best_match(routes: Sequence[tuple[Route, T]], path: str) -> tuple[T, dict[str, str]] | None:
     """The most specific route matching ``path`` (without the route prefix)."""
     for route, target in sorted(routes, key=lambda r: -r[0].literals):
         params = route.match(path)

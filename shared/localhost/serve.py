@@ -7,6 +7,7 @@ mirror ended equal to the source.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import signal
@@ -14,8 +15,8 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
 
 from pydantic import SecretStr
 from sqlalchemy import Engine, func, select
@@ -65,7 +66,7 @@ def start_demo(webhook_base: str, *, counts: tuple[int, int, int, int] = (5, 200
     client_secret, webhook_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     webhook = WebhookConfig(url=f"{webhook_base}/api/webhooks/{DEMO_TENANT}/{{event}}", scheme="halaxy",
                             secret=webhook_secret, header="X-Webhook-Secret")
-    data = SandboxData(SyntheticCounts(*counts), seed=seed, anchor=datetime.now(timezone.utc))
+    data = SandboxData(SyntheticCounts(*counts), seed=seed, anchor=datetime.now(UTC))
     box = Sandbox(data, SandboxConfig(client_secret=client_secret, webhook=webhook)).start()
     tenant = TenantConfig(id=DEMO_TENANT, name="Demo practice (sandbox)", timezone="Australia/Sydney",
                           fhir_base_url=box.base_url, client_id="sandbox-client",
@@ -82,7 +83,7 @@ def with_tenants(settings: Settings, tenants: list[TenantConfig]) -> Settings:
 
 
 def enqueue_reconcile(queues: Any, tenant_id: str, kind: str) -> None:
-    queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile=kind)))  # type: ignore[arg-type]
+    queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile=kind)))
 
 
 def wait_for_run(engine: Engine, tenant_id: str, kind: str, after: datetime, timeout: float) -> str | None:
@@ -108,10 +109,8 @@ class Booted:
 
     def stop(self) -> None:
         self.host.stop()
-        try:
+        with contextlib.suppress(Exception):  # best effort on the way out
             self.runtime.metrics.flush(self.runtime.engine)  # the last second of counts
-        except Exception:  # noqa: BLE001 — stopping anyway; counts are not data
-            pass
         if self.demo is not None:
             self.demo.sandbox.stop()
         use_runtime(None)
@@ -152,8 +151,8 @@ def banner(booted: Booted, settings: Settings) -> list[str]:
              "Azure Storage (identity)" if queue_service_url(settings) else "memory")
     key = settings.local_function_key.get_secret_value() if settings.local_function_key else ""
     first = booted.tenants[0].id if booted.tenants else "{tenant}"
-    lines = [f"local host on {host.url}: {len(host.functions)} functions, queues in {where}, "
-             f"database {safe_url(settings.database_url)}",
+    lines = [(f"local host on {host.url}: {len(host.functions)} functions, queues in {where}, "
+             f"database {safe_url(settings.database_url)}"),
              f"  status page   {api}/status",
              f"  health        {api}/health",
              f"  practitioners {api}/tenants/{first}/practitioners"]
@@ -189,7 +188,7 @@ def serve(settings: Settings, *, port: int, once: bool, say: Callable[[str], Non
         summary = MinuteSummary(host, engine)
         if demo is not None:
             began = time.monotonic()
-            started = datetime.now(timezone.utc) - timedelta(seconds=1)
+            started = datetime.now(UTC) - timedelta(seconds=1)
             enqueue_reconcile(queues, DEMO_TENANT, "full")
             status = wait_for_run(engine, DEMO_TENANT, "full", started, timeout=600)
             say(f"first full reconcile: {status}, {len(mirrored(engine, DEMO_TENANT)):,} rows in "
@@ -231,7 +230,7 @@ def stopped(stop: KeyboardInterrupt, once: bool, say: Callable[[str], None]) -> 
 class MinuteSummary:
     """One line for what the host did since the last line: changes applied, runs ended."""
 
-    def __init__(self, host: Any, engine: Engine, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+    def __init__(self, host: Any, engine: Engine, now: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self.host, self.engine, self.now = host, engine, now
         self.since, self.last = now(), host.status()["queues"]
 
@@ -240,7 +239,7 @@ class MinuteSummary:
         changes, before = queues["changes"], self.last["changes"]
         c = sync_runs.c
         with self.engine.connect() as conn:
-            ended = dict(conn.execute(select(c.status, func.count()).where(c.finished_at >= self.since)
+            ended: dict[str, int] = dict(conn.execute(select(c.status, func.count()).where(c.finished_at >= self.since)
                                       .group_by(c.status)).all())
         self.since, self.last = at, queues
         return (f"last minute: changes applied {changes['handled'] - before['handled']:,} "
@@ -249,7 +248,7 @@ class MinuteSummary:
 
 
 def keep_churning(demo: Demo, engine: Engine, summary: MinuteSummary, say: Callable[[str], None],
-                  every: float) -> None:
+                  every: float) -> NoReturn:
     rounds = 0
     while True:
         time.sleep(every)
@@ -263,7 +262,7 @@ def run_once(host: Any, engine: Engine, queues: Any, demo: Demo, say: Callable[[
              timeout: float = 300) -> int:
     """Full reconcile → churn burst with webhooks → drain → full reconcile; 0 only if mirror == source."""
     began = time.monotonic()
-    started = datetime.now(timezone.utc) - timedelta(seconds=1)
+    started = datetime.now(UTC) - timedelta(seconds=1)
     enqueue_reconcile(queues, DEMO_TENANT, "full")
     status = wait_for_run(engine, DEMO_TENANT, "full", started, timeout)
     say(f"1/4 full reconcile: {status} ({len(mirrored(engine, DEMO_TENANT)):,} live rows)")
@@ -280,7 +279,7 @@ def run_once(host: Any, engine: Engine, queues: Any, demo: Demo, say: Callable[[
         f"({sum(d['status'] == 'delivered' for d in log_)} delivered), queues drained: {delivered and idle}")
     say(f"3/4 after webhooks: mirror {explained.summary()}; announced but not applied: {len(missed)} "
         "(Halaxy sends no webhook for Patient deletes, referrals or Practitioner changes: the reconcile finds those)")
-    second = datetime.now(timezone.utc)
+    second = datetime.now(UTC)
     enqueue_reconcile(queues, DEMO_TENANT, "full")
     status = wait_for_run(engine, DEMO_TENANT, "full", second, timeout)
     host.wait_idle(timeout=60)

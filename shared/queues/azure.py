@@ -6,9 +6,10 @@ tests/integration/test_queues.py proves producer and host agree.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.request import getproxies
 
@@ -19,21 +20,21 @@ from azure.storage.queue import QueueServiceClient
 
 from shared.queues.port import ReceivedMessage
 
-
 # Messages of one delivery sent at once: a 40-event notification took 40 round trips in turn
 # (seconds under load, past a sender's timeout); the transport's pool holds 10 connections.
 SEND_CONCURRENCY = 8
 
 
 class AzureQueues:
-    def __init__(self, service: QueueServiceClient) -> None:
-        self.service = service
+    def __init__(self, service: QueueServiceClient, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.service, self.clock = service, clock
         self._clients: dict[str, Any] = {}
         self._senders: ThreadPoolExecutor | None = None
 
     @classmethod
-    def from_connection_string(cls, connection_string: str) -> AzureQueues:
-        return cls(QueueServiceClient.from_connection_string(connection_string, transport=_transport()))
+    def from_connection_string(cls, connection_string: str, *,
+                               clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> AzureQueues:
+        return cls(QueueServiceClient.from_connection_string(connection_string, transport=_transport()), clock=clock)
 
     @classmethod
     def from_identity(cls, account_url: str, credential: Any, *, ca_bundle: str | None = None) -> AzureQueues:
@@ -45,10 +46,8 @@ class AzureQueues:
         client = self._clients.get(name)
         if client is None:
             client = self.service.get_queue_client(name)  # no encode/decode policy: text as is
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 client.create_queue()
-            except ResourceExistsError:
-                pass
             self._clients[name] = client
         return client
 
@@ -77,20 +76,18 @@ class AzureQueues:
         # One round trip: the first page only (iterating the pager would keep polling).
         pager = self._queue(queue).receive_messages(messages_per_page=max_messages, max_messages=max_messages,
                                                     visibility_timeout=max(int(visibility_timeout), 1))
-        page = next(pager.by_page(), [])
+        page: Iterable[Any] = next(pager.by_page(), [])
         return [ReceivedMessage(m.id, m.pop_receipt, m.content, m.dequeue_count) for m in page]
 
     def delete(self, queue: str, message: ReceivedMessage) -> None:
-        try:
+        # Already gone: its visibility lapsed and another consumer finished it.
+        with contextlib.suppress(ResourceNotFoundError):
             self._queue(queue).delete_message(message.id, message.receipt)
-        except ResourceNotFoundError:
-            pass  # already gone: its visibility lapsed and another consumer finished it
 
     def release(self, queue: str, message: ReceivedMessage, *, delay: float) -> None:
-        try:
+        # Its visibility lapsed first: it is visible again already.
+        with contextlib.suppress(ResourceNotFoundError):
             self._queue(queue).update_message(message.id, message.receipt, visibility_timeout=int(delay))
-        except ResourceNotFoundError:
-            pass  # its visibility lapsed first: it is visible again already
 
     def count(self, queue: str) -> int:
         return self._queue(queue).get_queue_properties().approximate_message_count
@@ -101,7 +98,7 @@ class AzureQueues:
         peeked = self._queue(queue).peek_messages(max_messages=1)
         if not peeked or peeked[0].inserted_on is None:
             return None
-        return (datetime.now(timezone.utc) - peeked[0].inserted_on).total_seconds()
+        return (self.clock() - peeked[0].inserted_on).total_seconds()
 
 
 def _transport(ca_bundle: str | None = None) -> RequestsTransport:

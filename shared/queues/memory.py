@@ -36,7 +36,7 @@ class InMemoryQueues:
             self.send(queue, text)
 
     def receive(self, queue: str, *, max_messages: int, visibility_timeout: float) -> list[ReceivedMessage]:
-        now, out = self.clock(), []
+        now, out = self.clock(), list[ReceivedMessage]()
         with self._lock:
             for stored in self._queues.get(queue, []):
                 if len(out) >= max_messages:

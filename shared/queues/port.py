@@ -68,7 +68,7 @@ def settle(port: QueuePort, queue: str, message: ReceivedMessage, handle: Callab
     """
     try:
         handle(message)
-    except Exception:  # noqa: BLE001 — any failure counts as an attempt, as in the Functions host
+    except Exception:
         if message.dequeue_count >= max_dequeue_count:
             port.send(poison_name(queue), message.text)
             port.delete(queue, message)

@@ -10,13 +10,13 @@ read cost more than running them (~60% of a dashboard's time on PostgreSQL).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Select, and_, bindparam, case, func, select
+from sqlalchemy import BindParameter, Connection, Select, and_, bindparam, case, func, select
 
 from shared.fhir.transform import COUNTED_STATUSES, session_numbers
 from shared.reads.health import tenant_health
@@ -28,6 +28,10 @@ REVENUE = ("issued", "paid")  # invoices that count: not drafts, cancelled, writ
 FUNDING = ("active", "completed", "on_hold")  # referrals a session can be counted against
 
 
+# A statement of any columns (Select is generic over its row's column types).
+AnySelect = Select[*tuple[Any, ...]]
+
+
 @dataclass(frozen=True)
 class Period:
     start: datetime  # UTC, inclusive
@@ -37,7 +41,7 @@ class Period:
 def local_period(first: date, days: int, zone: ZoneInfo) -> Period:
     """Midnight of ``first`` to midnight ``days`` later, in the zone (DST days are 23 or 25 h)."""
     def midnight(day: date) -> datetime:
-        return datetime.combine(day, time(0), zone).astimezone(timezone.utc)
+        return datetime.combine(day, time(0), zone).astimezone(UTC)
     return Period(midnight(first), midnight(first + timedelta(days=days)))
 
 
@@ -77,19 +81,20 @@ def practitioner_dashboard(conn: Connection, tenant: TenantConfig, practitioner_
 
 @dataclass(frozen=True)
 class _Statements:
-    practitioner: Select[Any]
-    day: Select[Any]
-    history: Select[Any]
-    referrals: Select[Any]
-    counts: Select[Any]
-    revenue: Select[Any]
-    upcoming: Select[Any]
+    practitioner: AnySelect
+    day: AnySelect
+    history: AnySelect
+    referrals: AnySelect
+    counts: AnySelect
+    revenue: AnySelect
+    upcoming: AnySelect
 
 
 @cache
 def _statements() -> _Statements:
     p, s, c, i, r = practitioners.c, sessions.c, clients.c, invoices.c, referrals.c
-    tenant, practitioner = bindparam("tenant"), bindparam("practitioner")
+    tenant: BindParameter[str] = bindparam("tenant")
+    practitioner: BindParameter[str] = bindparam("practitioner")
     live = s.deleted_at.is_(None)
     mine = and_(s.tenant_id == tenant, s.practitioner_id == practitioner, live)
 

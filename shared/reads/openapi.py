@@ -15,7 +15,7 @@ ANY_OBJECT = {"type": "object"}
 TENANT = {"name": "tenant", "in": "path", "required": True,
           "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"}, "example": "demo"}
 RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 36}}
-KEY = [{"functionKey": []}, {"functionCode": []}]
+KEY: list[dict[str, list[str]]] = [{"functionKey": []}, {"functionCode": []}]
 PRACTITIONERS = {"type": "object", "required": ["tenant", "practitioners", "next"], "properties": {
     "tenant": {"type": "string"}, "next": {"type": ["string", "null"]},
     "practitioners": {"type": "array", "items": {"type": "object", "required": ["id", "name", "active"], "properties": {

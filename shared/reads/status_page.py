@@ -121,9 +121,9 @@ def _history(conn: Connection, tenant_id: str, span: Span) -> tuple[list[datetim
     fresh = (r.tenant_id == tenant_id) & r.kind.in_(FRESHNESS_KINDS) & (r.status == "completed")
     successes = list(conn.execute(select(r.finished_at).where(fresh, r.finished_at > span.start)).scalars())
     before = conn.execute(select(func.max(r.finished_at)).where(fresh, r.finished_at <= span.start)).scalar()
-    runs = conn.execute(select(r.started_at, r.finished_at, r.status).where(
+    runs = list(conn.execute(select(r.started_at, r.finished_at, r.status).where(
         r.tenant_id == tenant_id, r.started_at > span.start, r.finished_at.is_not(None))
-        .order_by(r.started_at.desc()).limit(CHART_RUNS)).all()
+        .order_by(r.started_at.desc()).limit(CHART_RUNS)).all())
     return [*([before] if before else []), *successes], runs
 
 
@@ -192,7 +192,7 @@ def status_page(conn: Connection, tenants: list[TenantConfig], queues: QueuePort
     cards = "".join(_card(conn, tenant, now) for tenant in tenants)
     try:
         poison: int | None = queues.count(poison_name(CHANGES_QUEUE))
-    except Exception:  # noqa: BLE001 — the page must render when the queue service does not answer
+    except Exception:
         poison = None
     poison_text = "unknown (queue unreachable)" if poison is None else f"{poison:,}"
     checked = now.strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -12,7 +12,7 @@ import random
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.fhir.synthetic import (
@@ -31,7 +31,7 @@ TYPES = RESOURCE_TYPES
 
 
 def _instant(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _parse_time(text: str) -> datetime:
@@ -63,7 +63,7 @@ class Change:
 class SandboxData:
     def __init__(self, counts: SyntheticCounts, *, seed: int = 1, anchor: datetime | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.lock = threading.RLock()
         self.rng = random.Random(seed * 7919)
         self.by_type: dict[str, dict[str, Stored]] = {t: {} for t in TYPES}

@@ -5,11 +5,11 @@ means eq) narrows one half-open range [lo, hi), which both filters and bounds a 
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 PREFIXES = ("ge", "gt", "le", "lt", "eq")
-EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
-LATEST = datetime.max.replace(tzinfo=timezone.utc)
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 class BadRequest(ValueError):
@@ -20,10 +20,10 @@ def parse_instant(text: str) -> tuple[datetime, datetime]:
     """The range [start, end) a FHIR date/dateTime/instant value covers, in UTC."""
     try:
         if len(text) == 10:
-            day = datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+            day = datetime.fromisoformat(text).replace(tzinfo=UTC)
             return day, day + timedelta(days=1)
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
         return value, value + timedelta(microseconds=1)
     except (ValueError, OverflowError):  # OverflowError: a value at the calendar's edge (9999-12-31)
         raise BadRequest(f"not a FHIR date or instant: {text[:40]!r}") from None

@@ -14,6 +14,7 @@ to what Azure installs. Routes:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -132,7 +133,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FhirSandbox/1.0"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — quiet by default
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -192,10 +193,10 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     # -- routes -----------------------------------------------------------------------------
-    def do_GET(self) -> None:  # noqa: N802 — http.server's naming
+    def do_GET(self) -> None:
         self._route("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._route("POST")
 
     def _route(self, method: str) -> None:
@@ -241,10 +242,8 @@ class _Handler(BaseHTTPRequestHandler):
             # (a catch-all 400 once hid a TypeError behind every answer).
             log.exception("sandbox: %s %s failed", method, url.path)
             self.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 self._send(500, outcome("exception", "sandbox error (see its log)"))
-            except OSError:
-                pass
 
     def _token(self) -> None:
         body = self._body()

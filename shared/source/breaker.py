@@ -56,6 +56,9 @@ class BreakerPolicy:
         return s.opened_at + self.cooldown if s.state == OPEN else s.probe_until
 
 
+DEFAULT_BREAKER = BreakerPolicy()
+
+
 class BreakerStore(Protocol):
     def load(self, key: str) -> BreakerState: ...
 

@@ -17,8 +17,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -38,7 +38,7 @@ from shared.source.errors import (
     TokenError,
     TransientError,
 )
-from shared.source.retry import RetryPolicy, is_retryable_status, parse_retry_after
+from shared.source.retry import DEFAULT_RETRY, RetryPolicy, is_retryable_status, parse_retry_after
 from shared.source.tokens import TokenManager
 
 log = logging.getLogger("shared.source")
@@ -63,7 +63,8 @@ def incremental_window(watermark: datetime, now: datetime) -> tuple[datetime, da
 
 
 def window_params(start: datetime, end: datetime) -> dict[str, list[str]]:
-    fmt = lambda t: t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")  # noqa: E731
+    def fmt(t: datetime) -> str:
+        return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
     return {"_lastUpdated": [f"ge{fmt(start)}", f"lt{fmt(end)}"]}
 
 
@@ -79,7 +80,7 @@ def breaker_key(tenant: TenantConfig) -> str:
 
 class FhirClient:
     def __init__(self, tenant: TenantConfig, http: httpx.AsyncClient, tokens: TokenManager, breaker: CircuitBreaker,
-                 *, budget: RateBudget | None = None, policy: RetryPolicy = RetryPolicy(),
+                 *, budget: RateBudget | None = None, policy: RetryPolicy = DEFAULT_RETRY,
                  user_agent: str = "fhir-mirror/0.1", max_response_bytes: int = 32 << 20,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, rng: random.Random | None = None) -> None:
@@ -106,7 +107,7 @@ class FhirClient:
         return body
 
     async def pages(self, resource_type: str, params: dict[str, Any] | None = None, *,
-                    priority: str = BULK, start_url: str | None = None) -> AsyncIterator[dict[str, Any]]:
+                    priority: str = BULK, start_url: str | None = None) -> AsyncGenerator[dict[str, Any], None]:
         """Search pages (Bundles) one at a time, following Bundle.link[relation=next];
         ``start_url`` resumes at a next link saved in a checkpoint."""
         url: str | None = f"{self.base}/{resource_type}"
@@ -164,7 +165,7 @@ class FhirClient:
                 # breaker, or a dead source would be retried in full by every run.
                 if exc.status != 429:
                     self.breaker.record(self.breaker_key, False, self.wall())
-                failure: TransientError = exc  # type: ignore[assignment]
+                failure: TransientError = exc  # type: ignore[assignment]  # retried like one
                 retry_after = None
             except TransientError as exc:
                 self.breaker.record(self.breaker_key, False, self.wall())

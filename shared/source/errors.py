@@ -5,6 +5,8 @@ and, where there is one, the resource path and status — never a token, secret 
 """
 from __future__ import annotations
 
+from typing import Any
+
 
 class SourceError(Exception):
     """Base: a source could not give us what we asked for."""
@@ -32,8 +34,8 @@ class CredentialsRefused(TokenError):
 
     held = True
 
-    def __init__(self, tenant: str, message: str, *, retry_at: float, **kwargs: object) -> None:
-        super().__init__(tenant, message, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, tenant: str, message: str, *, retry_at: float, **kwargs: Any) -> None:
+        super().__init__(tenant, message, **kwargs)
         self.retry_at, self.detail = retry_at, message
 
 
@@ -67,7 +69,7 @@ class SourceUnavailable(TransientError):
     Queue work then comes back at ``retry_at`` rather than spending a delivery attempt."""
 
     def __init__(self, tenant: str, message: str, *, retry_at: float | None = None, held: bool = False,
-                 **kwargs: object) -> None:
-        super().__init__(tenant, message, **kwargs)  # type: ignore[arg-type]
+                 **kwargs: Any) -> None:
+        super().__init__(tenant, message, **kwargs)
         self.retry_at = retry_at
         self.held = held

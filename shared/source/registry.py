@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from shared.settings import Settings, TenantConfig
-from shared.source.breaker import BreakerPolicy, BreakerStore, CircuitBreaker
+from shared.source.breaker import DEFAULT_BREAKER, BreakerPolicy, BreakerStore, CircuitBreaker
 from shared.source.budget import RateBudget
 from shared.source.client import FhirClient
 from shared.source.tokens import TokenManager
@@ -29,7 +29,7 @@ def source_options(settings: Settings) -> dict[str, Any]:
 
 class SourceRegistry:
     def __init__(self, http: httpx.AsyncClient, breaker_store: BreakerStore, *,
-                 breaker_policy: BreakerPolicy = BreakerPolicy(), user_agent: str = USER_AGENT,
+                 breaker_policy: BreakerPolicy = DEFAULT_BREAKER, user_agent: str = USER_AGENT,
                  credentials_retry_after: float = 300.0) -> None:
         self.http, self.user_agent = http, user_agent
         self.tokens = TokenManager(http, user_agent=user_agent, refusal_hold=credentials_retry_after)

@@ -36,6 +36,9 @@ class RetryPolicy:
         return retry_after if retry_after is not None else self.backoff(attempt, rng)
 
 
+DEFAULT_RETRY = RetryPolicy()
+
+
 def is_retryable_status(status: int) -> bool:
     return status in RETRYABLE_STATUS or 500 <= status < 600
 

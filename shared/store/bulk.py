@@ -8,9 +8,10 @@ at most one batch is in flight while the caller fills the next.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -54,7 +55,7 @@ class BulkWriter:
         self._rows = []
         new_roles = roles_in(rows)
         self._roles.update(new_roles)
-        prepared = prepare_rows(self.tenant_id, resolve_roles(rows, self._roles), now=datetime.now(timezone.utc))
+        prepared = prepare_rows(self.tenant_id, resolve_roles(rows, self._roles), now=datetime.now(UTC))
         self._wait()  # one batch in flight at most: memory stays bounded
         self._in_flight = self._executor.submit(self._apply, prepared, new_roles, marker)
 
@@ -97,7 +98,5 @@ class BulkWriter:
         if exc_type is None:
             self.close()
             return
-        try:
+        with contextlib.suppress(Exception):
             self.abort()
-        except Exception:  # noqa: BLE001 — the exception already propagating is the one to see
-            pass

@@ -100,6 +100,14 @@ def safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def driver(conn: Connection) -> Any:
+    """The DBAPI connection under a SQLAlchemy connection (psycopg's, sqlite3's): checked out, so
+    never None here."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    return raw
+
+
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A connection in a transaction meant to write: committed on success, rolled back on error."""

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import NamedTuple
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     INSERTED = "inserted"
     UPDATED = "updated"
     UNCHANGED = "unchanged"

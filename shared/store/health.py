@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -57,7 +57,7 @@ class DatabaseBreakerStore:
     def compare_and_set(self, key: str, expected: BreakerState, new: BreakerState) -> bool:
         c = source_health.c
         values = {f: getattr(new, f) for f in _FIELDS}
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         try:
             with write_transaction(self.engine) as conn:
                 changed = conn.execute(update(source_health).where(

@@ -52,7 +52,7 @@ def stored_roles(conn: Connection, tenant_id: str, ids: Sequence[str] | None = N
     base = select(c.source_id, c.practitioner_id).where(
         c.tenant_id == tenant_id, c.deleted_at.is_(None), c.practitioner_id.is_not(None))
     if ids is None:
-        return {role: practitioner for role, practitioner in conn.execute(base)}
+        return dict(conn.execute(base).all())
     found: dict[str, str] = {}
     for start in range(0, len(ids), KEY_CHUNK):
         query = base.where(c.source_id.in_(ids[start:start + KEY_CHUNK]))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -61,7 +61,7 @@ def rows_json(records: list[dict[str, Any]]) -> str:
 def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):
         # Naive UTC ISO 8601: what DATETIME2 parses in OPENJSON ... WITH.
-        return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat()
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat()
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -70,6 +70,6 @@ def _json_value(value: Any) -> Any:
 
 
 def merge_rows(conn: Connection, table: Table, records: list[dict[str, Any]], update: Sequence[str],
-               *, tombstones: bool) -> dict[str, bool]:
+               *, tombstones: bool) -> dict[str, bool | None]:
     result = conn.execute(merge_statement(table, update, tombstones=tombstones), {"rows": rows_json(records)})
     return {source_id: action == "INSERT" for action, source_id in result}

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql
 
+from shared.store.engine import driver
 from shared.store.types import UTCDateTime
 
 _DIALECT = postgresql.dialect()
@@ -77,10 +78,10 @@ def _copy_types(table: Table) -> tuple[str, ...]:
 
 
 def upsert_rows_copy(conn: Connection, table: Table, records: list[dict[str, Any]], update: Sequence[str],
-                     *, tombstones: bool) -> dict[str, bool]:
+                     *, tombstones: bool) -> dict[str, bool | None]:
     staged: set[str] = conn.connection.info.setdefault(_STAGED, set())
     names = [c.name for c in table.columns]
-    with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+    with driver(conn).cursor() as cursor:
         if table.name not in staged:
             cursor.execute(create_stage_sql(table))
             staged.add(table.name)
@@ -89,7 +90,7 @@ def upsert_rows_copy(conn: Connection, table: Table, records: list[dict[str, Any
             for record in records:
                 copy.write_row([record[n] for n in names])
         cursor.execute(upsert_sql(table, tuple(update), tombstones))
-        written = {source_id: inserted for source_id, inserted in cursor.fetchall()}
+        written = dict(cursor.fetchall())
         # Empty now, not only at commit: one transaction may upsert the same table again.
         cursor.execute(f"DELETE FROM {stage_name(table)}")
     return written
@@ -110,7 +111,7 @@ def _lookup_sql(table: Table, columns: tuple[str, ...]) -> str:
 def select_by_ids(conn: Connection, table: Table, tenant_id: str, ids: list[str],
                   columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
     """Rows of ``columns`` for these ids of one tenant, raw driver values (naive UTC times)."""
-    with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+    with driver(conn).cursor() as cursor:
         cursor.execute(_lookup_sql(table, columns), {"ids": ids, "tenant": tenant_id})
         return cursor.fetchall()
 
@@ -126,7 +127,7 @@ def analyze_if_young(conn: Connection, table: Table, inserted: int) -> bool:
     """
     if inserted < 100:
         return False
-    with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+    with driver(conn).cursor() as cursor:
         cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (table.name,))
         row = cursor.fetchone()
         if row is None or (row[0] >= 0 and row[0] >= 4 * inserted):

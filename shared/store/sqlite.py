@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import Connection, Dialect, Table
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from shared.store.engine import driver
+
 
 @lru_cache(maxsize=128)
 def _bind_processors(table: Table, dialect: Dialect) -> tuple[tuple[str, Any], ...]:
@@ -49,9 +51,9 @@ def upsert_rows_executemany(conn: Connection, table: Table, records: list[dict[s
     # A constant statement through the driver's executemany is SQLite's fastest path.
     sql = _sqlite_upsert_sql(table, tuple(update), tombstones, conn.dialect)
     columns = _driver_columns(table, conn.dialect, records)
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = driver(conn).cursor()
     try:
-        cursor.executemany(sql, list(zip(*columns.values())))
+        cursor.executemany(sql, list(zip(*columns.values(), strict=True)))
     finally:
         cursor.close()
     # Exact under the write lock: the outcome planned from the versions read is what happened.

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -12,7 +12,7 @@ from shared.store.schema import tenants
 
 def sync_tenants(conn: Connection, configured: Sequence[TenantConfig]) -> None:
     """Insert or update the tenants table from configuration (secrets are never stored)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     stored = {row.id: row for row in conn.execute(select(tenants))}
     for tenant in configured:
         values = {"name": tenant.name, "timezone": tenant.timezone, "enabled": tenant.enabled}

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, overload
 
 from sqlalchemy import Connection, Table, and_, func, literal_column, or_, select
 from sqlalchemy.sql import ColumnElement
@@ -33,8 +33,8 @@ class TableLayout:
         self.content_columns = tuple(c.name for c in table.columns if c.name not in BOOKKEEPING)
         self.allowed = frozenset(self.content_columns)
         self.max_lengths = tuple(
-            (c.name, c.type.length) for c in table.columns
-            if c.name in self.allowed and getattr(c.type, "length", None)
+            (c.name, length) for c in table.columns
+            if c.name in self.allowed and (length := getattr(c.type, "length", None))
         )
         self.live_update = tuple(c.name for c in table.columns if c.name not in ("tenant_id", "source_id"))
         self.empty_content = dict.fromkeys(self.content_columns)
@@ -80,7 +80,7 @@ def upsert_rows(
 
 def prepare_rows(tenant_id: str, rows: Iterable[MirrorRow], *, now: datetime | None = None) -> PreparedBatch:
     """Records with hashes and sync time, one per id (the newest), grouped by table. No I/O."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     tables: dict[str, PreparedTable] = {}
     for row in rows:
         prepared = tables.get(row.table)
@@ -207,15 +207,19 @@ def _after_write(conn: Connection, table: Table, inserted: int) -> None:
         analyze_if_young(conn, table, inserted)
 
 
+@overload
+def _aware(value: datetime) -> datetime: ...
+@overload
+def _aware(value: datetime | None) -> datetime | None: ...
 def _aware(value: datetime | None) -> datetime | None:
-    return None if value is None else value.replace(tzinfo=timezone.utc)
+    return None if value is None else value.replace(tzinfo=UTC)
 
 
 def guard_condition(target: Any, incoming: Any, *, tombstones: bool) -> ColumnElement[bool]:
     """The SQL form of guard.decide: true when ``incoming`` may overwrite ``target``."""
     if tombstones:
         return and_(target.deleted_at.is_(None), incoming.source_updated_at >= target.source_updated_at)
-    none = literal_column("-1")  # a literal, not a parameter: the fast paths bind columns only
+    none: ColumnElement[int] = literal_column("-1")  # a literal, not a parameter: the fast paths bind columns only
     t_seq = func.coalesce(target.source_version_seq, none)
     i_seq = func.coalesce(incoming.source_version_seq, none)
     same_time = incoming.source_updated_at == target.source_updated_at

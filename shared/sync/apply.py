@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
@@ -43,7 +43,7 @@ async def apply_change(engine: Engine, client: FhirClient, message: ChangeMessag
     try:
         resource = await client.read(message.type, message.id, priority=REALTIME)
     except (NotFound, Gone):
-        row = MirrorRow.tombstone(TABLE_FOR_TYPE[message.type], message.id, now or datetime.now(timezone.utc))
+        row = MirrorRow.tombstone(TABLE_FOR_TYPE[message.type], message.id, now or datetime.now(UTC))
         outcome = "deleted"
     else:
         try:

@@ -5,7 +5,7 @@ last page, so a crash can repeat a window (harmless: the upsert is idempotent) b
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -20,7 +20,7 @@ def watermark(conn: Connection, tenant_id: str, resource_type: str) -> datetime 
 def advance(conn: Connection, tenant_id: str, resource_type: str, to: datetime) -> None:
     """Move the watermark forward to ``to``; never backwards."""
     c = sync_cursors.c
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     current = watermark(conn, tenant_id, resource_type)
     if current is None:
         exists = conn.execute(select(c.tenant_id).where(c.tenant_id == tenant_id, c.resource_type == resource_type)).first()

@@ -9,7 +9,7 @@ looks exactly like mass deletion, so the run records an alert instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, and_, delete, exists, func, insert, select
 
@@ -82,7 +82,7 @@ async def detect_deletes(engine: Engine, client: FhirClient, tenant_id: str, run
         try:
             resource = await client.read(resource_type, source_id, priority=BULK)
         except (NotFound, Gone):
-            row = MirrorRow.tombstone(TABLE_FOR_TYPE[resource_type], source_id, datetime.now(timezone.utc))
+            row = MirrorRow.tombstone(TABLE_FOR_TYPE[resource_type], source_id, datetime.now(UTC))
             report.deleted += 1
         else:
             try:

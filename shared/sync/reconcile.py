@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,7 +37,7 @@ from shared.sync.silence import SilenceCheck, record_silence
 from shared.telemetry import telemetry
 
 TYPE_ORDER = RESOURCE_TYPES
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LAG = timedelta(minutes=2)
 MAX_WINDOW_RESTARTS = 3
 
@@ -51,10 +51,10 @@ class Progress:
 
 
 def _iso(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat()
+    return value.astimezone(UTC).isoformat()
 
 
-def plan_types(kind: str, only: list[str] | None = None) -> tuple[str, ...]:
+def plan_types(kind: str, only: Sequence[str] | None = None) -> tuple[str, ...]:
     types = ("Appointment",) if kind == "hot" else TYPE_ORDER
     return tuple(t for t in types if t in only) if only else types
 
@@ -63,14 +63,14 @@ def hot_window(tenant: TenantConfig, now: datetime) -> tuple[datetime, datetime]
     """Yesterday 00:00 to 8 days later 00:00 in the tenant's timezone (today + 7 days ahead)."""
     local = now.astimezone(ZoneInfo(tenant.timezone))
     today = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    return (today - timedelta(days=1)).astimezone(timezone.utc), (today + timedelta(days=8)).astimezone(timezone.utc)
+    return (today - timedelta(days=1)).astimezone(UTC), (today + timedelta(days=8)).astimezone(UTC)
 
 
 async def run_reconcile(engine: Engine, client: FhirClient, tenant: TenantConfig, lease: RunLease, *,
                         deadline: float | None = None, clock: Callable[[], float] = time.monotonic,
-                        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), page_size: int = 100,
+                        now: Callable[[], datetime] = lambda: datetime.now(UTC), page_size: int = 100,
                         on_progress: Callable[[Progress], None] | None = None,
-                        only: list[str] | None = None, since: datetime | None = None,
+                        only: Sequence[str] | None = None, since: datetime | None = None,
                         silence: SilenceCheck | None = None) -> bool:
     """Work on the run until it completes (True) or ``deadline`` passes after a checkpoint (False).
 
@@ -226,7 +226,7 @@ def _commit_page(engine: Engine, tenant: TenantConfig, lease: RunLease, resource
         counts.absorb(page)
         if written and silence is not None:
             missed = record_silence(conn, tenant.id, lease.run_id, resource_type, written, since, silence.cutoff,
-                                    datetime.now(timezone.utc))
+                                    datetime.now(UTC))
         if lease.kind == "full":
             record_seen(conn, lease.run_id, resource_type, [r.source_id for r in rows])
         # A window read to its end without shifting moves the watermark; a full listing is a

@@ -38,9 +38,12 @@ KINDS = ("full", "hot", "incremental")
 
 
 class Scheduled(Protocol):
-    id: str
-    timezone: str
-    enabled: bool
+    @property
+    def id(self) -> str: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def enabled(self) -> bool: ...
 
     def schedule_for(self, kind: str) -> str: ...
 

@@ -22,6 +22,7 @@ from shared.store.engine import insert_ignore
 from shared.store.schema import webhook_events, webhook_subscriptions
 from shared.webhooks.notifications import BackportStatus
 
+
 @dataclass(frozen=True)
 class Gap:
     subscription: str
@@ -71,8 +72,8 @@ def settle_gaps(conn: Connection, tenant_id: str, now: datetime, grace: timedelt
     later, those still missing up to that number are a gap. Numbers delivered meanwhile, even
     out of order, settle without one."""
     s, e = webhook_subscriptions.c, webhook_events.c
-    delivered_max = {sub: top for sub, top in conn.execute(
-        select(e.subscription, func.max(e.event_number)).where(e.tenant_id == tenant_id).group_by(e.subscription))}
+    delivered_max = dict(conn.execute(
+        select(e.subscription, func.max(e.event_number)).where(e.tenant_id == tenant_id).group_by(e.subscription)).all())
     found = []
     for sub in conn.execute(select(webhook_subscriptions).where(s.tenant_id == tenant_id)).all():
         key = and_(s.tenant_id == tenant_id, s.subscription == sub.subscription)

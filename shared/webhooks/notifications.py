@@ -187,7 +187,8 @@ def _json_event(document: dict[str, Any], route_type: str, route_action: str) ->
 
 
 def _resource_event(resource: dict[str, Any], action: str) -> Event:
-    meta = resource.get("meta") if isinstance(resource.get("meta"), dict) else {}
+    raw_meta = resource.get("meta")
+    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     return Event(_known_type(resource["resourceType"]), _valid_id(resource.get("id")), action,
                  _version(meta.get("versionId")), None, _instant(meta.get("lastUpdated")))
 
@@ -234,7 +235,7 @@ def _known_type(kind: Any) -> str:
 def _valid_id(value: Any) -> str:
     if not is_fhir_id(value):
         raise WebhookRejected(400, "bad-resource-id")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _version(value: Any) -> str | None:

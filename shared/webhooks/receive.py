@@ -24,8 +24,8 @@ from shared.settings import TenantConfig
 from shared.store.engine import insert_ignore
 from shared.store.leases import take_lease
 from shared.store.schema import inbox
-from shared.webhooks.gaps import record_notification
 from shared.sync.reconcile import LAG
+from shared.webhooks.gaps import record_notification
 from shared.webhooks.notifications import parse_event_name, parse_notification
 from shared.webhooks.verify import WebhookRejected, verify_request
 
@@ -90,7 +90,7 @@ def _receive(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, eve
                 return Answer(200, {"duplicate": True})
             if events:
                 queues.send_many(CHANGES_QUEUE, [encode(ChangeMessage(
-                    tenant=tenant.id, type=item.type, id=item.id, action=item.action,  # type: ignore[arg-type]
+                    tenant=tenant.id, type=item.type, id=item.id, action=item.action,
                     version=item.version, event_key=key[:200], received_at=now, event_at=item.timestamp))
                     for item in events])
             route_type = parse_event_name(event)[0]
@@ -129,7 +129,7 @@ def request_reconcile(conn: Connection, queues: QueuePort, tenant_id: str, resou
         return False
     delay = (LAG + EMPTY_EVENT_DEBOUNCE).total_seconds() + 10
     queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile="incremental",
-                                                         types=[resource_type])), delay=delay)  # type: ignore[list-item]
+                                                         types=[resource_type])), delay=delay)
     return True
 
 

@@ -13,7 +13,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from playwright.sync_api import Browser, sync_playwright
@@ -76,7 +76,7 @@ def demo_with_history(database_url: str) -> Iterator[Booted]:
     running = boot(load_settings(database_url=database_url, fanout_schedule="0 0 0 1 1 *"), port=0,
                    say=lambda line: None, demo_counts=(3, 60, 300, 60))
     try:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         seed_a_day(running.runtime.engine, DEMO_TENANT, now - timedelta(minutes=2))
         enqueue_reconcile(running.runtime.queues, DEMO_TENANT, "full")
         assert wait_for_run(running.runtime.engine, DEMO_TENANT, "full", now, timeout=120) == "completed"

@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.sync.compare import compare, live_in_snapshot, mirrored
 from shared.settings import load_settings
 from shared.store.engine import create_store_engine
+from shared.sync.compare import compare, live_in_snapshot, mirrored
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_TENANTS = ROOT / "samples" / "tenants.sandbox.json"
@@ -209,7 +209,9 @@ def test_generate_writes_what_it_says(tmp_path: Path) -> None:
     done = cli("generate", "--out", str(out), "--practitioners", "2", "--patients", "10", "--appointments", "20",
                "--invoices", "5", "--referrals", "0")
     assert done.returncode == 0, done.stderr
-    written = int(re.search(r"wrote ([\d,]+) resources", done.stdout).group(1).replace(",", ""))  # type: ignore[union-attr]
+    found = re.search(r"wrote ([\d,]+) resources", done.stdout)
+    assert found, done.stdout
+    written = int(found.group(1).replace(",", ""))
     assert written == len(out.read_text().splitlines()) == 2 + 2 + 10 + 20 + 5  # roles beside practitioners
 
 

@@ -10,6 +10,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -41,6 +42,7 @@ def run(fault_name: str, database: str, seed: int = 7) -> Outcome:
 
 
 @pytest.mark.azurite
+@pytest.mark.slow
 @pytest.mark.parametrize(("fault_name", "database"), FAST_SUBSET, ids=[f"{f}-{d}" for f, d in FAST_SUBSET])
 def test_fault_leaves_nothing_lost_unexpected_or_regressed(fault_name: str, database: str) -> None:
     outcome = run(fault_name, database)
@@ -98,7 +100,7 @@ def test_the_storm_watch_counts_requests_that_arrive_well_inside_an_announced_re
             counters[name] = max(counters.get(name, 0), value)
 
     answers = iter([(False, 0, 10), (False, 0, 9), (True, 5, 0), (True, 4, 0), (True, 3, 0)])
-    watched = faults._watching(Counting(), "t1", lambda client: next(answers))  # type: ignore[arg-type]
+    watched = faults._watching(Counting(), "t1", lambda client: next(answers))  # type: ignore[arg-type]  # a stand-in
     watched("c")  # 429 at 100: hold until 110
     now[0] = 100.5
     watched("c")  # in flight when the 429 came (within the grace): another 429, not counted as early
@@ -136,7 +138,7 @@ def test_faults_that_did_not_bite_fail_their_run() -> None:
         def __init__(self, attempts: list[int]) -> None:
             self.attempts = attempts
 
-        def deliveries(self) -> list[dict[str, int]]:
+        def deliveries(self) -> list[dict[str, Any]]:
             return [{"attempts": n, "status": "dropped" if n == 0 else "delivered"} for n in self.attempts]
 
     class FakeRun:
@@ -149,16 +151,16 @@ def test_faults_that_did_not_bite_fail_their_run() -> None:
             self.counters[name] = self.counters.get(name, 0) + n
 
     calm, bitten = FakeRun([1, 1], [1]), FakeRun([1, 3], [2, 0])
-    faults._queue_was_down(calm)  # type: ignore[arg-type]
-    faults._queue_was_down(bitten)  # type: ignore[arg-type]
+    faults._queue_was_down(calm)  # type: ignore[arg-type]  # a stand-in Run
+    faults._queue_was_down(bitten)  # type: ignore[arg-type]  # a stand-in Run
     assert calm.violations and "did not bite" in calm.violations[0]
     assert (bitten.violations, bitten.counters["deliveries re-sent"]) == ([], 3)
-    faults._sessions_were_killed(calm)  # type: ignore[arg-type]
+    faults._sessions_were_killed(calm)  # type: ignore[arg-type]  # a stand-in Run
     assert len(calm.violations) == 2
     bitten.counters["sessions killed"] = 4
-    faults._sessions_were_killed(bitten)  # type: ignore[arg-type]
+    faults._sessions_were_killed(bitten)  # type: ignore[arg-type]  # a stand-in Run
     assert bitten.violations == []
-    faults._webhooks_were_dropped(calm)  # type: ignore[arg-type]
-    faults._webhooks_were_dropped(bitten)  # type: ignore[arg-type]
+    faults._webhooks_were_dropped(calm)  # type: ignore[arg-type]  # a stand-in Run
+    faults._webhooks_were_dropped(bitten)  # type: ignore[arg-type]  # a stand-in Run
     assert len(calm.violations) == 3 and "no webhook was dropped" in calm.violations[2]
     assert (bitten.violations, bitten.counters["webhooks dropped"]) == ([], 1)

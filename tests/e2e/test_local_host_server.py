@@ -89,14 +89,14 @@ def test_a_client_that_hangs_up_leaves_no_traceback(host: LocalHost, caplog: pyt
 @pytest.mark.parametrize(("head", "expected"), [
     ("POST /api/webhooks/demo/appointment-update HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2",
      (400, b"ambiguous-framing")),
-    ("POST /api/webhooks/demo/appointment-update HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
-     "Transfer-Encoding: chunked", (400, b"ambiguous-framing")),
+    (("POST /api/webhooks/demo/appointment-update HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+     "Transfer-Encoding: chunked"), (400, b"ambiguous-framing")),
     ("POST /api/webhooks/demo/appointment-update HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked",
      (411, b"length-required")),
     ("GET /api/tenants/demo/sync/runs HTTP/1.1\r\nHost: x\r\nx-functions-key: local-key\r\nx-functions-key: other",
      (400, b'"duplicate-header", "header": "x-functions-key"')),
-    ("POST /api/webhooks/demo/appointment-update HTTP/1.1\r\nHost: x\r\nX-Webhook-Secret: a\r\n"
-     "X-Webhook-Secret: b\r\nContent-Length: 2", (400, b'"header": "x-webhook-secret"')),
+    (("POST /api/webhooks/demo/appointment-update HTTP/1.1\r\nHost: x\r\nX-Webhook-Secret: a\r\n"
+     "X-Webhook-Secret: b\r\nContent-Length: 2"), (400, b'"header": "x-webhook-secret"')),
     ("POST /api/webhooks/demo/appointment-update HTTP/1.1\r\nHost: x\r\nContent-Length: -1",
      (400, b"bad-content-length")),
 ])

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -42,7 +42,7 @@ def synced(database_url: str) -> Iterator[Booted]:
 
 def add_run(running: Booted, status: str, error: str | None = None) -> str:
     run_id = str(uuid.uuid4())
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with write_transaction(running.runtime.engine) as conn:
         conn.execute(insert(sync_runs).values(id=run_id, tenant_id=DEMO_TENANT, kind="incremental", status=status,
                                               started_at=now, finished_at=now + timedelta(seconds=1), error=error))
@@ -78,12 +78,13 @@ def test_the_status_page_reads_on_a_laptop_and_a_phone(browser: Browser, synced:
             assert (chart.locator(".axis-label.y").first.text_content() or "").endswith(unit)
             assert [t.text_content() for t in chart.locator(".tick").all()] == ["−24 h", "−12 h", "now"]
             assert chart.locator(".series, .dot").count() >= 1  # something drawn, not an empty frame
-            assert chart.bounding_box()["width"] >= 200  # type: ignore[index]
+            box = chart.bounding_box()
+            assert box is not None and box["width"] >= 200
         # Run statuses in colour, run ids shown (the whole id on hover), exact times on hover.
         assert rgb(page, ".runs .pill.failed") == RED and rgb(page, ".runs .pill.completed") == GREEN
         assert page.locator(f'.runs code[title="{failed}"]').inner_text() == failed[:8]
         exact = card.locator("time").first.get_attribute("title") or ""
-        assert exact.startswith(str(datetime.now(timezone.utc).year)) and exact.endswith(("AEDT", "AEST"))
+        assert exact.startswith(str(datetime.now(UTC).year)) and exact.endswith(("AEDT", "AEST"))
         # Nothing wider than the screen: no sideways scrolling, the runs table included.
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         box = card.bounding_box()

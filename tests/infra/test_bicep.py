@@ -221,7 +221,7 @@ def test_the_first_deployment_checklist_keeps_its_steps_in_order() -> None:
              "config/configreferences/appsettings/refresh", "properties.status", "config-zip", "/api/health",
              "/api/webhooks/", '{"kind": "full"}', "firewall-rule delete"]
     positions = [steps.index(mark) for mark in order]
-    assert positions == sorted(positions), [m for m, p in zip(order, positions)]
+    assert positions == sorted(positions), dict(zip(order, positions, strict=True))
     # The app's message for an unresolved reference sends the operator to the refresh step by number.
     before_refresh = steps[:steps.index("configreferences/appsettings/refresh")]
     refresh_step = re.findall(r"^(\d+)\. \[ \]", before_refresh, re.MULTILINE)[-1]

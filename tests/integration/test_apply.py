@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -23,7 +23,7 @@ from shared.source.retry import RetryPolicy
 from shared.store.schema import clients, sessions
 from shared.sync.apply import ApplyResult, apply_change
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 @pytest.fixture
@@ -57,7 +57,9 @@ def test_duplicate_and_out_of_order_hints_converge_on_the_source(engine: Engine,
     first = apply_all(engine, sandbox, [ChangeMessage(tenant="demo", type="Appointment", id=appointment)])
     assert first[0].outcome == "applied" and first[0].counts.inserted == 1
     sandbox.data.churn(updates=30)  # the appointment may or may not change: the source decides
-    version = sandbox.data.read("Appointment", appointment).version
+    current = sandbox.data.read("Appointment", appointment)
+    assert current is not None
+    version = current.version
     hints = [ChangeMessage(tenant="demo", type="Appointment", id=appointment, action="update", version="1")] * 5
     results = apply_all(engine, sandbox, hints)
     assert [r.outcome for r in results] == ["applied"] * 5
@@ -70,7 +72,7 @@ def test_deleted_or_unknown_at_the_source_becomes_a_tombstone(engine: Engine, sa
     with sandbox.data.lock:
         stored_one = sandbox.data.by_type["Appointment"]["AP-3000001"]
         sandbox.data.order["Appointment"].remove((stored_one.updated, "AP-3000001"))
-        stored_one.deleted_at = datetime.now(timezone.utc)
+        stored_one.deleted_at = datetime.now(UTC)
     results = apply_all(engine, sandbox, [ChangeMessage(tenant="demo", type="Appointment", id="AP-3000001"),
                                           ChangeMessage(tenant="demo", type="Appointment", id="AP-404")])
     assert [r.outcome for r in results] == ["deleted", "deleted"]

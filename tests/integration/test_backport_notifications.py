@@ -33,7 +33,7 @@ def notification(shape: str, kind: str, content: str = "id-only", number: int = 
     focus = f"{FOCUS}/_history/3" if content == "full-resource" else FOCUS
     with_event = kind in ("event-notification", "query-event")
     if shape == "r4":
-        part = [{"name": "event-number", "valueString": str(number)},
+        part: list[dict[str, Any]] = [{"name": "event-number", "valueString": str(number)},
                 {"name": "timestamp", "valueInstant": "2026-03-04T05:06:07Z"}]
         if content != "empty":
             part.append({"name": "focus", "valueReference": {"reference": focus}})
@@ -73,7 +73,7 @@ def queues(database_url: str, tmp_path: Path) -> Iterator[InMemoryQueues]:
 def post(body: bytes, event: str = "appointment-update") -> tuple[int, dict[str, Any]]:
     request = func.HttpRequest("POST", f"http://localhost/api/webhooks/alpha/{event}", body=body, headers=HEADERS,
                                route_params={"tenant": "alpha", "event": event})
-    response = registered_functions()["receive_webhook"].get_user_function()(request)  # type: ignore[attr-defined]
+    response = registered_functions()["receive_webhook"].get_user_function()(request)
     return response.status_code, json.loads(response.get_body())
 
 
@@ -124,7 +124,7 @@ def test_empty_events_queue_one_incremental_reconcile_of_their_type_per_burst(qu
     CLOCK.now = 161
     (message,) = queues.receive("reconcile", max_messages=5, visibility_timeout=30)
     assert decode(message.text, ReconcileMessage) == ReconcileMessage(tenant="alpha", reconcile="incremental",
-                                                                      types=["Appointment"])  # type: ignore[list-item]
+                                                                      types=["Appointment"])
 
 
 def test_an_unknown_notification_type_is_refused(queues: InMemoryQueues) -> None:

@@ -1,7 +1,7 @@
 """BulkWriter: batches in order, counts summed, roles resolved, errors surfaced, aborts clean."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -10,7 +10,7 @@ from shared.records import MirrorRow
 from shared.store.bulk import BulkWriter
 from shared.store.schema import sessions
 
-T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def session(n: int, version: int = 1, **content: object) -> MirrorRow:
@@ -60,10 +60,9 @@ def test_abort_drops_the_unsent_batch_only(engine: Engine) -> None:
 
 def test_a_database_error_surfaces_and_later_batches_are_not_written(engine: Engine) -> None:
     bad = MirrorRow("sessions", "AP-bad", T0, "1", {"no_such_column": 1})
-    with pytest.raises(ValueError, match="unknown columns"):
-        with BulkWriter(engine, "t1", batch_size=5) as writer:
-            for n in range(5):
-                writer.add(session(n))
-            writer.add(bad)
+    with pytest.raises(ValueError, match="unknown columns"), BulkWriter(engine, "t1", batch_size=5) as writer:
+        for n in range(5):
+            writer.add(session(n))
+        writer.add(bad)
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(sessions)).scalar_one() == 5

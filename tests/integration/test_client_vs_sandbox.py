@@ -5,7 +5,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -21,7 +21,7 @@ from shared.source.errors import Gone, NotFound, TokenError
 from shared.source.retry import RetryPolicy
 from shared.source.tokens import TokenManager
 
-ANCHOR = datetime(2026, 1, 15, 9, tzinfo=timezone.utc)
+ANCHOR = datetime(2026, 1, 15, 9, tzinfo=UTC)
 
 
 def client_for(box: Sandbox, *, secret: str = "sandbox-secret") -> FhirClient:

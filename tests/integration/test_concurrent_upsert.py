@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, select
@@ -15,7 +15,7 @@ from shared.store.guard import UpsertCounts
 from shared.store.schema import sessions
 from shared.store.upsert import upsert_rows
 
-T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
 KEYS = [f"AP-{i}" for i in range(300)]
 WRITERS, BATCHES, BATCH = 8, 15, 150
 
@@ -53,7 +53,7 @@ def run_writers(engine: Engine, seed: int) -> tuple[list[BaseException], UpsertC
                     counts = upsert_rows(conn, "t1", batch)
                 with lock:
                     totals.__iadd__(counts)
-        except BaseException as exc:  # noqa: BLE001 — collected and asserted on
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(WRITERS)]

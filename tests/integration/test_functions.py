@@ -5,14 +5,15 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import azure.functions as func
 import pytest
-from sqlalchemy import func as sql, select
+from sqlalchemy import func as sql
+from sqlalchemy import select
 
-from tests.fakes import registered_functions
 from shared.bootstrap import build_runtime, use_runtime
 from shared.fhir.synthetic import SyntheticCounts
 from shared.queues.memory import InMemoryQueues
@@ -22,12 +23,13 @@ from shared.sandbox.server import Sandbox, SandboxConfig
 from shared.settings import load_settings
 from shared.store.engine import write_transaction
 from shared.store.schema import MIRRORED_TABLES, sync_runs
+from tests.fakes import registered_functions
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
-def function(name: str):  # type: ignore[no-untyped-def]
-    return registered_functions()[name].get_user_function()  # type: ignore[attr-defined]
+def function(name: str) -> Any:
+    return registered_functions()[name].get_user_function()
 
 
 @pytest.fixture
@@ -58,7 +60,7 @@ def test_the_apply_function_stores_what_the_message_points_to(setup: tuple[Sandb
     from shared.metrics import read_metrics
 
     message = func.QueueMessage(body=encode(ChangeMessage(tenant="demo", type="Patient", id="PT-2000003",
-                                                          received_at=datetime.now(timezone.utc))).encode())
+                                                          received_at=datetime.now(UTC))).encode())
     asyncio.run(function("apply_change_message")(message))
     assert count("clients") == 1
     asyncio.run(function("apply_change_message")(message))  # again: nothing to write
@@ -166,7 +168,7 @@ def test_a_change_of_a_tenant_with_refused_credentials_waits_for_them(database_u
 
 
 def test_reconcile_continues_through_the_queue_until_done(setup: tuple[Sandbox, InMemoryQueues]) -> None:
-    box, queues = setup
+    _box, queues = setup
     step = function("reconcile_step")
     asyncio.run(step(func.QueueMessage(body=encode(ReconcileMessage(tenant="demo", reconcile="full")).encode())))
     invocations = 1
@@ -194,14 +196,15 @@ def test_a_reconcile_step_that_fails_outside_the_source_is_resumed_by_the_retrie
     running" and leave it until it goes stale (15 minutes)."""
     import importlib
 
-    from shared.bootstrap import runtime
     from sqlalchemy.exc import OperationalError
+
+    from shared.bootstrap import runtime
 
     queues_module = importlib.import_module("shared.blueprints.queues")  # the package exports a Blueprint by that name
     real = queues_module.run_reconcile
     calls = []
 
-    async def fails_after_a_page(engine, client, tenant, lease, **kwargs):  # type: ignore[no-untyped-def]
+    async def fails_after_a_page(engine: Any, client: Any, tenant: Any, lease: Any, **kwargs: Any) -> Any:
         calls.append(lease.run_id)
         if len(calls) == 1:
             await real(engine, client, tenant, lease, **{**kwargs, "deadline": 0})  # one page, checkpointed
@@ -209,7 +212,6 @@ def test_a_reconcile_step_that_fails_outside_the_source_is_resumed_by_the_retrie
         return await real(engine, client, tenant, lease, **kwargs)
 
     monkeypatch.setattr(queues_module, "run_reconcile", fails_after_a_page)
-    box, queues = setup
     runtime().settings.__dict__["reconcile_time_budget"] = 300.0  # the retry finishes in one go
     text = encode(ReconcileMessage(tenant="demo", reconcile="full"))
     with pytest.raises(OperationalError):
@@ -231,7 +233,7 @@ def test_a_reconcile_message_failing_its_last_attempt_fails_its_run_and_frees_th
 
     queues_module = importlib.import_module("shared.blueprints.queues")
 
-    async def always_fails(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+    async def always_fails(*_args: Any, **_kwargs: Any) -> Any:
         raise ZeroDivisionError("a bug in a step")
 
     monkeypatch.setattr(queues_module, "run_reconcile", always_fails)
@@ -343,7 +345,7 @@ def test_the_timer_fans_out_one_message_per_due_tenant_and_kind(setup: tuple[San
     from shared.sync.runs import finish, start_run
 
     _box, queues = setup
-    now = datetime(2026, 1, 1, 10, 7, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, 10, 7, tzinfo=UTC)
     assert fan_out(now) == [("demo", "full")]  # never loaded: its first full run alone
     (message,) = queues.receive("reconcile", max_messages=5, visibility_timeout=30)
     assert decode(message.text, ReconcileMessage) == ReconcileMessage(tenant="demo", reconcile="full")

@@ -140,7 +140,7 @@ def test_malformed_line_stops_before_its_batch_and_names_the_line(
 def test_malformed_bundle_entry_is_named(database_url: str, tenants_file: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     data = resources(practitioners=0, patients=3, appointments=0, invoices=0)
-    cases = {
+    cases: dict[str, str | bytes] = {
         "truncated.json": json.dumps({"resourceType": "Bundle", "type": "collection",
                                       "entry": [{"resource": r} for r in data]})[:-40],
         "not-object.json": json.dumps({"resourceType": "Bundle", "entry": [{"resource": data[0]}, {"resource": [1]}]}),

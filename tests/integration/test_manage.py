@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ def call(name: str, method: str = "GET", body: bytes = b"", headers: dict[str, s
          params: dict[str, str] | None = None, **route: str) -> tuple[int, dict[str, Any]]:
     request = func.HttpRequest(method, f"http://localhost/api/{name}", body=body, headers=headers or {},
                                params=params or {}, route_params=route)
-    response = registered_functions()[name].get_user_function()(request)  # type: ignore[attr-defined]
+    response = registered_functions()[name].get_user_function()(request)
     return response.status_code, json.loads(response.get_body())
 
 
@@ -102,11 +102,11 @@ def test_progress_history_and_tenant_isolation(rt: Any) -> None:
         claim(conn, run_id)  # a worker took it
         conn.execute(update(sync_runs).where(sync_runs.c.id == run_id).values(
             records_total=200, processed=50, inserted=40, step="Patient: 50 of 200",
-            started_at=datetime.now(timezone.utc) - timedelta(seconds=30)))
+            started_at=datetime.now(UTC) - timedelta(seconds=30)))
     status, run = call("sync_run", tenant="alpha", run_id=run_id)
     assert status == 200 and (run["status"], run["percentage"], run["step"]) == ("running", 25.0, "Patient: 50 of 200")
     assert run["records"] == {"processed": 50, "total": 200} and run["counts"]["inserted"] == 40
-    eta = datetime.fromisoformat(run["estimatedCompletion"]) - datetime.now(timezone.utc)
+    eta = datetime.fromisoformat(run["estimatedCompletion"]) - datetime.now(UTC)
     assert timedelta(seconds=80) < eta < timedelta(seconds=100)  # 50 in 30 s: 150 more in ~90 s
     # Another tenant cannot see, list or cancel it.
     assert call("sync_run", tenant="beta", run_id=run_id) == (404, {"error": "unknown-run"})
@@ -137,7 +137,7 @@ def test_cleanup_fails_only_runs_gone_silent(rt: Any) -> None:
     silent, fresh = trigger("alpha")[1]["runId"], trigger("beta")[1]["runId"]
     with write_transaction(rt.engine) as conn:
         conn.execute(update(sync_runs).where(sync_runs.c.id == silent).values(
-            heartbeat_at=datetime.now(timezone.utc) - timedelta(hours=1)))
+            heartbeat_at=datetime.now(UTC) - timedelta(hours=1)))
     assert call("cleanup_sync_runs", "POST") == (200, {"failedStale": [silent], "count": 1})
     assert call("sync_run", tenant="alpha", run_id=silent)[1]["status"] == "failed_stale"
     assert call("sync_run", tenant="beta", run_id=fresh)[1]["status"] == "queued"
@@ -145,7 +145,7 @@ def test_cleanup_fails_only_runs_gone_silent(rt: Any) -> None:
 
 def test_redrive_moves_back_only_the_tenants_poison_messages(rt: Any) -> None:
     def change(tenant: str, rid: str) -> str:
-        return encode(ChangeMessage(tenant=tenant, type="Patient", id=rid, action="update"))  # type: ignore[arg-type]
+        return encode(ChangeMessage(tenant=tenant, type="Patient", id=rid, action="update"))
 
     for text in (change("alpha", "PT-1"), change("beta", "PT-2"), "not a message", change("alpha", "PT-3")):
         rt.queues.send("changes-poison", text)
@@ -162,21 +162,21 @@ def test_one_redrive_at_a_time(rt: Any) -> None:
     from shared.store.leases import drop_lease, take_lease
 
     with write_transaction(rt.engine) as conn:  # another instance's re-drive is under way
-        assert take_lease(conn, "redrive:changes-poison", "elsewhere", datetime.now(timezone.utc), timedelta(minutes=5))
+        assert take_lease(conn, "redrive:changes-poison", "elsewhere", datetime.now(UTC), timedelta(minutes=5))
     status, body = call("redrive_poison", "POST", tenant="alpha")
     assert (status, body["error"]) == (409, "redrive-running")
     with write_transaction(rt.engine) as conn:
         drop_lease(conn, "redrive:changes-poison", "elsewhere")
     assert call("redrive_poison", "POST", tenant="alpha")[0] == 200
     with write_transaction(rt.engine) as conn:  # a holder that died: its lease lapses
-        later = datetime.now(timezone.utc) + timedelta(minutes=6)
+        later = datetime.now(UTC) + timedelta(minutes=6)
         assert take_lease(conn, "redrive:changes-poison", "next", later, timedelta(minutes=5))
 
 
 def test_sync_status_tells_freshness_webhooks_breaker_queues_silence_and_credentials(rt: Any) -> None:
     from shared.store.schema import source_health, sync_cursors, tenant_metrics, webhook_silence
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with write_transaction(rt.engine) as conn:
         conn.execute(insert(sync_cursors).values(tenant_id="alpha", resource_type="Patient",
                                                  watermark=now - timedelta(minutes=7), updated_at=now))
@@ -225,7 +225,7 @@ def test_replay_queues_an_incremental_from_since_for_the_types_asked(rt: Any) ->
     (message,) = rt.queues.receive("reconcile", max_messages=5, visibility_timeout=30)
     sent = decode(message.text, ReconcileMessage)
     assert (sent.reconcile, sent.types, sent.run_id) == ("incremental", ["Patient", "Invoice"], body["runId"])
-    assert sent.since == datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert sent.since == datetime(2026, 1, 1, tzinfo=UTC)
     assert replay(since="2026-01-01T00:00:00+10:00")[1] == {  # the incremental slot is taken
         "error": "already-running", "runId": body["runId"], "kind": "incremental"}
     for params in ({"since": "2026-01-01T00:00:00"}, {"since": "yesterday"}, {}, {"since": "2999-01-01T00:00:00Z"},

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC
 
 from sqlalchemy import Engine
 
@@ -19,7 +20,7 @@ def test_instances_flushing_the_same_counters_at_once_add_up(engine: Engine) -> 
                 metrics.add("north", f"webhook.rejected.r{i % 3}")
                 metrics.observe_lag("north", i / 100)
                 metrics.flush(engine)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(m,)) for m in instances]
@@ -33,18 +34,18 @@ def test_instances_flushing_the_same_counters_at_once_add_up(engine: Engine) -> 
     assert counts["webhook.received"] == 240 == counts["lag.count"]
     assert sum(counts[f"webhook.rejected.r{k}"] for k in range(3)) == 240
     assert counts["lag.sum_ms"] == 6 * sum(round(i * 10) for i in range(40))
-    assert sum(v for k, v in counts.items() if k.startswith("lag.le_") or k.startswith("lag.gt_")) == 240
+    assert sum(v for k, v in counts.items() if k.startswith(("lag.le_", "lag.gt_"))) == 240
 
 
 def test_insert_ignore_says_whether_it_inserted(engine: Engine) -> None:
     """The receiver renews an expired inbox key and silence adds to its row only when the insert
     was skipped: the count must be exact on both databases (psycopg's rowcount is -1 here)."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from shared.store.engine import insert_ignore, write_transaction
     from shared.store.schema import inbox
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     record = {"tenant_id": "north", "idempotency_key": "k", "event_type": "e", "received_at": now,
               "expires_at": now + timedelta(days=1)}
     with write_transaction(engine) as conn:
@@ -54,12 +55,12 @@ def test_insert_ignore_says_whether_it_inserted(engine: Engine) -> None:
 
 
 def test_the_webhook_rate_counts_the_last_minutes_and_old_minutes_are_dropped(engine: Engine) -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from shared.metrics import increment, minute_bucket, prune_minutes, webhook_rate
     from shared.store.engine import write_transaction
 
-    now = datetime(2026, 11, 23, 21, 30, 20, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 23, 21, 30, 20, tzinfo=UTC)
     with write_transaction(engine) as conn:
         for minutes_ago, n in ((0, 3), (14, 12), (15, 100), (70, 7)):  # 15 and 70 min ago: outside
             at = now - timedelta(minutes=minutes_ago)
@@ -76,19 +77,19 @@ def test_the_webhook_rate_counts_the_last_minutes_and_old_minutes_are_dropped(en
 
 
 def test_webhooks_per_hour_for_a_day_and_older_hours_are_dropped(engine: Engine) -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from shared.metrics import hour_bucket, increment, prune_hours, webhook_hours
     from shared.store.engine import write_transaction
 
-    now = datetime(2026, 11, 23, 21, 30, 20, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 23, 21, 30, 20, tzinfo=UTC)
     with write_transaction(engine) as conn:
         for hours_ago, n in ((0, 3), (23, 12), (24, 100), (30, 7)):  # 24 and 30 hours ago: outside the chart
             at = now - timedelta(hours=hours_ago)
             increment(conn, {("north", hour_bucket(at)): n}, at)
     with engine.connect() as conn:
         hours = webhook_hours(conn, "north", now)
-        assert len(hours) == 24 and hours[-1] == (datetime(2026, 11, 23, 21, tzinfo=timezone.utc), 3)
-        assert hours[0] == (datetime(2026, 11, 22, 22, tzinfo=timezone.utc), 12) and sum(n for _, n in hours) == 15
+        assert len(hours) == 24 and hours[-1] == (datetime(2026, 11, 23, 21, tzinfo=UTC), 3)
+        assert hours[0] == (datetime(2026, 11, 22, 22, tzinfo=UTC), 12) and sum(n for _, n in hours) == 15
     with write_transaction(engine) as conn:  # kept a day and an hour: the 30-hour-old count goes
         assert prune_hours(conn, now - timedelta(hours=25)) == 1

@@ -23,13 +23,15 @@ from shared.localhost.azurite import AzuriteUnavailable, start_azurite_queue, st
 from shared.queues.azure import AzureQueues
 from tests.conftest import unique
 
+pytestmark = pytest.mark.azurite  # Azurite in HTTPS + OAuth mode
+
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"  # any Entra tenant id: Azurite checks the issuer's form
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=1))
@@ -48,14 +50,15 @@ class Identity:
     """Stands in for ManagedIdentityCredential: a token shaped as Entra issues them for Storage."""
 
     def __init__(self, audience: str = "https://storage.azure.com") -> None:
-        self.audience, self.scopes = audience, []  # type: ignore[var-annotated]
+        self.audience = audience
+        self.scopes: list[str] = []
 
     def get_token(self, *scopes: str, **_kwargs: object) -> AccessToken:
         self.scopes.extend(scopes)
         now = int(time.time())
         claims = {"aud": self.audience, "iss": f"https://sts.windows.net/{TENANT}/", "iat": now, "nbf": now,
                   "exp": now + 3600, "oid": "00000000-0000-0000-0000-00000000abcd", "tid": TENANT}
-        part = lambda value: base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()  # noqa: E731
+        part = lambda value: base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
         return AccessToken(f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2ln", now + 3600)
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import azure.functions as func
 import pytest
@@ -28,11 +28,11 @@ TENANTS = [
 ]
 SYD = TenantConfig.model_validate(TENANTS[0])
 DAY = date(2026, 3, 4)  # AEDT, UTC+11
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def local(day: date, hour: int, minute: int = 0) -> datetime:
-    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=SYD.zone).astimezone(timezone.utc)
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=SYD.zone).astimezone(UTC)
 
 
 def put(conn: Any, table: Any, tenant: str, source_id: str, **values: Any) -> None:
@@ -67,7 +67,7 @@ def seeded(database_url: str, tmp_path: Path) -> Iterator[Engine]:
             session(conn, "syd", "AP-7", local(DAY - timedelta(days=1), 23, 30), "no_show", client="PT-B")
             session(conn, "syd", "AP-8", local(DAY, 12), "cancelled", client="PT-B")
             # Another tenant: 10:00 UTC is 21:00 in Sydney, inside the Sydney day too.
-            session(conn, "other", "AP-X", datetime(2026, 3, 4, 10, tzinfo=timezone.utc), "booked")
+            session(conn, "other", "AP-X", datetime(2026, 3, 4, 10, tzinfo=UTC), "booked")
             for iid, issued, status, gross, currency in [
                     ("IN-1", local(DAY, 10), "paid", "150.00", "AUD"),
                     ("IN-2", local(date(2026, 3, 2), 10), "issued", "99.50", "AUD"),
@@ -89,7 +89,7 @@ def seeded(database_url: str, tmp_path: Path) -> Iterator[Engine]:
                     ("other", "RF-1", "PT-A", 99, 50, None, None, {})]:
                 put(conn, referrals, tenant, rid, client_id=client, session_limit=limit, prior_sessions=prior,
                     starts_on=first, ends_on=last, name="Mental Health Treatment Plan",
-                    **{"status": "active", "preferred": False, **extra})
+                    **{"status": "active", "preferred": False, **cast(dict[str, Any], extra)})
         yield rt.engine
 
 
@@ -97,7 +97,7 @@ def get(route: str, params: dict[str, str] | None = None, **route_params: str) -
     name = {"dashboard": "practitioner_dashboard", "health": "health", "practitioners": "practitioners"}[route]
     request = func.HttpRequest("GET", f"http://localhost/api/{route}", body=b"", params=params or {},
                                route_params=route_params)
-    response = registered_functions()[name].get_user_function()(request)  # type: ignore[attr-defined]
+    response = registered_functions()[name].get_user_function()(request)
     return response.status_code, json.loads(response.get_body())
 
 
@@ -195,7 +195,7 @@ def run(conn: Any, tenant: str, kind: str, status: str, finished: datetime) -> N
 
 
 def test_health_is_per_tenant_and_503_when_one_is_in_error(seeded: Engine) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with write_transaction(seeded) as conn:
         run(conn, "syd", "incremental", "completed", now - timedelta(minutes=5))  # schedule: every 15 min
         run(conn, "other", "incremental", "completed", now - timedelta(minutes=20))
@@ -220,7 +220,7 @@ def test_the_status_page_escapes_what_it_shows(seeded: Engine) -> None:
                                               started_at=T0, finished_at=T0,
                                               error='<script>alert("x")</script> token refused'))
     request = func.HttpRequest("GET", "http://localhost/api/status", body=b"", params={}, route_params={})
-    response = registered_functions()["status_page"].get_user_function()(request)  # type: ignore[attr-defined]
+    response = registered_functions()["status_page"].get_user_function()(request)
     page = response.get_body().decode()
     assert response.status_code == 200 and response.mimetype == "text/html"
     # One script: the page's own refresh, after the content; the stored text arrives escaped.

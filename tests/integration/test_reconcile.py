@@ -5,7 +5,7 @@ import asyncio
 import itertools
 import random
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -19,7 +19,6 @@ from shared.sandbox.server import Sandbox, SandboxConfig
 from shared.settings import TenantConfig
 from shared.source.breaker import MemoryBreakerStore
 from shared.source.budget import RateBudget
-from shared.source.client import FhirClient
 from shared.source.registry import SourceRegistry
 from shared.store.engine import write_transaction
 from shared.store.schema import MIRRORED_TABLES, sync_runs
@@ -28,7 +27,7 @@ from shared.sync.compare import live_in_snapshot, mirrored
 from shared.sync.reconcile import TYPE_ORDER, Progress, run_reconcile
 from shared.sync.runs import LeaseLost, RunLease, claim, load_position, start_run
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 class Crash(BaseException):
@@ -90,7 +89,7 @@ def test_incremental_mirrors_the_source_then_costs_one_request_per_type(engine: 
 def test_changes_after_the_first_run_arrive_with_the_next_window(engine: Engine, sandbox: Sandbox) -> None:
     assert reconcile(engine, sandbox, start(engine), page_size=50)
     sandbox.data.churn(creates=5, updates=10, deletes=0)
-    later = lambda: datetime.now(timezone.utc) + timedelta(minutes=3)  # noqa: E731 — past the 2-minute lag
+    later = lambda: datetime.now(UTC) + timedelta(minutes=3)  # past the 2-minute lag
     assert reconcile(engine, sandbox, start(engine), page_size=50, now=later)
     assert mirror(engine) == truth(sandbox)
 
@@ -154,7 +153,7 @@ def test_records_leaving_a_window_mid_read_do_not_hide_others(engine: Engine, sa
                 for pid in rng.sample(patients[:30], 4):  # records on pages not yet read
                     stored = sandbox.data.by_type["Patient"][pid]
                     resource = dict(stored.resource)
-                    sandbox.data._put(resource, datetime.now(timezone.utc) + timedelta(seconds=len(touched)),
+                    sandbox.data._put(resource, datetime.now(UTC) + timedelta(seconds=len(touched)),
                                       stored.version + 1, index=True)
                     touched.add(pid)
 
@@ -174,7 +173,7 @@ def test_a_window_that_keeps_shifting_keeps_its_watermark(engine: Engine, sandbo
             with sandbox.data.lock:
                 pid = rng.choice(patients)
                 stored = sandbox.data.by_type["Patient"][pid]
-                sandbox.data._put(dict(stored.resource), datetime.now(timezone.utc), stored.version + 1, index=True)
+                sandbox.data._put(dict(stored.resource), datetime.now(UTC), stored.version + 1, index=True)
 
     assert reconcile(engine, sandbox, start(engine), page_size=10, on_progress=churn_always)
     with engine.connect() as conn:
@@ -191,7 +190,7 @@ def deleted_ids(engine: Engine, table: str) -> set[str]:
 def test_full_reconcile_tombstones_what_the_source_deleted(engine: Engine, sandbox: Sandbox) -> None:
     assert reconcile(engine, sandbox, start(engine, "full"), page_size=50)
     gone = sandbox.data.churn(deletes=6)
-    later = lambda: datetime.now(timezone.utc) + timedelta(minutes=3)  # noqa: E731
+    later = lambda: datetime.now(UTC) + timedelta(minutes=3)
     lease = start(engine, "full")
     assert reconcile(engine, sandbox, lease, page_size=50, now=later)
     for change in gone:
@@ -215,7 +214,7 @@ def test_a_record_the_listing_missed_is_confirmed_not_deleted(engine: Engine, sa
         return total, [r for r in rows if r.resource["id"] != hidden]
 
     monkeypatch.setattr(sandbox.data, "search", search_missing_one)
-    later = lambda: datetime.now(timezone.utc) + timedelta(minutes=3)  # noqa: E731
+    later = lambda: datetime.now(UTC) + timedelta(minutes=3)
     lease = start(engine, "full")
     assert reconcile(engine, sandbox, lease, page_size=50, now=later)
     assert hidden not in deleted_ids(engine, "clients")  # read directly: it exists
@@ -230,8 +229,8 @@ def test_mass_disappearance_is_refused_and_recorded(engine: Engine, sandbox: San
         for aid in appointments:
             stored = sandbox.data.by_type["Appointment"][aid]
             sandbox.data.order["Appointment"].remove((stored.updated, aid))
-            stored.deleted_at = datetime.now(timezone.utc)
-    later = lambda: datetime.now(timezone.utc) + timedelta(minutes=3)  # noqa: E731
+            stored.deleted_at = datetime.now(UTC)
+    later = lambda: datetime.now(UTC) + timedelta(minutes=3)
     lease = start(engine, "full")
     assert reconcile(engine, sandbox, lease, page_size=50, now=later)
     assert deleted_ids(engine, "sessions") == set()
@@ -247,11 +246,11 @@ def test_rows_changed_after_the_run_started_are_not_candidates(engine: Engine, s
 
     assert reconcile(engine, sandbox, start(engine, "full"), page_size=50)
     with write_transaction(engine) as conn:  # a webhook stored this during the next run
-        write_rows(conn, "demo", [MirrorRow("sessions", "AP-from-webhook", datetime.now(timezone.utc) + timedelta(hours=1),
+        write_rows(conn, "demo", [MirrorRow("sessions", "AP-from-webhook", datetime.now(UTC) + timedelta(hours=1),
                                             "1", {"status": "booked"})])
-        write_rows(conn, "demo", [MirrorRow("sessions", "AP-orphan", datetime(2020, 1, 1, tzinfo=timezone.utc), "1",
+        write_rows(conn, "demo", [MirrorRow("sessions", "AP-orphan", datetime(2020, 1, 1, tzinfo=UTC), "1",
                                             {"status": "booked"})])
-    later = lambda: datetime.now(timezone.utc) + timedelta(minutes=3)  # noqa: E731
+    later = lambda: datetime.now(UTC) + timedelta(minutes=3)
     assert reconcile(engine, sandbox, start(engine, "full"), page_size=50, now=later)
     assert deleted_ids(engine, "sessions") == {"AP-orphan"}  # unknown at the source (404), and old
 
@@ -263,10 +262,10 @@ def test_changes_the_webhooks_did_not_bring_are_recorded_as_silence(engine: Engi
     from shared.sync.apply import apply_change
     from shared.sync.silence import SilenceCheck
 
-    later = datetime.now(timezone.utc) + timedelta(minutes=3)  # past the 2-minute lag
+    later = datetime.now(UTC) + timedelta(minutes=3)  # past the 2-minute lag
     check = SilenceCheck(frozenset({"Patient", "Appointment", "Invoice"}), cutoff=later)
     assert reconcile(engine, sandbox, start(engine), page_size=50, silence=check)  # first sync: nothing missed
-    changes = [c for c in sandbox.data.churn(creates=6, updates=12, deletes=0)]
+    changes = list(sandbox.data.churn(creates=6, updates=12, deletes=0))
     # One change arrives by webhook (applied before the reconcile): not silence.
     by_hook = next(c for c in changes if c.type == "Appointment")
 
@@ -277,7 +276,7 @@ def test_changes_the_webhooks_did_not_bring_are_recorded_as_silence(engine: Engi
     asyncio.run(apply())
     lease = start(engine)
     assert reconcile(engine, sandbox, lease, page_size=50, now=lambda: later, silence=check)
-    missed = {}
+    missed: dict[str, set[str]] = {}
     for c in changes:
         if c.type in check.types and (c.type, c.id) != (by_hook.type, by_hook.id):  # referrals have no webhooks
             missed.setdefault(c.type, set()).add(c.id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -15,7 +15,7 @@ from shared.sandbox.gates import Faults
 from shared.sandbox.server import Sandbox, SandboxConfig
 from tests.fakes import ManualClock
 
-ANCHOR = datetime(2026, 1, 15, 9, tzinfo=timezone.utc)
+ANCHOR = datetime(2026, 1, 15, 9, tzinfo=UTC)
 CREDS = {"grant_type": "client_credentials", "client_id": "sandbox-client", "client_secret": "sandbox-secret"}
 
 
@@ -61,7 +61,7 @@ def test_paging_returns_every_resource_once_with_total_and_links(sandbox: Sandbo
         assert bundle["resourceType"] == "Bundle" and bundle["type"] == "searchset"
         totals.add(bundle["total"])
         seen += [e["resource"]["id"] for e in bundle["entry"]]
-        url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
+        url = next((str(link["url"]) for link in bundle["link"] if link["relation"] == "next"), "")
     assert totals == {230} and len(seen) == 230 == len(set(seen))
 
 

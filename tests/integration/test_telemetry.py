@@ -8,7 +8,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
 from shared.blueprints.timers import fan_out
 from shared.fhir.synthetic import SyntheticCounts
@@ -30,12 +30,12 @@ from shared.sandbox.server import Sandbox, SandboxConfig
 from shared.telemetry import DIMENSIONS, LOGGER_NAME, Telemetry, dimensions, use_telemetry
 from tests.fakes import installed_runtime, registered_functions
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 Points = dict[str, list[tuple[dict[str, Any], float]]]
 
 
 def call(name: str, arg: Any) -> Any:
-    result = registered_functions()[name].get_user_function()(arg)  # type: ignore[attr-defined]
+    result = registered_functions()[name].get_user_function()(arg)
     return asyncio.run(result) if asyncio.iscoroutine(result) else result
 
 
@@ -46,8 +46,8 @@ def points(reader: InMemoryMetricReader) -> Points:
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 for point in metric.data.data_points:
-                    value = getattr(point, "value", None)
-                    found[metric.name].append((dict(point.attributes or {}), value if value is not None else point.sum))
+                    value: float = point.value if isinstance(point, NumberDataPoint) else point.sum
+                    found[metric.name].append((dict(point.attributes or {}), value))
     return found
 
 
@@ -56,9 +56,10 @@ def captured(database_url: str, tmp_path: Path) -> Iterator[tuple[Sandbox, InMem
                                                                   InMemoryLogRecordExporter]]:
     box = Sandbox(SandboxData(SyntheticCounts(2, 20, 60, 10), seed=8, anchor=NOW), SandboxConfig(rate_limit=0)).start()
     tenant = {"fhir_base_url": box.base_url, "client_id": "sandbox-client"}
-    tenants = [{**tenant, "id": "demo", "name": "Demo", "client_secret": "sandbox-secret", "webhook_scheme": "halaxy",
-                "webhook_secrets": ["hook-secret"], "webhook_header": "X-Halaxy-Secret"},
-               {**tenant, "id": "locked", "name": "Locked", "client_secret": "not-the-secret"}]
+    tenants: list[dict[str, Any]] = [
+        {**tenant, "id": "demo", "name": "Demo", "client_secret": "sandbox-secret", "webhook_scheme": "halaxy",
+         "webhook_secrets": ["hook-secret"], "webhook_header": "X-Halaxy-Secret"},
+        {**tenant, "id": "locked", "name": "Locked", "client_secret": "not-the-secret"}]
     reader, logs = InMemoryMetricReader(), InMemoryLogRecordExporter()
     logger_provider = LoggerProvider()
     logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
@@ -124,9 +125,9 @@ def test_the_functions_emit_the_metrics_and_dimensions_the_alerts_query(captured
 
     # Each finished run is a trace whose customDimensions carry the run id.
     run_logs = [r.log_record for r in logs.get_finished_logs() if str(r.log_record.body).startswith("sync.run ")]
-    dims = sorted((r.attributes["tenant"], r.attributes["outcome"]) for r in run_logs)  # type: ignore[index]
+    dims = sorted((r.attributes["tenant"], r.attributes["outcome"]) for r in run_logs)
     assert dims == [("demo", "completed"), ("locked", "failed")]
-    assert all(len(str(r.attributes["run_id"])) >= 8 for r in run_logs)  # type: ignore[index]
+    assert all(len(str(r.attributes["run_id"])) >= 8 for r in run_logs)
 
     # No patient data in anything exported: names, birth dates, phones, emails of every patient.
     private = set()

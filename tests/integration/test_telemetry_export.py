@@ -53,7 +53,7 @@ def ingestion() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     envelopes: list[dict[str, Any]] = []
 
     class Track(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 — http.server's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)

@@ -1,7 +1,7 @@
 """The demo's restart clears everything its last sandbox left, and nothing of any other tenant."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine, func, insert, select
 
@@ -10,7 +10,7 @@ from shared.store.engine import write_transaction
 from shared.store.schema import clients, sync_runs, sync_seen, tenant_metrics, tenants, webhook_events
 from shared.store.tenants import purge_tenant_data, sync_tenants
 
-NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 def leave_traces(conn: object, tenant: str) -> None:
@@ -22,7 +22,7 @@ def leave_traces(conn: object, tenant: str) -> None:
             insert(sync_seen).values(run_id=run, resource_type="Patient", source_id="PT-1"),
             insert(tenant_metrics).values(tenant_id=tenant, name="webhook.enqueued", value=48, updated_at=NOW),
             insert(webhook_events).values(tenant_id=tenant, subscription="s", event_number=1, received_at=NOW)):
-        conn.execute(statement)  # type: ignore[attr-defined]
+        conn.execute(statement)  # type: ignore[attr-defined]  # the tuple's items are all Insert
 
 
 def counts(engine: Engine, tenant: str) -> dict[str, int]:
@@ -35,7 +35,7 @@ def counts(engine: Engine, tenant: str) -> dict[str, int]:
 def test_purging_the_demo_clears_its_counters_and_webhook_book_too(engine: Engine) -> None:
     with write_transaction(engine) as conn:
         sync_tenants(conn, [TenantConfig(id=t, name=t, fhir_base_url="http://127.0.0.1:9/main", client_id="c",
-                                         client_secret="s") for t in ("demo", "other")])  # type: ignore[arg-type]
+                                         client_secret="s") for t in ("demo", "other")])
         leave_traces(conn, "demo")
         leave_traces(conn, "other")
     with write_transaction(engine) as conn:

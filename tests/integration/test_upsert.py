@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, select, text
 
@@ -13,7 +13,7 @@ from shared.store.mirror import write_rows
 from shared.store.schema import clients, invoices, sessions
 from shared.store.upsert import upsert_rows
 
-T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
 TENANT = "t1"
 
 
@@ -149,11 +149,11 @@ def test_database_agrees_with_the_pure_guard_over_random_histories(engine: Engin
                 model[key] = incoming
         assert write(engine, batch) == expected
         state = stored(engine)
-        for key, version in model.items():
-            status, _v, updated_at, deleted_at, _s = state[key]
-            assert updated_at == version.updated_at and (deleted_at is not None) == (version.deleted_at is not None)
-            if version.deleted_at is None:
-                assert status == version.content_hash
+        for key, want in model.items():
+            stored_status, _v, updated_at, deleted_at, _s = state[key]
+            assert updated_at == want.updated_at and (deleted_at is not None) == (want.deleted_at is not None)
+            if want.deleted_at is None:
+                assert stored_status == want.content_hash
 
 
 def test_role_resolution_fills_practitioner_before_and_after_roles_arrive(engine: Engine) -> None:
@@ -167,7 +167,7 @@ def test_role_resolution_fills_practitioner_before_and_after_roles_arrive(engine
     with write_transaction(engine) as conn:  # RO-2 arrives after the appointment naming it
         write_rows(conn, TENANT, [MirrorRow("practitioner_roles", "RO-2", T0, "1", {"practitioner_id": "PR-2"})])
     with engine.connect() as conn:
-        got = {sid: prac for sid, prac in conn.execute(select(sessions.c.source_id, sessions.c.practitioner_id))}
+        got = dict(conn.execute(select(sessions.c.source_id, sessions.c.practitioner_id)).all())
     assert got == {"AP-early": "PR-2", "AP-same-batch": "PR-1", "AP-later": "PR-1", "AP-direct": "PR-7"}
 
 

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import azure.functions as func
 import pytest
-from sqlalchemy import func as sql, select
+from sqlalchemy import func as sql
+from sqlalchemy import select
 
 from shared.queues.memory import InMemoryQueues
 from shared.queues.messages import ChangeMessage, decode
@@ -18,8 +20,8 @@ from shared.store.schema import inbox
 from shared.webhooks.signatures import hmac_sha256_hex
 from tests.fakes import installed_runtime, registered_functions
 
-AT = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
-TENANTS = [
+AT = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+TENANTS: list[dict[str, Any]] = [
     {"id": "alpha", "name": "A", "fhir_base_url": "http://127.0.0.1:9/main", "client_id": "c", "client_secret": "s",
      "webhook_scheme": "halaxy", "webhook_secrets": ["alpha-old", "alpha-new"], "webhook_header": "X-Halaxy-Secret"},
     {"id": "beta", "name": "B", "fhir_base_url": "http://127.0.0.1:9/main", "client_id": "c", "client_secret": "s",
@@ -44,7 +46,7 @@ def queues(database_url: str, tmp_path: Path) -> Iterator[InMemoryQueues]:
 def post(tenant: str, event: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
     request = func.HttpRequest("POST", f"http://localhost/api/webhooks/{tenant}/{event}", body=body,
                                headers=headers, route_params={"tenant": tenant, "event": event})
-    response = registered_functions()["receive_webhook"].get_user_function()(request)  # type: ignore[attr-defined]
+    response = registered_functions()["receive_webhook"].get_user_function()(request)
     return response.status_code, json.loads(response.get_body())
 
 
@@ -135,9 +137,8 @@ class BuggyQueues(InMemoryQueues):
 
 def test_a_bug_in_the_receiver_is_raised_not_answered_as_unavailable(database_url: str, tmp_path: Path) -> None:
     """A 503 would have the sender retry something that can never work; the host answers 500."""
-    with installed_runtime(database_url, tmp_path, TENANTS, BuggyQueues()):
-        with pytest.raises(ZeroDivisionError):
-            post("alpha", "appointment-update", backport(5), HALAXY)
+    with installed_runtime(database_url, tmp_path, TENANTS, BuggyQueues()), pytest.raises(ZeroDivisionError):
+        post("alpha", "appointment-update", backport(5), HALAXY)
     with installed_runtime(database_url, tmp_path, TENANTS, InMemoryQueues()):  # nothing was claimed
         assert post("alpha", "appointment-update", backport(5), HALAXY) == (202, {"accepted": 1})
 
@@ -161,7 +162,7 @@ def test_deliveries_are_counted_per_tenant_by_outcome_and_reason(queues: InMemor
     hours = {k: alpha.pop(k) for k in list(alpha) if k.startswith("webhook.hour.")}
     assert sum(hours.values()) == 4 and len(hours) <= 2  # and in its hour, for the status page's chart
     beta = {k: v for k, v in beta.items() if not k.startswith(("webhook.minute.", "webhook.hour."))}
-    assert {k: v for k, v in alpha.items()} == {
+    assert dict(alpha.items()) == {
         "webhook.received": 4, "webhook.enqueued": 1, "webhook.duplicate": 1,
         "webhook.rejected.bad-secret": 1, "webhook.rejected.malformed-json": 1,
         "webhook.event.appointment-update": 1}  # accepted deliveries per event type (the status's "last webhook")
@@ -179,9 +180,9 @@ def test_an_expired_inbox_record_is_renewed_and_the_fan_out_cleans_up(queues: In
     assert post("alpha", "appointment-update", backport(4), HALAXY)[0] == 202
     rt = runtime()
     with write_transaction(rt.engine) as conn:  # a day passes: the record expires, not yet cleaned up
-        conn.execute(inbox.update().values(expires_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
+        conn.execute(inbox.update().values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
     assert post("alpha", "appointment-update", backport(4), HALAXY)[0] == 202  # no longer a duplicate
     assert post("alpha", "appointment-update", backport(4), HALAXY) == (200, {"duplicate": True})  # renewed
     with write_transaction(rt.engine) as conn:
-        assert forget_expired(conn, datetime.now(timezone.utc)) == 0
-        assert forget_expired(conn, datetime.now(timezone.utc) + INBOX_RETENTION + timedelta(seconds=1)) == 1
+        assert forget_expired(conn, datetime.now(UTC)) == 0
+        assert forget_expired(conn, datetime.now(UTC) + INBOX_RETENTION + timedelta(seconds=1)) == 1

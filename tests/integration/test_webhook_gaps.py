@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import azure.functions as func
 import pytest
-from sqlalchemy import Engine, func as sql, select
+from sqlalchemy import Engine, select
+from sqlalchemy import func as sql
 
 from shared.queues.memory import InMemoryQueues
 from shared.queues.messages import ReconcileMessage, decode
@@ -21,7 +22,7 @@ from shared.webhooks.gaps import Gap, record_notification, settle_gaps
 from shared.webhooks.notifications import BackportStatus
 from tests.fakes import installed_runtime, registered_functions
 
-T0 = datetime(2026, 5, 1, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 GRACE = timedelta(seconds=180)
 SUB = "https://au-api.halaxy.example/main/Subscription/s1"
 
@@ -93,7 +94,7 @@ def test_a_gap_in_delivered_webhooks_enqueues_a_targeted_incremental_and_is_coun
     from shared.bootstrap import runtime
     from shared.metrics import read_metrics
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for number in (1, 2, 4):  # 3 never arrives
         body = json.dumps(halaxy_bundle(Change("Appointment", f"AP-{number}", "update", 2, now), "http://x/main",
                                         number)).encode()

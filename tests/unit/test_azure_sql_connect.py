@@ -15,8 +15,13 @@ import pytest
 from sqlalchemy.exc import DBAPIError
 
 from shared.settings import SettingsError, load_settings
-from shared.store.engine import (CONNECT_RETRY_DELAYS, azure_sql_connect_string, connect_with_retry,
-                                 create_store_engine, transient_connect_error)
+from shared.store.engine import (
+    CONNECT_RETRY_DELAYS,
+    azure_sql_connect_string,
+    connect_with_retry,
+    create_store_engine,
+    transient_connect_error,
+)
 
 SERVER = "sql-fhirmirror.database.windows.net"
 URL = f"mssql+pyodbc://@{SERVER}/mirror"
@@ -25,11 +30,11 @@ EXPECTED = (f"Driver={{{DRIVER}}};Server=tcp:{SERVER},1433;Database=mirror;"
             "Encrypt=yes;TrustServerCertificate=no;Connection Timeout=30")
 FORBIDDEN_WITH_TOKEN = re.compile(r"(^|;)\s*(Trusted_Connection|Integrated Security|UID|User|User ID|PWD|Password|"
                                   r"Authentication)\s*=", re.IGNORECASE)
-PAUSED = ("HY000", "[Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Database 'mirror' on server "
+PAUSED = ("HY000", ("[Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Database 'mirror' on server "
                    "'sql-fhirmirror' is not currently available.  Please retry the connection later. (40613) "
-                   "(SQLDriverConnect)")
-LOGIN_FAILED = ("28000", "[Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Login failed for user "
-                         "'<token-identified principal>'. (18456) (SQLDriverConnect)")
+                   "(SQLDriverConnect)"))
+LOGIN_FAILED = ("28000", ("[Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Login failed for user "
+                         "'<token-identified principal>'. (18456) (SQLDriverConnect)"))
 
 
 class FakePyodbc:
@@ -148,8 +153,8 @@ def test_a_sql_login_sends_uid_and_pwd_and_no_token() -> None:
     with pytest.raises(DBAPIError):
         engine.connect()
     (args, kwargs), = dbapi.calls
-    assert args == (f"Driver={{{DRIVER}}};Server=tcp:localhost,1433;Database=mirror;UID=mirror_app;"
-                    "PWD={p;w}}d};Encrypt=yes;TrustServerCertificate=no;Connection Timeout=30",)
+    assert args == ((f"Driver={{{DRIVER}}};Server=tcp:localhost,1433;Database=mirror;UID=mirror_app;"
+                    "PWD={p;w}}d};Encrypt=yes;TrustServerCertificate=no;Connection Timeout=30"),)
     assert kwargs == {}
 
 

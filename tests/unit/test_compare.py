@@ -1,11 +1,11 @@
 """Telling a mirror that is only behind its source from one that lost something."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from shared.sync.compare import compare, explain
 
-MARK = datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
+MARK = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
 
 def entry(kind: str, rid: str, version: str, updated: str, deleted: bool = False) -> dict[str, object]:

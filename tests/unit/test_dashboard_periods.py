@@ -1,7 +1,7 @@
 """Dashboard periods are the tenant's local calendar, daylight saving included."""
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from shared.reads.dashboard import local_period, month_days
@@ -14,8 +14,8 @@ def test_days_around_daylight_saving_are_23_and_25_hours_long() -> None:
     spring = local_period(date(2026, 10, 4), 1, SYDNEY)  # clocks go forward at 02:00
     assert autumn.end - autumn.start == timedelta(hours=25)
     assert spring.end - spring.start == timedelta(hours=23)
-    assert autumn.start == datetime(2026, 4, 4, 13, tzinfo=timezone.utc)  # midnight AEDT (UTC+11)
-    assert autumn.end == datetime(2026, 4, 5, 14, tzinfo=timezone.utc)  # midnight AEST (UTC+10)
+    assert autumn.start == datetime(2026, 4, 4, 13, tzinfo=UTC)  # midnight AEDT (UTC+11)
+    assert autumn.end == datetime(2026, 4, 5, 14, tzinfo=UTC)  # midnight AEST (UTC+10)
 
 
 def test_a_week_and_a_month_in_local_time() -> None:

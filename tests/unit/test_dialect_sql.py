@@ -5,7 +5,7 @@ import json
 import struct
 import subprocess
 import sys
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -48,7 +48,7 @@ def test_mssql_tombstone_merge_updates_bookkeeping_only() -> None:
 
 def test_mssql_rows_travel_as_json_with_naive_utc_times() -> None:
     payload = json.loads(rows_json([{
-        "source_updated_at": datetime(2025, 1, 1, 10, 0, 0, 123456, tzinfo=timezone.utc),
+        "source_updated_at": datetime(2025, 1, 1, 10, 0, 0, 123456, tzinfo=UTC),
         "birth_date": date(1980, 5, 17), "total_net": Decimal("180.50"), "active": True, "x": None,
     }]))
     assert payload == [{"source_updated_at": "2025-01-01T10:00:00.123456", "birth_date": "1980-05-17",

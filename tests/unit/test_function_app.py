@@ -98,7 +98,7 @@ def test_the_openapi_document_lists_every_http_route_with_its_method() -> None:
 
     paths = document()["paths"]
     for name, function in registered_functions().items():
-        trigger = json.loads(function.get_function_json())["bindings"][0]  # type: ignore[attr-defined]
+        trigger = json.loads(function.get_function_json())["bindings"][0]
         if trigger["type"] != "httpTrigger":
             continue
         operations = paths.get("/" + trigger["route"])

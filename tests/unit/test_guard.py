@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import itertools
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from shared.store.guard import Outcome, StoredVersion, UpsertCounts, decide, version_seq
 
-T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def v(minutes: int, seq: int | None = None, digest: str = "a", deleted: bool = False) -> StoredVersion:

@@ -25,7 +25,8 @@ class Credential:
     """Hands out numbered tokens that live ``life`` seconds on the fake clock."""
 
     def __init__(self, clock: list[float], life: int = 3600) -> None:
-        self.clock, self.life, self.asked = clock, life, []
+        self.clock, self.life = clock, life
+        self.asked: list[str] = []
 
     def get_token(self, scope: str) -> Token:
         self.asked.append(scope)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import create_engine
+from sqlalchemy.exc import OperationalError
 
 from shared.metrics import LAG_OVER, Metrics, lag_bucket, lag_percentile
 from shared.store.schema import metadata
@@ -42,7 +43,7 @@ def test_counts_are_written_at_most_once_per_interval_and_kept_when_a_flush_fail
         assert read_metrics(conn, "t") == {"lag.count": 1, "lag.le_250": 1, "lag.sum_ms": 200, "webhook.received": 1}
     metrics.add("t", "webhook.received", 2)
     broken = create_engine("sqlite://")  # no tables: the flush fails
-    with pytest.raises(Exception):
+    with pytest.raises(OperationalError):  # no such table
         metrics.flush(broken)
     now[0] = 3.0
     metrics.maybe_flush(broken)  # swallowed, logged; still pending

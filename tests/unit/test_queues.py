@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,10 +12,9 @@ from shared.queues.port import ReceivedMessage, poison_name, pump_once
 from tests.fakes import ManualClock
 
 
-
 def test_change_messages_round_trip_and_stay_small() -> None:
     message = ChangeMessage(tenant="north", type="Appointment", id="AP-1", action="update", version="3",
-                            event_key="sub-1:42", received_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+                            event_key="sub-1:42", received_at=datetime(2026, 1, 1, tzinfo=UTC))
     text = encode(message)
     assert json.loads(text) == {"kind": "change", "tenant": "north", "type": "Appointment", "id": "AP-1",
                                 "action": "update", "version": "3", "event_key": "sub-1:42",
@@ -78,7 +77,7 @@ def test_pump_deletes_handled_retries_failed_and_poisons_after_max_attempts() ->
         handled.append(message.text)
 
     results = []
-    for attempt in range(5):
+    for _ in range(5):
         results.append(pump_once(queues, "changes", handle, max_dequeue_count=5, visibility_timeout=30))
         clock.now += 31
     assert handled == ["ok"]

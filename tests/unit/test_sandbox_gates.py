@@ -9,7 +9,6 @@ from shared.sandbox.search import date_range, parse_instant
 from tests.fakes import ManualClock
 
 
-
 def test_tokens_expire_after_their_ttl() -> None:
     clock = ManualClock(1000.0)
     store = TokenStore(30, clock)

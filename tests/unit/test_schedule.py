@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from shared.sync.schedule import due, due_runs, is_valid, previous_fire
 
-T = datetime(2026, 1, 1, 10, 7, 30, tzinfo=timezone.utc)
+T = datetime(2026, 1, 1, 10, 7, 30, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(("expression", "valid"), [
@@ -20,8 +20,8 @@ def test_validity(expression: str, valid: bool) -> None:
 
 
 def test_previous_fire_for_both_shapes() -> None:
-    assert previous_fire("0 */15 * * * *", T) == datetime(2026, 1, 1, 10, 0, tzinfo=timezone.utc)
-    assert previous_fire("*/15 * * * *", T) == datetime(2026, 1, 1, 10, 0, tzinfo=timezone.utc)
+    assert previous_fire("0 */15 * * * *", T) == datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+    assert previous_fire("*/15 * * * *", T) == datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
     assert previous_fire("30 7 10 * * *", T) == T  # at "now" itself: fired
 
 
@@ -52,7 +52,7 @@ def test_due_when_the_schedule_fired_since_the_last_run() -> None:
 def test_full_schedule_is_read_in_the_tenant_timezone() -> None:
     # 03:00 in Sydney (UTC+11 in January) is 16:00 UTC the day before.
     sydney = Tenant("s", "0 0 0 1 1 *", timezone="Australia/Sydney")
-    before = datetime(2026, 1, 1, 15, 59, tzinfo=timezone.utc)
+    before = datetime(2026, 1, 1, 15, 59, tzinfo=UTC)
     last = {("s", "incremental"): before, ("s", "hot"): before, ("s", "full"): before - timedelta(hours=23)}
     assert due_runs([sydney], last, before) == []
     assert due_runs([sydney], last, before + timedelta(minutes=1)) == [("s", "full")]

@@ -127,7 +127,7 @@ def test_invalid_settings_fail_with_the_field_name(monkeypatch: pytest.MonkeyPat
     with pytest.raises(SettingsError, match="upsert_batch_size"):
         load_settings()
     monkeypatch.delenv("SYNC_UPSERT_BATCH_SIZE")
-    with pytest.raises(SettingsError, match="database_url: .*supported databases"):
+    with pytest.raises(SettingsError, match=r"database_url: .*supported databases"):
         load_settings(database_url="mysql://x")
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
@@ -15,8 +15,15 @@ from shared.settings import TenantConfig
 from shared.source.breaker import BreakerPolicy, CircuitBreaker, MemoryBreakerStore
 from shared.source.budget import BULK, REALTIME, RateBudget
 from shared.source.client import FhirClient, incremental_window, mask_url, window_params
-from shared.source.errors import (BadResponse, CredentialsRefused, Gone, NotFound, Rejected, SourceUnavailable,
-                                  TokenError)
+from shared.source.errors import (
+    BadResponse,
+    CredentialsRefused,
+    Gone,
+    NotFound,
+    Rejected,
+    SourceUnavailable,
+    TokenError,
+)
 from shared.source.retry import RetryPolicy, parse_retry_after
 from shared.source.tokens import TokenManager, cache_seconds
 
@@ -138,7 +145,7 @@ async def test_refused_credentials_are_not_presented_again_until_the_hold_passes
         await tokens.token(TENANT)
     assert first.value.held and first.value.retry_at == EPOCH + 300
     time.now = 299
-    with pytest.raises(CredentialsRefused, match="invalid_client.*asking again in 1 s") as again:
+    with pytest.raises(CredentialsRefused, match=r"invalid_client.*asking again in 1 s") as again:
         await tokens.token(TENANT)
     assert asked == [0] and again.value.retry_at == EPOCH + 300  # no second request to the source
     time.now = 300  # the hold has passed (a fixed secret, say): asked again, and the token is used
@@ -155,7 +162,7 @@ def test_token_cache_life(expires_in: object, seconds: float) -> None:
 async def test_retry_after_is_honoured_no_request_before_it(header: str) -> None:
     time = FakeTime()
     if header == "HTTP-DATE":
-        header = format_datetime(datetime.fromtimestamp(EPOCH + 7, timezone.utc), usegmt=True)
+        header = format_datetime(datetime.fromtimestamp(EPOCH + 7, UTC), usegmt=True)
     answers = iter([httpx.Response(429, headers={"retry-after": header}), httpx.Response(200, json=patient())])
     source = Source(lambda r: next(answers), time)
     client = make_client(source, time)
@@ -206,7 +213,7 @@ class HeldBody(httpx.AsyncByteStream):
     def __init__(self) -> None:
         self.reading, self.release = asyncio.Event(), asyncio.Event()
 
-    async def __aiter__(self):  # type: ignore[override]
+    async def __aiter__(self) -> AsyncIterator[bytes]:
         self.reading.set()
         await self.release.wait()
         yield b'{"resourceType": "OperationOutcome"}'
@@ -251,7 +258,7 @@ async def test_a_request_that_waited_for_its_token_honours_a_retry_after_met_mea
     answers = iter([httpx.Response(429, headers={"retry-after": "7"}), httpx.Response(200, json=patient())])
     source = Source(lambda r: next(answers), time)
     http = httpx.AsyncClient(transport=httpx.MockTransport(source))
-    client = FhirClient(TENANT, http, tokens, CircuitBreaker(BreakerPolicy(), MemoryBreakerStore()),  # type: ignore[arg-type]
+    client = FhirClient(TENANT, http, tokens, CircuitBreaker(BreakerPolicy(), MemoryBreakerStore()),  # type: ignore[arg-type]  # a stand-in token manager
                         clock=time.clock, wall=time.wall, sleep=time.sleep, rng=random.Random(1))
     waiting = asyncio.create_task(client.read("Patient", "PT-1", priority=BULK))
     await asyncio.sleep(0)  # past the gate, waiting for its token
@@ -381,7 +388,7 @@ def test_full_jitter_bounds() -> None:
     for attempt in range(8):
         ceiling = min(8, 0.5 * 2 ** attempt)
         draws = [policy.backoff(attempt, rng) for _ in range(2000)]
-        assert 0 <= min(draws) and max(draws) <= ceiling
+        assert min(draws) >= 0 and max(draws) <= ceiling
         assert 0.4 * ceiling < sum(draws) / len(draws) < 0.6 * ceiling  # uniform: mean near half
     assert policy.delay(3, rng, retry_after=12.0) == 12.0
 
@@ -413,12 +420,12 @@ async def test_pages_stream_and_follow_next_links() -> None:
 @pytest.mark.asyncio
 async def test_requests_never_leave_the_configured_host() -> None:
     time = FakeTime()
-    off_host_next = lambda r: httpx.Response(200, json={  # noqa: E731
+    off_host_next = lambda r: httpx.Response(200, json={
         "resourceType": "Bundle", "link": [{"relation": "next", "url": "https://evil.example/main/Patient?page=2"}]})
     with pytest.raises(BadResponse, match="next link to another host refused"):
         async for _ in make_client(Source(off_host_next, time), time).pages("Patient"):
             pass
-    redirect = lambda r: httpx.Response(302, headers={"location": "https://evil.example/steal"})  # noqa: E731
+    redirect = lambda r: httpx.Response(302, headers={"location": "https://evil.example/steal"})
     with pytest.raises(BadResponse, match="redirect to another host refused"):
         await make_client(Source(redirect, time), time).read("Patient", "PT-1")
     hops = iter([httpx.Response(307, headers={"location": "/main/Patient/PT-2"}), httpx.Response(200, json=patient())])
@@ -428,10 +435,10 @@ async def test_requests_never_leave_the_configured_host() -> None:
 @pytest.mark.asyncio
 async def test_oversized_and_non_json_answers_are_refused() -> None:
     time = FakeTime()
-    big = lambda r: httpx.Response(200, content=b'{"resourceType":"Patient","x":"' + b"a" * 5000 + b'"}')  # noqa: E731
+    big = lambda r: httpx.Response(200, content=b'{"resourceType":"Patient","x":"' + b"a" * 5000 + b'"}')
     with pytest.raises(BadResponse, match="larger than 1,024 bytes"):
         await make_client(Source(big, time), time, max_response_bytes=1024).read("Patient", "PT-1")
-    html = lambda r: httpx.Response(200, content=b"<html>maintenance</html>")  # noqa: E731
+    html = lambda r: httpx.Response(200, content=b"<html>maintenance</html>")
     with pytest.raises(BadResponse, match="not JSON"):
         await make_client(Source(html, time), time).read("Patient", "PT-1")
 
@@ -466,7 +473,7 @@ def test_budget_forgets_a_limit_the_source_stopped_announcing() -> None:
 
 
 def test_windows_are_half_open_and_end_two_minutes_before_now() -> None:
-    now = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     assert incremental_window(now - timedelta(minutes=30), now) == (now - timedelta(minutes=30), now - timedelta(minutes=2))
     assert incremental_window(now - timedelta(minutes=1), now) is None
     params = window_params(now - timedelta(hours=1), now)

@@ -1,7 +1,7 @@
 """FHIR transformers: real-world variety in, explicit rows out, typed errors for the unmappable."""
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -17,7 +17,7 @@ from shared.fhir.transform import (
     transform_resource,
 )
 
-UTC = timezone.utc
+UTC = UTC
 META = {"versionId": "7", "lastUpdated": "2025-03-04T05:06:07.123+11:00"}
 
 
@@ -239,7 +239,7 @@ def test_reference_by_type_and_bare_id() -> None:
 
 
 def test_session_numbers_count_held_and_booked_sessions_in_order() -> None:
-    t = lambda d: datetime(2025, 1, d, tzinfo=UTC)  # noqa: E731
+    t = lambda d: datetime(2025, 1, d, tzinfo=UTC)
     numbers = session_numbers([
         ("AP-3", t(3), "attended"), ("AP-1", t(1), "attended"), ("AP-2", t(2), "cancelled"),
         ("AP-4", t(4), "no_show"), ("AP-5", t(5), "booked"), ("AP-0", None, "pending"), ("AP-6", t(5), "arrived"),

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared.sandbox.data import Change
 from shared.sandbox.notify import halaxy_bundle, json_event
@@ -17,8 +19,10 @@ from shared.webhooks import WebhookRejected, verify_request
 from shared.webhooks.notifications import parse_notification
 from shared.webhooks.signatures import hmac_sha256_hex, standard_webhooks_signature
 
+pytestmark = pytest.mark.slow  # hypothesis: most of the unit tier's time
+
 NOW = 1_767_225_600
-AT = datetime.fromtimestamp(NOW, timezone.utc)
+AT = datetime.fromtimestamp(NOW, UTC)
 SCHEMES = ("halaxy", "hmac-sha256", "standard-webhooks")
 SECRETS = {"halaxy": "halaxy-secret", "hmac-sha256": "hmac-secret", "standard-webhooks": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
 REASON = re.compile(r"^[a-z][a-z-]{2,40}$")

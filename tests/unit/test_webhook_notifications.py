@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -11,7 +11,7 @@ from shared.sandbox.notify import halaxy_bundle, json_event
 from shared.webhooks import WebhookRejected
 from shared.webhooks.notifications import backport_status, parse_notification
 
-AT = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+AT = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 
 
 def reason(body: bytes, event: str = "appointment-update") -> str:
@@ -39,7 +39,7 @@ def test_r4b_subscription_status_with_several_events() -> None:
     events, status = parse_notification(json.dumps(bundle).encode(), "invoice-delete")
     assert [(e.type, e.id, e.action, e.event_number) for e in events] == [
         ("Invoice", "IN-1", "delete", 11), ("Invoice", "IN-2", "delete", 12)]
-    assert backport_status(bundle) == status and status.event_numbers == [11, 12]
+    assert status is not None and backport_status(bundle) == status and status.event_numbers == [11, 12]
 
 
 def test_json_events_and_bare_resources() -> None:
