@@ -49,7 +49,7 @@ run: $(VENV)/.runtime
 # Lint and types before the suite: ruff (rules in pyproject.toml) and mypy (strict on the pure
 # modules). A new violation fails `make test`, so CI.
 lint: $(VENV)/.dev
-	$(VENV)/bin/ruff check shared bench tests db function_app.py
+	$(VENV)/bin/ruff check shared devtools bench tests db function_app.py
 	$(VENV)/bin/mypy
 
 test: $(VENV)/.dev lint system-deps azurite infra-tools

@@ -55,23 +55,23 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from bench.common import DEFAULT_POSTGRES_URL, wait_for
+from devtools.compare import compare, live_in_snapshot, mirrored
+from devtools.localhost.azurite import free_port, start_azurite_queue, stop
+from devtools.sandbox.data import SandboxData
+from devtools.sandbox.notify import BACKPORT_STATUS_PROFILE, Notifier, WebhookConfig
+from devtools.sandbox.server import Sandbox, SandboxConfig
+from devtools.synthetic import SyntheticCounts
 from shared.bootstrap import azurite_connection_string
 from shared.failpoints import CRASH_EXIT_CODE
-from shared.fhir.synthetic import SyntheticCounts
 from shared.fhir.transform import TABLE_FOR_TYPE
-from shared.localhost.azurite import free_port, start_azurite_queue, stop
 from shared.queues.azure import AzureQueues
 from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, encode
 from shared.queues.port import poison_name
-from shared.sandbox.data import SandboxData
-from shared.sandbox.notify import BACKPORT_STATUS_PROFILE, Notifier, WebhookConfig
-from shared.sandbox.server import Sandbox, SandboxConfig
 from shared.settings import load_settings
 from shared.source.retry import parse_retry_after
 from shared.store.engine import create_store_engine
 from shared.store.migrate import migrate
 from shared.store.schema import MIRRORED_TABLES, sync_runs
-from shared.sync.compare import compare, live_in_snapshot, mirrored
 from shared.webhooks.signatures import standard_webhooks_signature
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -967,7 +967,7 @@ SABOTAGE = Fault("sabotage", "the harness's own check: the mirror is damaged beh
 # -- the command -------------------------------------------------------------------------------
 def serve_host(port: int) -> None:
     """``python -m bench.faults host``: the app on the local host, as the harness configures it."""
-    from shared.localhost.serve import boot
+    from devtools.localhost.serve import boot
 
     _report_requests_sent_inside_a_hold()
     booted = boot(load_settings(), port=port, say=lambda _m: None, host_json=HOST_JSON)

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_export(path: Path, total: int, fmt: str) -> None:
-    from shared.fhir.synthetic import SyntheticCounts, generate
+    from devtools.synthetic import SyntheticCounts, generate
 
     # Shaped like a practice's export: mostly appointments, then clients, invoices and referrals.
     counts = SyntheticCounts(practitioners=max(total // 2000, 1), patients=total // 5, appointments=total * 3 // 5,

@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from devtools.localhost.azurite import start_azurite_queue, stop
 from shared.bootstrap import azurite_connection_string
-from shared.localhost.azurite import start_azurite_queue, stop
 from shared.queues.azure import SEND_CONCURRENCY, AzureQueues
 from shared.queues.messages import ChangeMessage, encode
 

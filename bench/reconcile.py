@@ -33,9 +33,9 @@ import httpx
 from sqlalchemy import Engine
 
 from bench.common import DEFAULT_POSTGRES_URL, cpu_seconds, postgres_cpu_seconds, postgres_engine, sqlite_engine
-from shared.fhir.synthetic import SyntheticCounts
+from devtools.sandbox.data import SandboxData
+from devtools.synthetic import SyntheticCounts
 from shared.fhir.transform import transform_resource
-from shared.sandbox.data import SandboxData
 from shared.settings import TenantConfig
 from shared.source.breaker import MemoryBreakerStore
 from shared.source.budget import RateBudget

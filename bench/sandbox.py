@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 
 import httpx
 
-from shared.fhir.synthetic import SyntheticCounts
-from shared.sandbox.data import SandboxData
-from shared.sandbox.server import Sandbox, SandboxConfig
+from devtools.sandbox.data import SandboxData
+from devtools.sandbox.server import Sandbox, SandboxConfig
+from devtools.synthetic import SyntheticCounts
 from shared.settings import TenantConfig
 from shared.source.breaker import BreakerPolicy, CircuitBreaker, MemoryBreakerStore
 from shared.source.budget import RateBudget

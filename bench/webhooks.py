@@ -40,12 +40,12 @@ from bench.common import (
     sqlite_engine,
     wait_for,
 )
+from devtools.localhost.azurite import free_port, start_azurite_queue, stop
+from devtools.sandbox.data import Change
+from devtools.sandbox.notify import event_name, halaxy_bundle
 from shared.bootstrap import azurite_connection_string
 from shared.fhir.transform import TABLE_FOR_TYPE
-from shared.localhost.azurite import free_port, start_azurite_queue, stop
 from shared.metrics import read_metrics
-from shared.sandbox.data import Change
-from shared.sandbox.notify import event_name, halaxy_bundle
 from shared.store.schema import MIRRORED_TABLES
 
 HEADER = "X-Webhook-Secret"

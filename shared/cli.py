@@ -7,12 +7,9 @@ part was done because of bad input or configuration (the message says what to fi
 from __future__ import annotations
 
 import argparse
-import json
-import signal
 import sys
-import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,23 @@ EXIT_OK, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2
 
 class CliError(Exception):
     """A failure the user can fix; the message says what and how."""
+
+
+# Commands of the development tooling (devtools/, never deployed): the local host, the sandbox
+# source and synthetic data. `python -m shared.cli` stays the one command for all of them.
+DEV_COMMANDS = ("serve", "generate", "sandbox")
+
+
+def dev_tools() -> Any:
+    """``devtools.cli`` in a checkout of the repository; None in the deployed package, which does
+    not hold devtools/ (an optional part, imported when asked for, not to dodge a cycle)."""
+    try:
+        import devtools.cli
+    except ModuleNotFoundError as exc:
+        if exc.name != "devtools":
+            raise
+        return None
+    return devtools.cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,45 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--kind", choices=("incremental", "hot", "full"), default="incremental")
     reconcile.add_argument("--page-size", type=int, default=100, help="_count per page (1-1000)")
 
-    serve = commands.add_parser("serve", help="run function_app.py locally: HTTP on 127.0.0.1, timers, queues "
-                                "(with no tenants: the bundled sandbox as tenant 'demo')")
-    serve.add_argument("--port", type=int, default=7071, help="HTTP port on 127.0.0.1 (default 7071; 0 = any free)")
-    serve.add_argument("--once", action="store_true",
-                       help="demo only: full reconcile, churn with webhooks, drain, full reconcile; "
-                            "exit 0 only if the mirror equals the sandbox")
-
     commands.add_parser("tenants", help="validate the tenants configuration and list tenants (no secrets)")
+    tools = dev_tools()
+    if tools is not None:
+        tools.add_commands(commands)
+    else:  # the deployed package: say where they run instead of "invalid choice"
+        for name in DEV_COMMANDS:
+            commands.add_parser(name, help="development only: run it from a checkout of the repository",
+                                add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
 
-    generate = commands.add_parser("generate", help="write deterministic synthetic FHIR data (NDJSON or a Bundle)")
-    generate.add_argument("--out", type=Path, required=True, help="output file: .ndjson or .json (a collection Bundle)")
-    generate.add_argument("--seed", type=int, default=1)
-    generate.add_argument("--practitioners", type=int, default=5)
-    generate.add_argument("--patients", type=int, default=50)
-    generate.add_argument("--appointments", type=int, default=200)
-    generate.add_argument("--invoices", type=int, default=100)
-    generate.add_argument("--referrals", type=int, help="default: one for every other patient")
-    generate.add_argument("--anchor", help="ISO date the data is centred on (default: today)")
-    sandbox = commands.add_parser("sandbox", help="serve a Halaxy-like FHIR R4 sandbox on 127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=7072)
-    sandbox.add_argument("--seed", type=int, default=1)
-    sandbox.add_argument("--practitioners", type=int, default=5)
-    sandbox.add_argument("--patients", type=int, default=200)
-    sandbox.add_argument("--appointments", type=int, default=1000)
-    sandbox.add_argument("--invoices", type=int, default=400)
-    sandbox.add_argument("--referrals", type=int, help="default: one for every other patient")
-    sandbox.add_argument("--anchor", help="ISO date the data is centred on (default: today)")
-    sandbox.add_argument("--client-id", default="sandbox-client")
-    sandbox.add_argument("--client-secret", default="sandbox-secret")
-    sandbox.add_argument("--token-ttl", type=float, default=900.0, help="seconds a token lives (Halaxy: 900)")
-    sandbox.add_argument("--rate-limit", default="500/min", help="requests per minute per client, e.g. 300/min; 0 = none")
-    sandbox.add_argument("--fault-rate", type=float, default=0.0, help="share of requests answered 500/502/503")
-    sandbox.add_argument("--drop-rate", type=float, default=0.0, help="share of connections reset without answer")
-    sandbox.add_argument("--latency-ms", type=int, default=0, help="added to every request")
-    sandbox.add_argument("--expired-style", choices=("401", "outcome", "mixed"), default="mixed")
-    sandbox.add_argument("--webhook-url", help="where churn sends notifications ({event} is replaced), loopback only")
-    sandbox.add_argument("--webhook-scheme", choices=("halaxy", "hmac-sha256", "standard-webhooks"), default="halaxy")
-    sandbox.add_argument("--webhook-secret", help="static secret, HMAC key, or whsec_… secret")
-    sandbox.add_argument("--webhook-header", default="", help="header for the halaxy secret / the hex HMAC")
     return parser
 
 
@@ -97,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.tenants_file:
             overrides["tenants_file"] = args.tenants_file
         settings = load_settings(**overrides)
-        return COMMANDS[args.command](settings, args)
+        return command(args.command)(settings, args)
     except (SettingsError, CliError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -118,6 +102,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: internal error ({exc.__class__.__name__}); rerun with SYNC_LOG_LEVEL=DEBUG "
               "for a traceback and report it", file=sys.stderr)
         return EXIT_FAILED
+
+
+def command(name: str) -> Any:
+    if name not in DEV_COMMANDS:
+        return COMMANDS[name]
+    tools = dev_tools()
+    if tools is None:
+        raise CliError(f"`{name}` is a development command: run it from a checkout of the repository "
+                       "(devtools/ is not part of the deployed package)")
+    return tools.COMMANDS[name]
 
 
 def settings_debug() -> bool:
@@ -255,42 +249,6 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if counts.errored else EXIT_OK
 
 
-def _interrupt(signum: int, _frame: object) -> None:
-    from shared.localhost.serve import Interrupted
-
-    raise Interrupted(signum)
-
-
-def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    import logging
-
-    from shared.localhost.serve import serve, stopped
-
-    if not 0 <= args.port <= 65535:
-        raise CliError("--port must be between 0 and 65535")
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.log_level != "DEBUG":
-        # One line per HTTP request, migration step, webhook, applied change or timer tick buries
-        # what a person needs to see; SYNC_LOG_LEVEL=DEBUG shows them.
-        for name in ("httpx", "alembic", "shared.events"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-    if args.once and settings.log_level != "DEBUG":
-        for name in ("shared.functions", "shared.webhooks", "shared.telemetry"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-    # SIGTERM (a service manager, a container stop, a test) stops like Ctrl-C; SIGINT is set too,
-    # since a shell without job control starts background children with SIGINT ignored.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
-    try:
-        return serve(settings, port=args.port, once=args.once, say=lambda line: print(line, flush=True))
-    except KeyboardInterrupt as stop:  # while starting, before serve() could catch it
-        return stopped(stop, args.once, lambda line: print(line, flush=True))
-    except OSError as exc:
-        raise CliError(f"cannot listen on 127.0.0.1:{args.port} ({exc.strerror}); "
-                       "is another host running? choose another --port") from None
-
-
 def cmd_tenants(settings: Settings, _args: argparse.Namespace) -> int:
     tenants = settings.load_tenants()
     for t in tenants:
@@ -300,95 +258,6 @@ def cmd_tenants(settings: Settings, _args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_generate(_settings: Settings, args: argparse.Namespace) -> int:
-    from shared.fhir.synthetic import SyntheticCounts, generate
-
-    anchor = _anchor(args.anchor)
-    counts = SyntheticCounts(args.practitioners, args.patients, args.appointments, args.invoices, args.referrals)
-    resources = generate(counts, seed=args.seed, anchor=anchor)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    with args.out.open("w", encoding="utf-8") as out:
-        bundle = args.out.suffix == ".json"
-        if bundle:
-            out.write('{"resourceType": "Bundle", "type": "collection", "entry": [\n')
-        for resource in resources:
-            if bundle:
-                out.write(("," if written else "") + json.dumps({"resource": resource}) + "\n")
-            else:
-                out.write(json.dumps(resource) + "\n")
-            written += 1
-        if bundle:
-            out.write("]}\n")
-    print(f"wrote {written:,} resources to {args.out}")
-    return EXIT_OK
-
-
-def cmd_sandbox(_settings: Settings, args: argparse.Namespace) -> int:
-    import random
-
-    from shared.fhir.synthetic import SyntheticCounts
-    from shared.sandbox.data import SandboxData
-    from shared.sandbox.gates import Faults
-    from shared.sandbox.notify import WebhookConfig
-    from shared.sandbox.server import Sandbox, SandboxConfig
-    from shared.webhooks.signatures import standard_webhooks_key
-
-    rate = str(args.rate_limit).removesuffix("/min")
-    if not rate.isdigit():
-        raise CliError(f"--rate-limit {args.rate_limit!r}: expected requests per minute, e.g. 300/min")
-    for name in ("fault_rate", "drop_rate"):
-        if not 0 <= getattr(args, name) <= 1:
-            raise CliError(f"--{name.replace('_', '-')} must be between 0 and 1")
-    webhook = None
-    if args.webhook_url:
-        if not args.webhook_secret:
-            raise CliError("--webhook-url needs --webhook-secret")
-        try:
-            webhook = WebhookConfig(args.webhook_url, args.webhook_scheme, args.webhook_secret, args.webhook_header)
-            if args.webhook_scheme == "standard-webhooks":
-                standard_webhooks_key(args.webhook_secret)
-        except ValueError as exc:
-            raise CliError(f"--webhook-*: {exc}") from None
-    anchor = _anchor(args.anchor)
-    started = time.monotonic()
-    counts = SyntheticCounts(args.practitioners, args.patients, args.appointments, args.invoices, args.referrals)
-    data = SandboxData(counts, seed=args.seed, anchor=anchor)
-    config = SandboxConfig(
-        client_id=args.client_id, client_secret=args.client_secret, token_ttl=args.token_ttl,
-        rate_limit=int(rate), expired_style=args.expired_style, webhook=webhook,
-        faults=Faults(error_rate=args.fault_rate, drop_rate=args.drop_rate, latency_ms=args.latency_ms,
-                      rng=random.Random(args.seed)),
-    )
-    try:
-        sandbox = Sandbox(data, config, port=args.port)
-    except OSError as exc:
-        raise CliError(f"cannot listen on 127.0.0.1:{args.port} ({exc.strerror}); choose another --port") from None
-    total = sum(len(v) for v in data.by_type.values())
-    print(f"sandbox: {total:,} resources generated in {time.monotonic() - started:.1f} s; "
-          f"FHIR base {sandbox.base_url}, token endpoint {sandbox.base_url}/oauth/token", flush=True)
-    try:
-        sandbox.serve()
-    except KeyboardInterrupt:
-        sandbox.stop()
-    return EXIT_OK
-
-
-def _anchor(text: str | None) -> datetime:
-    from datetime import date
-    from datetime import time as day_time
-
-    from shared.timebounds import RANGE_TEXT, day_in_range
-
-    try:
-        day = date.fromisoformat(text) if text else date.today()
-    except ValueError:
-        raise CliError(f"--anchor {text!r} is not an ISO date (YYYY-MM-DD)") from None
-    if not day_in_range(day):
-        raise CliError(f"--anchor {text}: must be a date {RANGE_TEXT}")
-    return datetime.combine(day, day_time(9, 0), tzinfo=UTC)
-
-
 def _port_of(url: str) -> int:
     from urllib.parse import urlsplit
 
@@ -396,8 +265,11 @@ def _port_of(url: str) -> int:
     return parts.port or (443 if parts.scheme == "https" else 80)
 
 
-COMMANDS = {"migrate": cmd_migrate, "load": cmd_load, "tenants": cmd_tenants, "generate": cmd_generate,
-            "sandbox": cmd_sandbox, "reconcile": cmd_reconcile, "serve": cmd_serve}
+COMMANDS = {"migrate": cmd_migrate, "load": cmd_load, "tenants": cmd_tenants, "reconcile": cmd_reconcile}
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The imported module's main, not this __main__ copy's: devtools' commands raise
+    # shared.cli.CliError, which only that module's main catches.
+    from shared.cli import main as _main
+
+    sys.exit(_main())

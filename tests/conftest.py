@@ -78,7 +78,7 @@ def engine(database_url: str) -> Iterator[Engine]:
 @pytest.fixture(scope="session")
 def azurite_queue_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Azurite's queue service on a free loopback port, in memory, no telemetry."""
-    from shared.localhost.azurite import AzuriteUnavailable, start_azurite_queue, stop
+    from devtools.localhost.azurite import AzuriteUnavailable, start_azurite_queue, stop
 
     try:
         proc, url = start_azurite_queue(tmp_path_factory.mktemp("azurite") / "azurite.log")

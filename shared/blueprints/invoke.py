@@ -1,6 +1,6 @@
 """Call a registered function the way the Functions host does, from plain values.
 
-The local host (shared.localhost) owns sockets, clocks and queues but never touches
+The local host (devtools.localhost) owns sockets, clocks and queues but never touches
 azure.functions; this module turns its plain requests into ``func.HttpRequest``,
 ``func.QueueMessage`` and ``func.TimerRequest`` and the function's answer back into plain
 values. Coroutine functions are handed to ``run`` (the host's event loop).

@@ -19,7 +19,7 @@ from pathlib import Path
 from playwright.sync_api import Browser, sync_playwright
 from sqlalchemy import Engine, insert
 
-from shared.localhost.serve import DEMO_TENANT, Booted, boot, enqueue_reconcile, wait_for_run
+from devtools.localhost.serve import DEMO_TENANT, Booted, boot, enqueue_reconcile, wait_for_run
 from shared.metrics import hour_bucket, increment
 from shared.settings import load_settings
 from shared.store.engine import write_transaction

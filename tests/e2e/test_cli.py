@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtools.compare import compare, live_in_snapshot, mirrored
 from shared.settings import load_settings
 from shared.store.engine import create_store_engine
-from shared.sync.compare import compare, live_in_snapshot, mirrored
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_TENANTS = ROOT / "samples" / "tenants.sandbox.json"

@@ -17,8 +17,8 @@ import pytest
 
 from bench import faults
 from bench.faults import FAULTS, SABOTAGE, Host, Outcome, matrix_run, run_case
+from devtools.localhost.azurite import free_port
 from shared.failpoints import CRASH_EXIT_CODE
-from shared.localhost.azurite import free_port
 from tests.conftest import POSTGRES_ADMIN_URL
 
 EVENTS = 300

@@ -18,14 +18,14 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, func, select
 
+from devtools.compare import compare, live_in_snapshot, mirrored
+from devtools.localhost.serve import DEMO_TENANT, Booted, boot, enqueue_reconcile, run_once, wait_for_run
+from devtools.sandbox.data import SandboxData
+from devtools.sandbox.server import Sandbox, SandboxConfig
+from devtools.synthetic import SyntheticCounts
 from shared.bootstrap import azurite_connection_string
-from shared.fhir.synthetic import SyntheticCounts
-from shared.localhost.serve import DEMO_TENANT, Booted, boot, enqueue_reconcile, run_once, wait_for_run
-from shared.sandbox.data import SandboxData
-from shared.sandbox.server import Sandbox, SandboxConfig
 from shared.settings import load_settings
 from shared.store.schema import sync_runs
-from shared.sync.compare import compare, live_in_snapshot, mirrored
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = (3, 60, 300, 60)
@@ -216,7 +216,7 @@ def test_failing_tenants_never_delay_a_healthy_one(database_url: str) -> None:
     due every 2 s. The healthy tenant keeps syncing on time; each failure lands on its own runs."""
     from pydantic import SecretStr
 
-    from shared.localhost.serve import with_tenants
+    from devtools.localhost.serve import with_tenants
     from shared.settings import TenantConfig
     from shared.store.schema import source_health
 
@@ -383,7 +383,7 @@ def test_schemathesis_finds_no_server_error_through_the_local_host(booted: Boote
 
 
 def test_the_minute_summary_counts_what_happened_since_the_last_line(booted: Booted) -> None:
-    from shared.localhost.serve import MinuteSummary
+    from devtools.localhost.serve import MinuteSummary
 
     assert booted.demo is not None
     summary = MinuteSummary(booted.host, booted.runtime.engine)
@@ -408,7 +408,7 @@ def test_a_function_that_raises_is_a_500_with_its_traceback_logged(caplog: pytes
     import azure.functions as func
     import httpx
 
-    from shared.localhost.host import LocalHost
+    from devtools.localhost.host import LocalHost
     from shared.queues.memory import InMemoryQueues
     from shared.settings import load_settings
 
@@ -421,12 +421,12 @@ def test_a_function_that_raises_is_a_500_with_its_traceback_logged(caplog: pytes
 
     host = LocalHost(app, load_settings(database_url="sqlite://"), InMemoryQueues(), port=0).start()
     try:
-        with caplog.at_level("ERROR", logger="shared.localhost"):
+        with caplog.at_level("ERROR", logger="devtools.localhost"):
             answer = httpx.get(f"{host.url}/api/broken", timeout=10)
     finally:
         host.stop()
     assert (answer.status_code, answer.json()) == (500, {"error": "function-failed", "function": "broken"})
-    (record,) = [r for r in caplog.records if r.name == "shared.localhost" and r.levelname == "ERROR"]
+    (record,) = [r for r in caplog.records if r.name == "devtools.localhost" and r.levelname == "ERROR"]
     assert record.exc_info is not None and record.exc_info[0] is ZeroDivisionError
 
 
@@ -436,8 +436,8 @@ def test_a_hundred_copies_of_one_delivery_released_at_once_enqueue_once(booted: 
     import socket
     from concurrent.futures import ThreadPoolExecutor
 
-    from shared.sandbox.data import Change
-    from shared.sandbox.notify import halaxy_bundle
+    from devtools.sandbox.data import Change
+    from devtools.sandbox.notify import halaxy_bundle
 
     assert booted.demo is not None
     secret = booted.demo.tenant.webhook_secrets[0].get_secret_value()

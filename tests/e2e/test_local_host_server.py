@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from devtools.localhost.host import LocalHost
 from function_app import app
-from shared.localhost.host import LocalHost
 from shared.queues.memory import InMemoryQueues
 from shared.settings import load_settings
 
@@ -76,7 +76,7 @@ def test_a_silent_connection_is_closed(host: LocalHost) -> None:
 
 
 def test_a_client_that_hangs_up_leaves_no_traceback(host: LocalHost, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="shared.localhost"):
+    with caplog.at_level(logging.DEBUG, logger="devtools.localhost"):
         for _ in range(5):
             sock = socket.create_connection(("127.0.0.1", host.port), timeout=10)
             sock.sendall(b"GET /api/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
-from shared.localhost.serve import Booted, boot
+from devtools.localhost.serve import Booted, boot
 from shared.reads.openapi import document
 from shared.settings import load_settings
 

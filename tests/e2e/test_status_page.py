@@ -18,7 +18,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Page
 from sqlalchemy import insert
 
-from shared.localhost.serve import DEMO_TENANT, Booted
+from devtools.localhost.serve import DEMO_TENANT, Booted
 from shared.store.engine import write_transaction
 from shared.store.schema import sync_runs
 from tests.e2e.status_screenshots import VIEWPORTS, chromium, demo_with_history, screenshot

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 
-from shared.fhir.synthetic import SyntheticCounts
+from devtools.sandbox.data import SandboxData
+from devtools.sandbox.server import Sandbox, SandboxConfig
+from devtools.synthetic import SyntheticCounts
 from shared.queues.messages import ChangeMessage
-from shared.sandbox.data import SandboxData
-from shared.sandbox.server import Sandbox, SandboxConfig
 from shared.settings import TenantConfig
 from shared.source.breaker import MemoryBreakerStore
 from shared.source.errors import SourceUnavailable

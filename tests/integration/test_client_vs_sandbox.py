@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from shared.fhir.synthetic import SyntheticCounts
-from shared.sandbox.data import SandboxData
-from shared.sandbox.gates import Faults
-from shared.sandbox.server import Sandbox, SandboxConfig
+from devtools.sandbox.data import SandboxData
+from devtools.sandbox.gates import Faults
+from devtools.sandbox.server import Sandbox, SandboxConfig
+from devtools.synthetic import SyntheticCounts
 from shared.settings import TenantConfig
 from shared.source.breaker import BreakerPolicy, CircuitBreaker, MemoryBreakerStore
 from shared.source.client import FhirClient

@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import func as sql
 from sqlalchemy import select
 
+from devtools.sandbox.data import SandboxData
+from devtools.sandbox.server import Sandbox, SandboxConfig
+from devtools.synthetic import SyntheticCounts
 from shared.bootstrap import build_runtime, use_runtime
-from shared.fhir.synthetic import SyntheticCounts
 from shared.queues.memory import InMemoryQueues
 from shared.queues.messages import ChangeMessage, InvalidMessage, ReconcileMessage, decode, encode
-from shared.sandbox.data import SandboxData
-from shared.sandbox.server import Sandbox, SandboxConfig
 from shared.settings import load_settings
 from shared.store.engine import write_transaction
 from shared.store.schema import MIRRORED_TABLES, sync_runs

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
+from devtools.synthetic import SyntheticCounts, generate
 from shared.cli import main
-from shared.fhir.synthetic import SyntheticCounts, generate
 from shared.importer.load import LoadAborted, load_files
 from shared.settings import load_settings
 from shared.store.engine import create_store_engine

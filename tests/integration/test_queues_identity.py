@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from shared.localhost.azurite import AzuriteUnavailable, start_azurite_queue, stop
+from devtools.localhost.azurite import AzuriteUnavailable, start_azurite_queue, stop
 from shared.queues.azure import AzureQueues
 from tests.conftest import unique
 

@@ -12,10 +12,11 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 
-from shared.fhir.synthetic import SyntheticCounts
+from devtools.compare import live_in_snapshot, mirrored
+from devtools.sandbox.data import SandboxData
+from devtools.sandbox.server import Sandbox, SandboxConfig
+from devtools.synthetic import SyntheticCounts
 from shared.fhir.transform import TABLE_FOR_TYPE
-from shared.sandbox.data import SandboxData
-from shared.sandbox.server import Sandbox, SandboxConfig
 from shared.settings import TenantConfig
 from shared.source.breaker import MemoryBreakerStore
 from shared.source.budget import RateBudget
@@ -23,7 +24,6 @@ from shared.source.registry import SourceRegistry
 from shared.store.engine import write_transaction
 from shared.store.schema import MIRRORED_TABLES, sync_runs
 from shared.sync import cursors
-from shared.sync.compare import live_in_snapshot, mirrored
 from shared.sync.reconcile import TYPE_ORDER, Progress, run_reconcile
 from shared.sync.runs import LeaseLost, RunLease, claim, load_position, start_run
 

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from shared.fhir.synthetic import SyntheticCounts
-from shared.sandbox.data import SandboxData
-from shared.sandbox.gates import Faults
-from shared.sandbox.server import Sandbox, SandboxConfig
+from devtools.sandbox.data import SandboxData
+from devtools.sandbox.gates import Faults
+from devtools.sandbox.server import Sandbox, SandboxConfig
+from devtools.synthetic import SyntheticCounts
 from tests.fakes import ManualClock
 
 ANCHOR = datetime(2026, 1, 15, 9, tzinfo=UTC)
@@ -193,12 +193,12 @@ def test_a_bug_in_the_sandbox_is_a_500_with_its_traceback_logged(caplog: pytest.
     data = SandboxData(SyntheticCounts(1, 2, 2, 1), seed=1, anchor=ANCHOR)
     box = Sandbox(data, SandboxConfig(faults=Faults(rng=_BrokenRandom()))).start()
     try:
-        with caplog.at_level("ERROR", logger="shared.sandbox.server"):
+        with caplog.at_level("ERROR", logger="devtools.sandbox.server"):
             answer = httpx.post(f"{box.base_url}/oauth/token", data=CREDS, headers={"User-Agent": "t"}, timeout=10)
     finally:
         box.stop()
     # Not the "400 malformed request" that once hid a TypeError behind every answer.
     assert answer.status_code == 500 and answer.json()["issue"][0]["code"] == "exception"
-    (record,) = [r for r in caplog.records if r.name == "shared.sandbox.server"]
+    (record,) = [r for r in caplog.records if r.name == "devtools.sandbox.server"]
     assert "POST /main/oauth/token" in record.getMessage()
     assert record.exc_info is not None and record.exc_info[0] is RuntimeError

@@ -13,10 +13,10 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from shared.fhir.synthetic import SyntheticCounts
-from shared.sandbox.data import SandboxData
-from shared.sandbox.notify import FIRING, WebhookConfig, require_loopback
-from shared.sandbox.server import Sandbox, SandboxConfig
+from devtools.sandbox.data import SandboxData
+from devtools.sandbox.notify import FIRING, WebhookConfig, require_loopback
+from devtools.sandbox.server import Sandbox, SandboxConfig
+from devtools.synthetic import SyntheticCounts
 from shared.webhooks.signatures import hmac_sha256_hex
 
 ANCHOR = datetime(2026, 1, 15, 9, tzinfo=UTC)

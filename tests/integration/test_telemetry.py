@@ -20,13 +20,13 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
+from devtools.sandbox.data import SandboxData
+from devtools.sandbox.notify import halaxy_bundle
+from devtools.sandbox.server import Sandbox, SandboxConfig
+from devtools.synthetic import SyntheticCounts
 from shared.blueprints.timers import fan_out
-from shared.fhir.synthetic import SyntheticCounts
 from shared.queues.memory import InMemoryQueues
 from shared.queues.messages import ChangeMessage, ReconcileMessage, encode
-from shared.sandbox.data import SandboxData
-from shared.sandbox.notify import halaxy_bundle
-from shared.sandbox.server import Sandbox, SandboxConfig
 from shared.telemetry import DIMENSIONS, LOGGER_NAME, Telemetry, dimensions, use_telemetry
 from tests.fakes import installed_runtime, registered_functions
 

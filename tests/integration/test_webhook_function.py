@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import func as sql
 from sqlalchemy import select
 
+from devtools.sandbox.data import Change
+from devtools.sandbox.notify import halaxy_bundle, json_event
 from shared.queues.memory import InMemoryQueues
 from shared.queues.messages import ChangeMessage, decode
-from shared.sandbox.data import Change
-from shared.sandbox.notify import halaxy_bundle, json_event
 from shared.store.schema import inbox
 from shared.webhooks.signatures import hmac_sha256_hex
 from tests.fakes import installed_runtime, registered_functions

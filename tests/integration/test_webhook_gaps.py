@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy import func as sql
 
+from devtools.sandbox.data import Change
+from devtools.sandbox.notify import halaxy_bundle
 from shared.queues.memory import InMemoryQueues
 from shared.queues.messages import ReconcileMessage, decode
-from shared.sandbox.data import Change
-from shared.sandbox.notify import halaxy_bundle
 from shared.store.engine import write_transaction
 from shared.store.schema import webhook_events, webhook_subscriptions
 from shared.webhooks.gaps import Gap, record_notification, settle_gaps

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from shared.sync.compare import compare, explain
+from devtools.compare import compare, explain
 
 MARK = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 

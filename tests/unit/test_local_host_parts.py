@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.localhost.host import resolve_setting, timespan_seconds
-from shared.localhost.routes import best_match, compile_route
+from devtools.localhost.host import resolve_setting, timespan_seconds
+from devtools.localhost.routes import best_match, compile_route
 from shared.settings import load_settings
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.fhir.synthetic import SyntheticCounts, generate
+from devtools.synthetic import SyntheticCounts, generate
 from shared.fhir.transform import TransformError, transform_resource
 from shared.importer.readers import MalformedInput, read_entries
 

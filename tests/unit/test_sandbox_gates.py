@@ -4,8 +4,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from shared.sandbox.gates import Faults, SlidingWindow, TokenStore
-from shared.sandbox.search import date_range, parse_instant
+from devtools.sandbox.gates import Faults, SlidingWindow, TokenStore
+from devtools.sandbox.search import date_range, parse_instant
 from tests.fakes import ManualClock
 
 

@@ -298,7 +298,7 @@ def test_halaxy_invoice_shape() -> None:
 
 
 def test_synthetic_data_maps_without_errors() -> None:
-    from shared.fhir.synthetic import SyntheticCounts, generate
+    from devtools.synthetic import SyntheticCounts, generate
 
     rows = [transform_resource(r) for r in generate(SyntheticCounts(3, 30, 200, 60), seed=4)]
     sessions = [r for r in rows if r.table == "sessions"]

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.sandbox.data import Change
-from shared.sandbox.notify import halaxy_bundle, json_event
+from devtools.sandbox.data import Change
+from devtools.sandbox.notify import halaxy_bundle, json_event
 from shared.webhooks import WebhookRejected, verify_request
 from shared.webhooks.notifications import parse_notification
 from shared.webhooks.signatures import hmac_sha256_hex, standard_webhooks_signature

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.sandbox.data import Change
-from shared.sandbox.notify import halaxy_bundle, json_event
+from devtools.sandbox.data import Change
+from devtools.sandbox.notify import halaxy_bundle, json_event
 from shared.webhooks import WebhookRejected
 from shared.webhooks.notifications import backport_status, parse_notification
 

@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from devtools.localhost.routes import Route, best_match, compile_route
 from shared.blueprints import body_limit
 from shared.blueprints.invoke import FunctionSpec, call_http, call_queue, call_timer, function_index
-from shared.localhost.routes import Route, best_match, compile_route
 from shared.queues.port import QueuePort, ReceivedMessage, poison_name, settle
 from shared.settings import Settings
 from shared.sync.schedule import is_valid, next_fire
 
-log = logging.getLogger("shared.localhost")
+log = logging.getLogger("devtools.localhost")
 ROOT = Path(__file__).resolve().parents[2]
 IDLE_TIMEOUT = 30.0
 # Headers that may appear more than once (lists by definition); any other repeated header is

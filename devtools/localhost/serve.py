@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 from pydantic import SecretStr
 from sqlalchemy import Engine, func, select
 
+from devtools.compare import Difference, Explained, compare, explain, live_in_snapshot, mirrored
 from shared.bootstrap import build_runtime, queue_port, queue_service_url, use_runtime
 from shared.queues.messages import RECONCILE_QUEUE, ReconcileMessage, encode
 from shared.settings import Settings, TenantConfig
@@ -28,7 +29,6 @@ from shared.store.engine import safe_url, write_transaction
 from shared.store.migrate import migrate
 from shared.store.schema import sync_cursors, sync_runs
 from shared.store.tenants import purge_tenant_data, sync_tenants
-from shared.sync.compare import Difference, Explained, compare, explain, live_in_snapshot, mirrored
 
 DEMO_TENANT = "demo"
 
@@ -58,10 +58,10 @@ class Demo:
 
 
 def start_demo(webhook_base: str, *, counts: tuple[int, int, int, int] = (5, 200, 1000, 400), seed: int = 1) -> Demo:
-    from shared.fhir.synthetic import SyntheticCounts
-    from shared.sandbox.data import SandboxData
-    from shared.sandbox.notify import WebhookConfig
-    from shared.sandbox.server import Sandbox, SandboxConfig
+    from devtools.sandbox.data import SandboxData
+    from devtools.sandbox.notify import WebhookConfig
+    from devtools.sandbox.server import Sandbox, SandboxConfig
+    from devtools.synthetic import SyntheticCounts
 
     client_secret, webhook_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     webhook = WebhookConfig(url=f"{webhook_base}/api/webhooks/{DEMO_TENANT}/{{event}}", scheme="halaxy",
@@ -121,8 +121,8 @@ def boot(settings: Settings, *, port: int, say: Callable[[str], None] = print,
          demo_counts: tuple[int, int, int, int] = (5, 200, 1000, 400), queues: Any = None,
          host_json: dict[str, Any] | None = None) -> Booted:
     """Migrate, start the sandbox when no tenant is configured, install the runtime, start the host."""
+    from devtools.localhost.host import LocalHost
     from function_app import app
-    from shared.localhost.host import LocalHost
 
     migrate(settings)
     tenants = settings.load_tenants()

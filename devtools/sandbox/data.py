@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.fhir.synthetic import (
+from devtools.sandbox.search import BadRequest, date_range
+from devtools.synthetic import (
     PARTICIPANT_STATUS_URL,
     SyntheticCounts,
     appointment_id,
@@ -25,7 +26,6 @@ from shared.fhir.synthetic import (
     referral_id,
 )
 from shared.records import RESOURCE_TYPES
-from shared.sandbox.search import BadRequest, date_range
 
 TYPES = RESOURCE_TYPES
 

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from shared.sandbox.data import Change, _instant
+from devtools.sandbox.data import Change, _instant
 from shared.webhooks.signatures import hmac_sha256_hex, standard_webhooks_signature
 
 FIRING = {("Patient", "create"), ("Patient", "update"), ("Appointment", "create"), ("Appointment", "update"),

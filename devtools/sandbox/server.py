@@ -28,10 +28,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from shared.sandbox.data import TYPES, SandboxData
-from shared.sandbox.gates import Faults, SlidingWindow, TokenStore
-from shared.sandbox.notify import Notifier, WebhookConfig
-from shared.sandbox.search import BadRequest
+from devtools.sandbox.data import TYPES, SandboxData
+from devtools.sandbox.gates import Faults, SlidingWindow, TokenStore
+from devtools.sandbox.notify import Notifier, WebhookConfig
+from devtools.sandbox.search import BadRequest
 
 FHIR_JSON = "application/fhir+json"
 DEFAULT_COUNT, MAX_COUNT = 100, 1000
