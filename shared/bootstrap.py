@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from dataclasses import dataclass, field
 
 import httpx
@@ -39,7 +40,10 @@ class Runtime:
     tenants: dict[str, TenantConfig]
     queues: QueuePort
     metrics: Metrics = field(default_factory=Metrics)
-    _registries: dict[int, SourceRegistry] = field(default_factory=dict)
+    # Per event loop, forgotten with it: a loop's id can be reused once it is gone, and its
+    # registry's httpx client belongs to the closed loop.
+    _registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SourceRegistry] = field(
+        default_factory=weakref.WeakKeyDictionary)
     # One per process, shared by every loop's registry: a Retry-After or an opened breaker that one
     # worker meets holds the process's other workers at once (a store per loop kept its own copy
     # for up to max_age, and the fault matrix's rate-limit-storm saw 1-2 requests arrive inside a
@@ -62,10 +66,10 @@ class Runtime:
     def sources(self) -> SourceRegistry:
         """The registry of the running event loop (one httpx client per loop)."""
         loop = asyncio.get_running_loop()
-        registry = self._registries.get(id(loop))
+        registry = self._registries.get(loop)
         if registry is None:
             http = httpx.AsyncClient(timeout=httpx.Timeout(self.settings.source_timeout))
-            registry = self._registries[id(loop)] = SourceRegistry(
+            registry = self._registries[loop] = SourceRegistry(
                 http, self.breaker_store, **source_options(self.settings))
         return registry
 

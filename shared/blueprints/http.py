@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
 from shared.availability import is_unavailable
-from shared.bootstrap import Runtime
+from shared.bootstrap import Runtime, runtime
 from shared.settings import SettingsError, TenantConfig
 
 log = logging.getLogger("shared.functions")
@@ -48,6 +49,28 @@ def refused_or_unavailable(route: str, exc: Exception) -> func.HttpResponse:
     if is_unavailable(exc):
         return unavailable(route, exc)
     raise exc
+
+
+Handler = Callable[[Runtime, func.HttpRequest], func.HttpResponse]
+
+
+def http_function(name: str) -> Callable[[Handler], Callable[[func.HttpRequest], func.HttpResponse]]:
+    """What every HTTP function shares, in one place: the process's runtime passed to the handler,
+    a refusal answered with its 4xx, storage that did not answer with a 503 (logged as ``name``),
+    anything else raised for the host's 500 with its traceback."""
+    def adapt(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]:
+        def function(req: func.HttpRequest) -> func.HttpResponse:
+            try:
+                return handler(runtime(), req)
+            except Exception as exc:
+                return refused_or_unavailable(name, exc)
+
+        # Not functools.wraps: the Functions library reads this function's parameters (``req``,
+        # the binding's name), and wraps would show it the handler's through __wrapped__.
+        function.__name__, function.__qualname__ = handler.__name__, handler.__qualname__
+        function.__doc__, function.__module__ = handler.__doc__, handler.__module__
+        return function
+    return adapt
 
 
 def query_limit(req: func.HttpRequest, *, default: int, maximum: int) -> int:

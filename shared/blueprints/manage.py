@@ -6,32 +6,28 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict
 
-from shared.blueprints.http import Refused, answer, json_body, query_limit, refused_or_unavailable, route_tenant
-from shared.bootstrap import Runtime, runtime
-from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, decode, encode
-from shared.queues.port import QueuePort, poison_name
+from shared.blueprints.http import Refused, answer, http_function, json_body, query_limit, route_tenant
+from shared.bootstrap import Runtime
+from shared.queues.messages import ReconcileMessage
 from shared.reads.runs import run_detail, run_history
 from shared.reads.status import tenant_status
+from shared.service.poison import RedriveRunning, redrive_changes
+from shared.service.reconciles import TenantDisabled, queue_reconcile
 from shared.settings import TenantConfig
 from shared.store.engine import write_transaction
-from shared.store.leases import drop_lease, take_lease
 from shared.sync.reconcile import TYPE_ORDER
-from shared.sync.runs import RunActive, end_run, queue_run, reap_stale
+from shared.sync.runs import RunActive, end_run, reap_stale
 from shared.timebounds import RANGE_TEXT, instant_in_range
 
 log = logging.getLogger("shared.functions")
 bp = func.Blueprint()
 _RUN_ID = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
-REDRIVE_BATCH = 32
-REDRIVE_LEASE = "redrive:changes-poison"
-REDRIVE_LEASE_TTL = timedelta(minutes=5)  # a re-drive that dies frees it then
 
 
 class SyncRequest(BaseModel):
@@ -41,60 +37,43 @@ class SyncRequest(BaseModel):
 
 @bp.function_name("trigger_sync")
 @bp.route(route="tenants/{tenant}/sync", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
-def trigger_sync(req: func.HttpRequest) -> func.HttpResponse:
+@http_function("trigger_sync")
+def trigger_sync(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
     """202 with the queued run's id; 409 naming the active run of that kind."""
-    try:
-        rt = runtime()
-        tenant = route_tenant(rt, req)
-        kind = json_body(req, SyncRequest).kind
-        run_id = queue_reconcile(rt, tenant, ReconcileMessage(tenant=tenant.id, reconcile=kind))
-    except Exception as exc:
-        return refused_or_unavailable("trigger_sync", exc)
+    tenant = route_tenant(rt, req)
+    kind = json_body(req, SyncRequest).kind
+    run_id = queue(rt, tenant, ReconcileMessage(tenant=tenant.id, reconcile=kind))
     return answer(202, {"runId": run_id, "tenant": tenant.id, "kind": kind, "status": "queued"},
                   {"Location": f"/api/tenants/{tenant.id}/sync/runs/{run_id}"})
 
 
-def queue_reconcile(rt: Runtime, tenant: TenantConfig, message: ReconcileMessage) -> str:
-    """A queued run and its message; 409 naming the active run of that kind; when the queue
-    refuses the message the run is failed at once, so its slot is free again."""
-    if not tenant.enabled:
-        raise Refused(409, "tenant-disabled")
-    with write_transaction(rt.engine) as conn:
-        try:
-            run_id = queue_run(conn, tenant.id, message.reconcile)
-        except RunActive as active:
-            raise Refused(409, "already-running", runId=active.run_id, kind=message.reconcile) from None
+def queue(rt: Runtime, tenant: TenantConfig, message: ReconcileMessage) -> str:
+    """queue_reconcile, its refusals as 409s."""
     try:
-        rt.queues.send(RECONCILE_QUEUE, encode(message.model_copy(update={"run_id": run_id})))
-    except Exception:
-        with write_transaction(rt.engine) as conn:
-            end_run(conn, tenant.id, run_id, status="failed", error="its message could not be enqueued")
-        raise
-    log.info("sync tenant=%s kind=%s run=%s outcome=queued", tenant.id, message.reconcile, run_id)
-    return run_id
+        return queue_reconcile(rt, tenant, message)
+    except TenantDisabled:
+        raise Refused(409, "tenant-disabled") from None
+    except RunActive as active:
+        raise Refused(409, "already-running", runId=active.run_id, kind=message.reconcile) from None
 
 
 @bp.function_name("replay_sync")
 @bp.route(route="tenants/{tenant}/sync/replay", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
-def replay_sync(req: func.HttpRequest) -> func.HttpResponse:
+@http_function("replay_sync")
+def replay_sync(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
     """Re-read everything of ``type`` (comma-separated; all types when absent) changed since
     ``since`` (ISO 8601 with an offset): an incremental run whose windows start there."""
-    try:
-        rt = runtime()
-        tenant = route_tenant(rt, req)
-        raw_types = [t for t in req.params.get("type", "").split(",") if t]
-        unknown = sorted(set(raw_types) - set(TYPE_ORDER))
-        if unknown or len(raw_types) > len(TYPE_ORDER):
-            raise Refused(400, "bad-type", expected=list(TYPE_ORDER))
-        since = parse_instant(req.params.get("since", ""))
-        now = datetime.now(UTC)
-        if since is None or since >= now:
-            raise Refused(400, "bad-since", expected=f"an ISO 8601 time with an offset, in the past, {RANGE_TEXT}")
-        types = [t for t in TYPE_ORDER if t in raw_types] or None
-        run_id = queue_reconcile(rt, tenant, ReconcileMessage(tenant=tenant.id, reconcile="incremental",
-                                                              types=types, since=since))
-    except Exception as exc:
-        return refused_or_unavailable("replay_sync", exc)
+    tenant = route_tenant(rt, req)
+    raw_types = [t for t in req.params.get("type", "").split(",") if t]
+    unknown = sorted(set(raw_types) - set(TYPE_ORDER))
+    if unknown or len(raw_types) > len(TYPE_ORDER):
+        raise Refused(400, "bad-type", expected=list(TYPE_ORDER))
+    since = parse_instant(req.params.get("since", ""))
+    now = datetime.now(UTC)
+    if since is None or since >= now:
+        raise Refused(400, "bad-since", expected=f"an ISO 8601 time with an offset, in the past, {RANGE_TEXT}")
+    types = [t for t in TYPE_ORDER if t in raw_types] or None
+    run_id = queue(rt, tenant, ReconcileMessage(tenant=tenant.id, reconcile="incremental", types=types, since=since))
     return answer(202, {"runId": run_id, "tenant": tenant.id, "kind": "incremental", "status": "queued",
                         "types": types or list(TYPE_ORDER), "since": since.isoformat()},
                   {"Location": f"/api/tenants/{tenant.id}/sync/runs/{run_id}"})
@@ -120,64 +99,52 @@ def parse_instant(text: str) -> datetime | None:
 
 @bp.function_name("sync_run")
 @bp.route(route="tenants/{tenant}/sync/runs/{run_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-def sync_run(req: func.HttpRequest) -> func.HttpResponse:
-    try:
-        rt = runtime()
-        tenant = route_tenant(rt, req)
-        run_id = route_run_id(req)
-        with rt.engine.connect() as conn:
-            run = run_detail(conn, tenant.id, run_id, datetime.now(UTC))
-        if run is None:
-            raise Refused(404, "unknown-run")
-    except Exception as exc:
-        return refused_or_unavailable("sync_run", exc)
+@http_function("sync_run")
+def sync_run(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
+    tenant = route_tenant(rt, req)
+    run_id = route_run_id(req)
+    with rt.engine.connect() as conn:
+        run = run_detail(conn, tenant.id, run_id, datetime.now(UTC))
+    if run is None:
+        raise Refused(404, "unknown-run")
     return answer(200, run)
 
 
 @bp.function_name("sync_runs")
 @bp.route(route="tenants/{tenant}/sync/runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-def sync_runs(req: func.HttpRequest) -> func.HttpResponse:
-    try:
-        rt = runtime()
-        tenant = route_tenant(rt, req)
-        limit = query_limit(req, default=20, maximum=100)
-        with rt.engine.connect() as conn:
-            history = run_history(conn, tenant.id, limit, datetime.now(UTC))
-    except Exception as exc:
-        return refused_or_unavailable("sync_runs", exc)
+@http_function("sync_runs")
+def sync_runs(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
+    tenant = route_tenant(rt, req)
+    limit = query_limit(req, default=20, maximum=100)
+    with rt.engine.connect() as conn:
+        history = run_history(conn, tenant.id, limit, datetime.now(UTC))
     return answer(200, history)
 
 
 @bp.function_name("cancel_sync_run")
 @bp.route(route="tenants/{tenant}/sync/runs/{run_id}/cancel", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
-def cancel_sync_run(req: func.HttpRequest) -> func.HttpResponse:
+@http_function("cancel_sync_run")
+def cancel_sync_run(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
     """200 when cancelled; 409 with the status when the run had already finished."""
-    try:
-        rt = runtime()
-        tenant = route_tenant(rt, req)
-        run_id = route_run_id(req)
-        with write_transaction(rt.engine) as conn:
-            ended, status = end_run(conn, tenant.id, run_id)
-        if status is None:
-            raise Refused(404, "unknown-run")
-        if not ended:
-            raise Refused(409, "already-finished", runId=run_id, status=status)
-        log.info("sync tenant=%s run=%s outcome=cancelled", tenant.id, run_id)
-    except Exception as exc:
-        return refused_or_unavailable("cancel_sync_run", exc)
+    tenant = route_tenant(rt, req)
+    run_id = route_run_id(req)
+    with write_transaction(rt.engine) as conn:
+        ended, status = end_run(conn, tenant.id, run_id)
+    if status is None:
+        raise Refused(404, "unknown-run")
+    if not ended:
+        raise Refused(409, "already-finished", runId=run_id, status=status)
+    log.info("sync tenant=%s run=%s outcome=cancelled", tenant.id, run_id)
     return answer(200, {"runId": run_id, "status": "cancelled"})
 
 
 @bp.function_name("cleanup_sync_runs")
 @bp.route(route="sync/cleanup", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
-def cleanup_sync_runs(req: func.HttpRequest) -> func.HttpResponse:
+@http_function("cleanup_sync_runs")
+def cleanup_sync_runs(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
     """Mark runs without a heartbeat for SYNC_RUN_STALE_AFTER seconds ``failed_stale``."""
-    try:
-        rt = runtime()
-        with write_transaction(rt.engine) as conn:
-            reaped = reap_stale(conn, older_than=timedelta(seconds=rt.settings.run_stale_after))
-    except Exception as exc:
-        return refused_or_unavailable("cleanup_sync_runs", exc)
+    with write_transaction(rt.engine) as conn:
+        reaped = reap_stale(conn, older_than=timedelta(seconds=rt.settings.run_stale_after))
     if reaped:
         log.warning("sync cleanup reaped runs=%s", ",".join(reaped))
     return answer(200, {"failedStale": reaped, "count": len(reaped)})
@@ -185,65 +152,23 @@ def cleanup_sync_runs(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("redrive_poison")
 @bp.route(route="tenants/{tenant}/poison/redrive", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
-def redrive_poison(req: func.HttpRequest) -> func.HttpResponse:
+@http_function("redrive_poison")
+def redrive_poison(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
     """Move this tenant's change messages from the poison queue back to ``changes`` (fresh
-    dequeue count); other tenants' messages and unreadable ones stay where they are, visible
-    again as soon as the pass ends. One re-drive at a time (a lease): a second answers 409."""
+    dequeue count); 409 while another re-drive runs (shared.service.poison)."""
+    tenant = route_tenant(rt, req)
     try:
-        rt = runtime()
-        tenant = route_tenant(rt, req)
-        holder = f"{tenant.id}:{uuid.uuid4()}"
-        with write_transaction(rt.engine) as conn:
-            if not take_lease(conn, REDRIVE_LEASE, holder, datetime.now(UTC), REDRIVE_LEASE_TTL):
-                raise Refused(409, "redrive-running", retryAfterSeconds=5)
-        try:
-            moved, kept = _redrive(rt.queues, tenant.id)
-        finally:
-            with write_transaction(rt.engine) as conn:
-                drop_lease(conn, REDRIVE_LEASE, holder)
-        log.info("poison redrive tenant=%s moved=%d kept=%d", tenant.id, moved, kept)
-    except Exception as exc:
-        return refused_or_unavailable("redrive_poison", exc)
+        moved, kept = redrive_changes(rt, tenant.id)
+    except RedriveRunning:
+        raise Refused(409, "redrive-running", retryAfterSeconds=5) from None
     return answer(200, {"tenant": tenant.id, "moved": moved, "leftForOthers": kept})
-
-
-def _redrive(queues: QueuePort, tenant_id: str) -> tuple[int, int]:
-    """One pass over the poison queue: moves ``tenant_id``'s messages, and makes every other one
-    visible again at the end (hidden while the pass runs, so that it sees each message once)."""
-    poison = poison_name(CHANGES_QUEUE)
-    moved, others, seen = 0, [], set()
-    try:
-        while True:
-            batch = [m for m in queues.receive(poison, max_messages=REDRIVE_BATCH, visibility_timeout=60)
-                     if m.id not in seen]
-            if not batch:
-                break
-            for message in batch:
-                seen.add(message.id)
-                try:
-                    mine = decode(message.text, ChangeMessage).tenant == tenant_id
-                except ValueError:
-                    mine = False
-                if not mine:
-                    others.append(message)
-                    continue
-                queues.send(CHANGES_QUEUE, message.text)
-                queues.delete(poison, message)
-                moved += 1
-    finally:
-        for message in others:  # another tenant's re-drive, right after this one, must see them
-            queues.release(poison, message, delay=0)
-    return moved, len(others)
 
 
 @bp.function_name("sync_status")
 @bp.route(route="tenants/{tenant}/sync/status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-def sync_status(req: func.HttpRequest) -> func.HttpResponse:
-    try:
-        rt = runtime()
-        tenant = route_tenant(rt, req)
-        with rt.engine.connect() as conn:
-            status = tenant_status(conn, tenant, rt.queues, rt.rate_budget(tenant.id), datetime.now(UTC))
-    except Exception as exc:
-        return refused_or_unavailable("sync_status", exc)
+@http_function("sync_status")
+def sync_status(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
+    tenant = route_tenant(rt, req)
+    with rt.engine.connect() as conn:
+        status = tenant_status(conn, tenant, rt.queues, rt.rate_budget(tenant.id), datetime.now(UTC))
     return answer(200, status)

@@ -11,8 +11,8 @@ from datetime import UTC, date, datetime
 
 import azure.functions as func
 
-from shared.blueprints.http import Refused, answer, query_limit, refused_or_unavailable, route_tenant
-from shared.bootstrap import runtime
+from shared.blueprints.http import Refused, answer, http_function, query_limit, route_tenant
+from shared.bootstrap import Runtime
 from shared.reads.dashboard import practitioner_dashboard
 from shared.reads.health import tenant_health
 from shared.reads.openapi import document as openapi_document
@@ -40,56 +40,47 @@ def parse_day(text: str) -> date | None:
 @bp.function_name("practitioner_dashboard")
 @bp.route(route="tenants/{tenant}/practitioners/{practitioner}/dashboard", methods=["GET"],
           auth_level=func.AuthLevel.FUNCTION)
-def dashboard_http(req: func.HttpRequest) -> func.HttpResponse:
+@http_function("dashboard")
+def dashboard_http(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
     practitioner_id = req.route_params.get("practitioner", "")
-    try:
-        rt = runtime()
-        tenant = route_tenant(rt, req)
-        now = datetime.now(UTC)
-        raw_date = req.params.get("date")
-        day = parse_day(raw_date) if raw_date is not None else now.astimezone(tenant.zone).date()
-        if day is None:
-            raise Refused(400, "bad-date", expected=f"YYYY-MM-DD {RANGE_TEXT}")
-        if not is_fhir_id(practitioner_id):  # nothing else can be one (a NUL never reaches a query)
-            raise Refused(404, "unknown-practitioner")
-        with rt.engine.connect() as conn:
-            body = practitioner_dashboard(conn, tenant, practitioner_id, day, now)
-        if body is None:
-            raise Refused(404, "unknown-practitioner")
-    except Exception as exc:
-        return refused_or_unavailable("dashboard", exc)
+    tenant = route_tenant(rt, req)
+    now = datetime.now(UTC)
+    raw_date = req.params.get("date")
+    day = parse_day(raw_date) if raw_date is not None else now.astimezone(tenant.zone).date()
+    if day is None:
+        raise Refused(400, "bad-date", expected=f"YYYY-MM-DD {RANGE_TEXT}")
+    if not is_fhir_id(practitioner_id):  # nothing else can be one (a NUL never reaches a query)
+        raise Refused(404, "unknown-practitioner")
+    with rt.engine.connect() as conn:
+        body = practitioner_dashboard(conn, tenant, practitioner_id, day, now)
+    if body is None:
+        raise Refused(404, "unknown-practitioner")
     return answer(200, body)
 
 
 @bp.function_name("practitioners")
 @bp.route(route="tenants/{tenant}/practitioners", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-def practitioners_http(req: func.HttpRequest) -> func.HttpResponse:
+@http_function("practitioners")
+def practitioners_http(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
     """The tenant's live practitioners (id, name, active), ``limit`` a page, after the id ``after``."""
-    try:
-        rt = runtime()
-        tenant = route_tenant(rt, req)
-        limit = query_limit(req, default=100, maximum=500)
-        after = req.params.get("after")
-        if after is not None and not is_fhir_id(after):
-            raise Refused(400, "bad-after", expected="a practitioner id (1 to 64 of A-Z a-z 0-9 - .)")
-        with rt.engine.connect() as conn:
-            page = practitioner_page(conn, tenant.id, limit=limit, after=after)
-    except Exception as exc:
-        return refused_or_unavailable("practitioners", exc)
+    tenant = route_tenant(rt, req)
+    limit = query_limit(req, default=100, maximum=500)
+    after = req.params.get("after")
+    if after is not None and not is_fhir_id(after):
+        raise Refused(400, "bad-after", expected="a practitioner id (1 to 64 of A-Z a-z 0-9 - .)")
+    with rt.engine.connect() as conn:
+        page = practitioner_page(conn, tenant.id, limit=limit, after=after)
     return answer(200, page)
 
 
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-def health_http(req: func.HttpRequest) -> func.HttpResponse:
+@http_function("health")
+def health_http(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
     """One status per tenant; 503 when any enabled tenant is in error (for load balancers)."""
-    try:
-        rt = runtime()
-        now = datetime.now(UTC)
-        with rt.engine.connect() as conn:
-            tenants = [tenant_health(conn, t, now) for t in sorted(rt.tenants.values(), key=lambda t: t.id)]
-    except Exception as exc:
-        return refused_or_unavailable("health", exc)
+    now = datetime.now(UTC)
+    with rt.engine.connect() as conn:
+        tenants = [tenant_health(conn, t, now) for t in sorted(rt.tenants.values(), key=lambda t: t.id)]
     worst = "error" if any(t.status == "error" for t in tenants) else (
         "delayed" if any(t.status == "delayed" for t in tenants) else "on_time")
     return answer(503 if worst == "error" else 200,
@@ -98,15 +89,11 @@ def health_http(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("status_page")
 @bp.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-def status_page_http(req: func.HttpRequest) -> func.HttpResponse:
+@http_function("status")
+def status_page_http(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
     """The operators' HTML page; a JSON 503 (with Retry-After) when the database does not answer."""
-    try:
-        rt = runtime()
-        with rt.engine.connect() as conn:
-            page = status_page(conn, sorted(rt.tenants.values(), key=lambda t: t.id), rt.queues,
-                               datetime.now(UTC))
-    except Exception as exc:
-        return refused_or_unavailable("status", exc)
+    with rt.engine.connect() as conn:
+        page = status_page(conn, sorted(rt.tenants.values(), key=lambda t: t.id), rt.queues, datetime.now(UTC))
     return func.HttpResponse(page, status_code=200, mimetype="text/html", charset="utf-8",
                              headers={"Cache-Control": "no-store"})
 

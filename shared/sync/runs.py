@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shared.store.guard import UpsertCounts
@@ -210,3 +210,17 @@ def reap_stale(conn: Connection, *, older_than: timedelta, now: datetime | None 
         conn.execute(update(sync_runs).where(c.id.in_(stale), c.status.in_(ACTIVE_RUN_STATUSES)).values(
             status="failed_stale", finished_at=now or _now(), error="no heartbeat: the worker stopped"))
     return stale
+
+
+def last_started(conn: Connection) -> dict[tuple[str, str], datetime]:
+    """When each (tenant, kind) last started a run: what the fan-out measures schedules from."""
+    c = sync_runs.c
+    return {(tenant, kind): started for tenant, kind, started in conn.execute(
+        select(c.tenant_id, c.kind, func.max(c.started_at)).group_by(c.tenant_id, c.kind))}
+
+
+def fully_loaded(conn: Connection) -> set[str]:
+    """The tenants with a completed full run (the others get their full load before anything else)."""
+    c = sync_runs.c
+    return set(conn.execute(select(c.tenant_id).where(c.kind == "full", c.status == "completed")
+                            .distinct()).scalars())

@@ -111,7 +111,7 @@ def test_a_throttled_change_is_put_back_with_a_delay_not_failed(setup: tuple[San
 
 
 def test_a_change_deferred_too_often_fails_like_any_source_trouble(setup: tuple[Sandbox, InMemoryQueues]) -> None:
-    from shared.blueprints.queues import MAX_DEFERRALS
+    from shared.service.changes import MAX_DEFERRALS
     from shared.source.errors import SourceUnavailable
 
     box, queues = setup
@@ -190,18 +190,16 @@ def test_reconcile_continues_through_the_queue_until_done(setup: tuple[Sandbox, 
 
 
 def test_a_reconcile_step_that_fails_outside_the_source_is_resumed_by_the_retried_message(
-        setup: tuple[Sandbox, InMemoryQueues], monkeypatch: pytest.MonkeyPatch) -> None:
+        setup: tuple[Sandbox, InMemoryQueues]) -> None:
     """The database goes away mid-step (the fault matrix's database-killed): the host retries the
     same message, which must take the run over from its checkpoint — not find it "already
     running" and leave it until it goes stale (15 minutes)."""
-    import importlib
-
     from sqlalchemy.exc import OperationalError
 
     from shared.bootstrap import runtime
+    from shared.service.reconciles import reconcile_step
+    from shared.sync.reconcile import run_reconcile as real
 
-    queues_module = importlib.import_module("shared.blueprints.queues")  # the package exports a Blueprint by that name
-    real = queues_module.run_reconcile
     calls = []
 
     async def fails_after_a_page(engine: Any, client: Any, tenant: Any, lease: Any, **kwargs: Any) -> Any:
@@ -211,12 +209,11 @@ def test_a_reconcile_step_that_fails_outside_the_source_is_resumed_by_the_retrie
             raise OperationalError("UPDATE sync_runs", {}, Exception("terminating connection"))
         return await real(engine, client, tenant, lease, **kwargs)
 
-    monkeypatch.setattr(queues_module, "run_reconcile", fails_after_a_page)
     runtime().settings.__dict__["reconcile_time_budget"] = 300.0  # the retry finishes in one go
     text = encode(ReconcileMessage(tenant="demo", reconcile="full"))
     with pytest.raises(OperationalError):
-        asyncio.run(queues_module.handle_reconcile(text))
-    assert asyncio.run(queues_module.handle_reconcile(text)) == "completed"  # the host's retry
+        asyncio.run(reconcile_step(runtime(), text, run=fails_after_a_page))
+    assert asyncio.run(reconcile_step(runtime(), text, run=fails_after_a_page)) == "completed"  # the host's retry
     assert calls[0] == calls[1]  # the same run, resumed
     with runtime().engine.connect() as conn:
         assert conn.execute(select(sync_runs.c.status)).scalars().all() == ["completed"]
@@ -224,26 +221,22 @@ def test_a_reconcile_step_that_fails_outside_the_source_is_resumed_by_the_retrie
 
 
 def test_a_reconcile_message_failing_its_last_attempt_fails_its_run_and_frees_the_slot(
-        setup: tuple[Sandbox, InMemoryQueues], monkeypatch: pytest.MonkeyPatch) -> None:
+        setup: tuple[Sandbox, InMemoryQueues]) -> None:
     """The host poisons a message after its last attempt: the run must not stay "running" (every
     trigger would get 409 already-running until a reaper came by)."""
-    import importlib
-
     from shared.bootstrap import runtime
-
-    queues_module = importlib.import_module("shared.blueprints.queues")
+    from shared.service.reconciles import reconcile_step
 
     async def always_fails(*_args: Any, **_kwargs: Any) -> Any:
         raise ZeroDivisionError("a bug in a step")
 
-    monkeypatch.setattr(queues_module, "run_reconcile", always_fails)
     text = encode(ReconcileMessage(tenant="demo", reconcile="full"))
     with pytest.raises(ZeroDivisionError):
-        asyncio.run(queues_module.handle_reconcile(text))  # an early attempt: released for the retry
+        asyncio.run(reconcile_step(runtime(), text, run=always_fails))  # an early attempt: released for the retry
     with runtime().engine.connect() as conn:
         assert conn.execute(select(sync_runs.c.status)).scalars().all() == ["running"]
     with pytest.raises(ZeroDivisionError):
-        asyncio.run(queues_module.handle_reconcile(text, redelivered=True, last_attempt=True))
+        asyncio.run(reconcile_step(runtime(), text, redelivered=True, last_attempt=True, run=always_fails))
     with runtime().engine.connect() as conn:
         assert conn.execute(select(sync_runs.c.status, sync_runs.c.error)).all() == [
             ("failed", "gave up after 5 attempts: ZeroDivisionError")]
@@ -273,19 +266,19 @@ def test_the_redelivered_reconcile_message_of_a_crashed_worker_resumes_its_run(
 
 def test_a_targeted_incremental_reads_only_its_types_and_moves_only_their_watermarks(
         setup: tuple[Sandbox, InMemoryQueues]) -> None:
-    from shared.blueprints.queues import handle_reconcile
     from shared.bootstrap import runtime
+    from shared.service.reconciles import reconcile_step
     from shared.store.schema import sync_cursors
 
     box, _queues = setup
     box.config.faults.latency_ms = 0
     message = ReconcileMessage(tenant="demo", reconcile="incremental", types=["Appointment", "Invoice"])
-    result = asyncio.run(handle_reconcile(encode(message)))
+    result = asyncio.run(reconcile_step(runtime(), encode(message)))
     while result == "continued":  # a 50 ms budget: follow the chain
         (queued,) = _queues.receive("reconcile", max_messages=1, visibility_timeout=30)
         _queues.delete("reconcile", queued)
         assert decode(queued.text, ReconcileMessage).types is None  # the checkpoint keeps the types
-        result = asyncio.run(handle_reconcile(queued.text))
+        result = asyncio.run(reconcile_step(runtime(), queued.text))
     assert result == "completed"
     assert (count("sessions"), count("invoices"), count("practitioners")) == (120, 20, 0)
     with runtime().engine.connect() as conn:
@@ -296,19 +289,19 @@ def test_a_targeted_incremental_reads_only_its_types_and_moves_only_their_waterm
 def test_a_replay_rereads_from_its_start_though_the_watermark_is_past_it(setup: tuple[Sandbox, InMemoryQueues]) -> None:
     from datetime import timedelta
 
-    from shared.blueprints.queues import handle_reconcile
     from shared.bootstrap import runtime
+    from shared.service.reconciles import reconcile_step
     from shared.store.schema import sync_cursors, sync_runs
 
     box, queues = setup
     box.config.faults.latency_ms = 0
 
     def run(message: ReconcileMessage) -> int:
-        result = asyncio.run(handle_reconcile(encode(message)))
+        result = asyncio.run(reconcile_step(runtime(), encode(message)))
         while result == "continued":
             (queued,) = queues.receive("reconcile", max_messages=1, visibility_timeout=30)
             queues.delete("reconcile", queued)
-            result = asyncio.run(handle_reconcile(queued.text))
+            result = asyncio.run(reconcile_step(runtime(), queued.text))
         assert result == "completed"
         with runtime().engine.connect() as conn:
             return conn.execute(select(sync_runs.c.processed).order_by(sync_runs.c.started_at.desc())
@@ -326,44 +319,44 @@ def test_a_replay_rereads_from_its_start_though_the_watermark_is_past_it(setup: 
 
 
 def test_a_second_reconcile_of_the_same_kind_is_acknowledged_not_run(setup: tuple[Sandbox, InMemoryQueues]) -> None:
-    from shared.blueprints.queues import handle_reconcile
     from shared.bootstrap import runtime
+    from shared.service.reconciles import reconcile_step
     from shared.store.engine import write_transaction
     from shared.sync.runs import start_run
 
     with write_transaction(runtime().engine) as conn:
         start_run(conn, "demo", "full")
-    assert asyncio.run(handle_reconcile(encode(ReconcileMessage(tenant="demo", reconcile="full")))) == "already-running"
+    assert asyncio.run(reconcile_step(runtime(), encode(ReconcileMessage(tenant="demo", reconcile="full")))) == "already-running"
 
 
 def test_the_timer_fans_out_one_message_per_due_tenant_and_kind(setup: tuple[Sandbox, InMemoryQueues]) -> None:
     from datetime import timedelta
 
-    from shared.blueprints.timers import fan_out
     from shared.bootstrap import runtime
+    from shared.service.reconciles import fan_out
     from shared.store.engine import write_transaction
     from shared.sync.runs import finish, start_run
 
     _box, queues = setup
     now = datetime(2026, 1, 1, 10, 7, tzinfo=UTC)
-    assert fan_out(now) == [("demo", "full")]  # never loaded: its first full run alone
+    assert fan_out(runtime(), now) == [("demo", "full")]  # never loaded: its first full run alone
     (message,) = queues.receive("reconcile", max_messages=5, visibility_timeout=30)
     assert decode(message.text, ReconcileMessage) == ReconcileMessage(tenant="demo", reconcile="full")
     queues.delete("reconcile", message)
     with write_transaction(runtime().engine) as conn:  # the full run is still going: still nothing else
         lease = start_run(conn, "demo", "full", now=now - timedelta(minutes=1))
-    assert fan_out(now) == []
+    assert fan_out(runtime(), now) == []
     with write_transaction(runtime().engine) as conn:  # loaded: the kinds that never ran are due
         finish(conn, lease, "completed")
-    assert fan_out(now) == [("demo", "hot"), ("demo", "incremental")]
+    assert fan_out(runtime(), now) == [("demo", "hot"), ("demo", "incremental")]
     for message in queues.receive("reconcile", max_messages=5, visibility_timeout=30):
         queues.delete("reconcile", message)
     with write_transaction(runtime().engine) as conn:  # each kind ran at 10:05, after the 10:05/10:00 fires
         for kind in ("full", "hot", "incremental"):
             finish(conn, start_run(conn, "demo", kind, now=now - timedelta(minutes=2)), "completed")
-    assert fan_out(now) == [] and queues.count("reconcile") == 0
-    assert fan_out(now + timedelta(minutes=4)) == [("demo", "hot")]  # 10:10 fired for */5 only
-    assert fan_out(now + timedelta(minutes=10)) == [("demo", "hot"), ("demo", "incremental")]  # 10:15
+    assert fan_out(runtime(), now) == [] and queues.count("reconcile") == 0
+    assert fan_out(runtime(), now + timedelta(minutes=4)) == [("demo", "hot")]  # 10:10 fired for */5 only
+    assert fan_out(runtime(), now + timedelta(minutes=10)) == [("demo", "hot"), ("demo", "incremental")]  # 10:15
 
 
 def test_tenant_schedules_are_validated_at_start_up() -> None:

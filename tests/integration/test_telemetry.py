@@ -24,9 +24,10 @@ from devtools.sandbox.data import SandboxData
 from devtools.sandbox.notify import halaxy_bundle
 from devtools.sandbox.server import Sandbox, SandboxConfig
 from devtools.synthetic import SyntheticCounts
-from shared.blueprints.timers import fan_out
+from shared.bootstrap import runtime
 from shared.queues.memory import InMemoryQueues
 from shared.queues.messages import ChangeMessage, ReconcileMessage, encode
+from shared.service.reconciles import fan_out
 from shared.telemetry import DIMENSIONS, LOGGER_NAME, Telemetry, dimensions, use_telemetry
 from tests.fakes import installed_runtime, registered_functions
 
@@ -100,7 +101,7 @@ def test_the_functions_emit_the_metrics_and_dimensions_the_alerts_query(captured
     call("apply_change_message", func.QueueMessage(body=message.text.encode()))
     queues.delete("changes", message)  # as the host does once the function returned
     queues.send("changes-poison", encode(ChangeMessage(tenant="demo", type="Patient", id="PT-1")))
-    fan_out()
+    fan_out(runtime())
 
     found = points(reader)
     synced = {(a["tenant"], a["resource_type"], a["kind"]): v for a, v in found["sync.records_synced"]}

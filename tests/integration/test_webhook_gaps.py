@@ -90,9 +90,9 @@ def app_runtime(database_url: str, tmp_path: Path) -> Iterator[InMemoryQueues]:
 
 def test_a_gap_in_delivered_webhooks_enqueues_a_targeted_incremental_and_is_counted(
         app_runtime: InMemoryQueues) -> None:
-    from shared.blueprints.timers import fan_out, reconcile_gaps
     from shared.bootstrap import runtime
     from shared.metrics import read_metrics
+    from shared.service.reconciles import fan_out, reconcile_gaps
 
     now = datetime.now(UTC)
     for number in (1, 2, 4):  # 3 never arrives
@@ -103,8 +103,8 @@ def test_a_gap_in_delivered_webhooks_enqueues_a_targeted_incremental_and_is_coun
                                    route_params={"tenant": "alpha", "event": "appointment-update"})
         assert registered_functions()["receive_webhook"].get_user_function()(request).status_code == 202
     app_runtime.receive("changes", max_messages=10, visibility_timeout=3600)  # not under test here
-    assert reconcile_gaps("alpha", now) == []  # noticed, within the grace period
-    fan_out(now + GRACE)  # the timer settles it (and, for a tenant that never ran, schedules the rest)
+    assert reconcile_gaps(runtime(), "alpha", now) == []  # noticed, within the grace period
+    fan_out(runtime(), now + GRACE)  # the timer settles it (and, for a tenant that never ran, schedules the rest)
     queued = [decode(m.text, ReconcileMessage) for m in app_runtime.receive("reconcile", max_messages=10,
                                                                              visibility_timeout=30)]
     assert [m for m in queued if m.types] == [ReconcileMessage(tenant="alpha", reconcile="incremental",
