@@ -693,17 +693,18 @@ STORM_BOUND = 2 * 24
 HOLD_GRACE = 1.5  # the source's view: requests already in flight when it answered 429
 
 
-def _watching(run: Run, tenant_id: str, admit: Callable[[str], tuple[bool, int, int]]) -> Callable[..., Any]:
+def _watching(run: Run, tenant_id: str, admit: Callable[[str], tuple[bool, int, int]],
+              clock: Callable[[], float] = time.monotonic) -> Callable[..., Any]:
     """Count the 429s, and the requests that arrive well inside a Retry-After announced earlier
     (from HOLD_GRACE after the 429 until the time it named). Those are reported, not failed: on a
     loaded machine a request the app sent before the 429 reached it can arrive this late (its
     answer and this process both wait for a CPU). Whether the app sent any after it had the 429
-    is the host's log's to say (_report_requests_sent_inside_a_hold)."""
+    is the host's log's to say (HoldWatch). ``clock``: monotonic, like the sandbox's limiter."""
     holds: list[tuple[float, float]] = []  # (announced at, until), monotonic like the sandbox's limiter
     lock = threading.Lock()
 
     def watched(client: str) -> tuple[bool, int, int]:
-        now = time.monotonic()
+        now = clock()
         with lock:
             into = max((now - at for at, until in holds if at + HOLD_GRACE <= now < until - 0.05), default=None)
         verdict = admit(client)
@@ -969,8 +970,7 @@ def serve_host(port: int) -> None:
     """``python -m bench.faults host``: the app on the local host, as the harness configures it."""
     from devtools.localhost.serve import boot
 
-    _report_requests_sent_inside_a_hold()
-    booted = boot(load_settings(), port=port, say=lambda _m: None, host_json=HOST_JSON)
+    booted = boot(load_settings(), port=port, say=lambda _m: None, host_json=HOST_JSON, transport=hold_watch())
     booted.host.submit(_report_loop_lag())
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
@@ -996,35 +996,45 @@ async def _report_loop_lag() -> None:
 SENT_INSIDE = "sent inside a Retry-After"
 
 
-def _report_requests_sent_inside_a_hold() -> None:
+class HoldWatch(httpx.AsyncBaseTransport):
     """In the host process: print (to the host's log) every source request the app sends after a
     429 has reached it and before the Retry-After it named has passed. This is the storm's check
     seen from the app's side, where lateness on the way (a loaded machine delays requests already
-    sent, and the 429 on its way back) cannot blur it: it allows no grace at all. It watches the
-    app's HTTP client from outside (``httpx.AsyncClient.send``) and changes nothing it sends."""
-    holds: dict[str, list[tuple[float, float]]] = {}  # origin → (429 received, until), monotonic
-    lock = threading.Lock()
-    send = httpx.AsyncClient.send
+    sent, and the 429 on its way back) cannot blur it: it allows no grace at all. The runtime is
+    given this transport (around httpx's own); it changes nothing the app sends."""
 
-    async def send_and_watch(client: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+    def __init__(self, inner: httpx.AsyncBaseTransport, holds: dict[str, list[tuple[float, float]]],
+                 lock: threading.Lock) -> None:
+        self.inner, self.holds, self.lock = inner, holds, lock  # holds: origin → (429 received, until)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         origin, now = request.url.netloc.decode(), time.monotonic()
-        with lock:
-            mine = holds[origin] = [(got, until) for got, until in holds.get(origin, []) if until > now]
+        with self.lock:
+            mine = self.holds[origin] = [(got, until) for got, until in self.holds.get(origin, []) if until > now]
             inside = [(got, until) for got, until in mine if got < now < until - 0.05]
         if inside and request.method == "GET":  # the token endpoint is not throttled
             got, until = inside[0]
             print(f"{SENT_INSIDE}: {origin} {request.url.path} {now - got:.3f} s after the 429 reached "
                   f"the app, {until - now:.1f} s before it ended", flush=True)
-        response = await send(client, request, **kwargs)
+        response = await self.inner.handle_async_request(request)
         if response.status_code == 429:
             seconds = parse_retry_after(response.headers.get("retry-after"), time.time())
             if seconds:
                 received = time.monotonic()
-                with lock:
-                    holds.setdefault(origin, []).append((received, received + seconds))
+                with self.lock:
+                    self.holds.setdefault(origin, []).append((received, received + seconds))
         return response
 
-    httpx.AsyncClient.send = send_and_watch  # type: ignore[method-assign,assignment]  # issue 26: a transport passed in
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def hold_watch(inner: Callable[[], httpx.AsyncBaseTransport] = httpx.AsyncHTTPTransport
+               ) -> Callable[[], HoldWatch]:
+    """A transport factory for the runtime (one per event loop), all sharing one record of holds."""
+    holds: dict[str, list[tuple[float, float]]] = {}
+    lock = threading.Lock()
+    return lambda: HoldWatch(inner(), holds, lock)
 
 
 def matrix_run(fault: Fault, seed: int, events: int, database: str, postgres_url: str) -> Outcome:

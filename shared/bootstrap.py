@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -40,6 +41,9 @@ class Runtime:
     tenants: dict[str, TenantConfig]
     queues: QueuePort
     metrics: Metrics = field(default_factory=Metrics)
+    # How the source clients reach the network, one per event loop (None: httpx's own). A harness
+    # passes one that watches or answers requests; the code under test sends as it always does.
+    transport: Callable[[], httpx.AsyncBaseTransport] | None = None
     # Per event loop, forgotten with it: a loop's id can be reused once it is gone, and its
     # registry's httpx client belongs to the closed loop.
     _registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SourceRegistry] = field(
@@ -68,7 +72,8 @@ class Runtime:
         loop = asyncio.get_running_loop()
         registry = self._registries.get(loop)
         if registry is None:
-            http = httpx.AsyncClient(timeout=httpx.Timeout(self.settings.source_timeout))
+            http = httpx.AsyncClient(timeout=httpx.Timeout(self.settings.source_timeout),
+                                     transport=self.transport() if self.transport else None)
             registry = self._registries[loop] = SourceRegistry(
                 http, self.breaker_store, **source_options(self.settings))
         return registry
@@ -119,10 +124,14 @@ def start_telemetry(settings: Settings, *, host_forwards_logs: bool | None = Non
                                level=settings.log_level, host_forwards_logs=host_forwards_logs)
 
 
-def build_runtime(settings: Settings, *, queues: QueuePort | None = None) -> Runtime:
+def build_runtime(settings: Settings, *, queues: QueuePort | None = None,
+                  transport: Callable[[], httpx.AsyncBaseTransport] | None = None) -> Runtime:
+    """The real adapters from settings; ``queues`` and ``transport`` replace theirs (the local
+    host's in-memory queues, a harness's watching transport)."""
     start_telemetry(settings)
     tenants = {t.id: t for t in settings.load_tenants()}
-    return Runtime(settings, create_store_engine(settings), tenants, queues or queue_port(settings))
+    return Runtime(settings, create_store_engine(settings), tenants, queues or queue_port(settings),
+                   transport=transport)
 
 
 _runtime: Runtime | None = None

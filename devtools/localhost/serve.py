@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
+import httpx
 from pydantic import SecretStr
 from sqlalchemy import Engine, func, select
 
@@ -119,7 +120,8 @@ class Booted:
 
 def boot(settings: Settings, *, port: int, say: Callable[[str], None] = print,
          demo_counts: tuple[int, int, int, int] = (5, 200, 1000, 400), queues: Any = None,
-         host_json: dict[str, Any] | None = None) -> Booted:
+         host_json: dict[str, Any] | None = None,
+         transport: Callable[[], httpx.AsyncBaseTransport] | None = None) -> Booted:
     """Migrate, start the sandbox when no tenant is configured, install the runtime, start the host."""
     from devtools.localhost.host import LocalHost
     from function_app import app
@@ -133,7 +135,7 @@ def boot(settings: Settings, *, port: int, say: Callable[[str], None] = print,
         demo = start_demo(host.url, counts=demo_counts)
         tenants = [demo.tenant]
         settings = with_tenants(settings, tenants)
-    runtime = build_runtime(settings, queues=queues)
+    runtime = build_runtime(settings, queues=queues, transport=transport)
     use_runtime(runtime)
     with write_transaction(runtime.engine) as conn:
         sync_tenants(conn, tenants)

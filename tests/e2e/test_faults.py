@@ -84,12 +84,10 @@ def test_a_run_the_harness_cannot_finish_is_a_failed_run_and_the_matrix_goes_on(
     assert not outcome.passed and outcome.violations[0].startswith("the run did not finish")
 
 
-def test_the_storm_watch_counts_requests_that_arrive_well_inside_an_announced_retry_after(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_storm_watch_counts_requests_that_arrive_well_inside_an_announced_retry_after() -> None:
     """The source's view of rate-limit-storm: from HOLD_GRACE after a 429 until the time its
     Retry-After named, requests that still arrive are counted (and how late), for the log line."""
     now = [100.0]
-    monkeypatch.setattr(faults.time, "monotonic", lambda: now[0])
     counters: dict[str, int] = {}
 
     class Counting:
@@ -100,7 +98,8 @@ def test_the_storm_watch_counts_requests_that_arrive_well_inside_an_announced_re
             counters[name] = max(counters.get(name, 0), value)
 
     answers = iter([(False, 0, 10), (False, 0, 9), (True, 5, 0), (True, 4, 0), (True, 3, 0)])
-    watched = faults._watching(Counting(), "t1", lambda client: next(answers))  # type: ignore[arg-type]  # a stand-in
+    watched = faults._watching(Counting(), "t1", lambda client: next(answers),  # type: ignore[arg-type]  # a stand-in
+                               clock=lambda: now[0])
     watched("c")  # 429 at 100: hold until 110
     now[0] = 100.5
     watched("c")  # in flight when the 429 came (within the grace): another 429, not counted as early
@@ -116,13 +115,12 @@ def test_the_storm_watch_counts_requests_that_arrive_well_inside_an_announced_re
 
 @pytest.mark.asyncio
 async def test_the_host_reports_every_request_the_app_sends_after_a_429_reached_it(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """The app's view of rate-limit-storm, with no grace: the host process watches its own HTTP
-    client and prints each GET sent after a 429 and before the Retry-After it named."""
-    monkeypatch.setattr(httpx.AsyncClient, "send", httpx.AsyncClient.send)  # undone after the test
-    faults._report_requests_sent_inside_a_hold()
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The app's view of rate-limit-storm, with no grace: the host's runtime is given a transport
+    that watches every request and prints each GET sent after a 429 and before the Retry-After."""
     answers = iter([httpx.Response(429, headers={"retry-after": "30"})] + [httpx.Response(200)] * 3)
-    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: next(answers))) as client:
+    transport = faults.hold_watch(lambda: httpx.MockTransport(lambda r: next(answers)))
+    async with httpx.AsyncClient(transport=transport()) as client:
         await client.get("http://127.0.0.1:1/main/Patient/PT-1")  # answered 429: held for 30 s
         await client.post("http://127.0.0.1:1/main/oauth/token")  # a token: not throttled, not counted
         await client.get("http://127.0.0.2:1/main/Patient/PT-1")  # another source: not held
