@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import httpx
 from sqlalchemy import Engine
 
+from shared.identity import azure_credential
 from shared.metrics import Metrics
 from shared.queues.memory import InMemoryQueues
 from shared.queues.port import QueuePort
@@ -83,7 +84,7 @@ def queue_port(settings: Settings) -> QueuePort:
     """A connection string (Azurite locally) wins; then an identity-based connection (Azure);
     neither: queues in memory (the local host only)."""
     if settings.azure_webjobs_storage is not None:
-        from shared.queues.azure import AzureQueues
+        from shared.queues.azure import AzureQueues  # the storage SDK loads only where queues are Azure's
 
         value = settings.azure_webjobs_storage.get_secret_value()
         return AzureQueues.from_connection_string(
@@ -91,8 +92,7 @@ def queue_port(settings: Settings) -> QueuePort:
     url = queue_service_url(settings)
     if url is None:
         return InMemoryQueues()
-    from shared.identity import azure_credential
-    from shared.queues.azure import AzureQueues
+    from shared.queues.azure import AzureQueues  # the storage SDK loads only where queues are Azure's
 
     return AzureQueues.from_identity(url, azure_credential(
         managed_identity=(settings.storage_credential or "").lower() == "managedidentity",
@@ -117,8 +117,6 @@ def start_telemetry(settings: Settings, *, host_forwards_logs: bool | None = Non
     auth = dict(part.split("=", 1) for part in (settings.appinsights_authentication_string or "").split(";")
                 if "=" in part)
     if auth.get("Authorization", "").upper() == "AAD":
-        from shared.identity import azure_credential
-
         credential = azure_credential(managed_identity=True, client_id=auth.get("ClientId"))
     return configure_telemetry(settings.appinsights_connection_string.get_secret_value(), credential=credential,
                                level=settings.log_level, host_forwards_logs=host_forwards_logs)

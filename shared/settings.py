@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.records import ResourceType
+from shared.sync.schedule import is_valid
 
 # The types whose changes a tenant's webhooks announce unless its configuration says otherwise.
 DEFAULT_WEBHOOK_TYPES: tuple[ResourceType, ...] = ("Patient", "Appointment", "Invoice")
@@ -31,8 +32,6 @@ WebhookScheme = Literal["halaxy", "hmac-sha256", "standard-webhooks"]
 
 
 def _valid_schedule(value: str) -> str:
-    from shared.sync.schedule import is_valid
-
     if not is_valid(value):
         raise ValueError("expected NCRONTAB (6 fields, seconds first) or cron (5 fields), e.g. '0 */15 * * * *'")
     return value

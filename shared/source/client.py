@@ -18,7 +18,7 @@ import random
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -42,7 +42,6 @@ from shared.source.retry import DEFAULT_RETRY, RetryPolicy, is_retryable_status,
 from shared.source.tokens import TokenManager
 
 log = logging.getLogger("shared.source")
-WINDOW_LAG = timedelta(minutes=2)
 MAX_REDIRECTS = 3
 _SECRET_QUERY = re.compile(r"((?:access_)?token|secret|code|password|key)=([^&]+)", re.I)
 
@@ -54,12 +53,6 @@ def mask_url(url: str) -> str:
     port = f":{parts.port}" if parts.port else ""
     query = _SECRET_QUERY.sub(lambda m: f"{m.group(1)}=***", parts.query)
     return f"{parts.scheme}://{host}{port}{parts.path}" + (f"?{query}" if query else "")
-
-
-def incremental_window(watermark: datetime, now: datetime) -> tuple[datetime, datetime] | None:
-    """The next half-open window [watermark, now - 2 min), or None when it would be empty."""
-    end = now - WINDOW_LAG
-    return (watermark, end) if end > watermark else None
 
 
 def window_params(start: datetime, end: datetime) -> dict[str, list[str]]:

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 
+from shared.identity import EntraToken, azure_credential
 from shared.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -152,8 +153,6 @@ def access_token_attrs(token: str) -> dict[int, bytes]:
 
 def entra_token_provider(settings: Settings) -> Callable[[], str]:
     """A callable returning a valid Entra token for Azure SQL, asked again before it expires."""
-    from shared.identity import EntraToken, azure_credential
-
     credential = azure_credential(managed_identity=settings.azure_credential == "managed-identity",
                                   client_id=settings.azure_client_id)
     return EntraToken(credential, AZURE_SQL_TOKEN_SCOPE)

@@ -18,6 +18,8 @@ from sqlalchemy import Connection, Table, text
 from sqlalchemy.dialects import mssql
 from sqlalchemy.sql.elements import TextClause
 
+from shared.store.guard_sql import guard_condition
+
 _DIALECT = mssql.dialect()
 
 
@@ -27,8 +29,6 @@ def _column_type(table: Table, name: str) -> str:
 
 def _guard_sql(table: Table, tombstones: bool) -> str:
     # The same SQLAlchemy expression the other dialects use, rendered for T-SQL.
-    from shared.store.upsert import guard_condition
-
     condition = guard_condition(table.alias("t").c, table.alias("s").c, tombstones=tombstones)
     return str(condition.compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True}))
 

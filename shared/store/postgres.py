@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql
 
 from shared.store.engine import driver
+from shared.store.guard_sql import guard_condition
 from shared.store.types import UTCDateTime
 
 _DIALECT = postgresql.dialect()
@@ -55,8 +56,6 @@ def copy_sql(table: Table) -> str:
 
 @lru_cache(maxsize=64)
 def upsert_sql(table: Table, update: tuple[str, ...], tombstones: bool) -> str:
-    from shared.store.upsert import guard_condition
-
     names = ", ".join(c.name for c in table.columns)
     guard = guard_condition(table.c, table.alias("excluded").c, tombstones=tombstones)
     guard_sql = guard.compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True})

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Dialect, Table
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from shared.store.engine import driver
+from shared.store.guard_sql import guard_condition
 
 
 @lru_cache(maxsize=128)
@@ -29,8 +30,6 @@ def _driver_columns(table: Table, dialect: Dialect, records: list[dict[str, Any]
 
 @lru_cache(maxsize=64)
 def _sqlite_upsert_sql(table: Table, update: tuple[str, ...], tombstones: bool, dialect: Dialect) -> str:
-    from shared.store.upsert import guard_condition
-
     stmt = sqlite_insert(table)
     excluded = stmt.excluded
     stmt = stmt.on_conflict_do_update(

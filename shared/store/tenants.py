@@ -4,10 +4,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from shared.settings import TenantConfig
-from shared.store.schema import tenants
+from shared.store.schema import metadata, sync_runs, sync_seen, tenants
 
 
 def sync_tenants(conn: Connection, configured: Sequence[TenantConfig]) -> None:
@@ -30,10 +30,6 @@ def purge_tenant_data(conn: Connection, tenant_id: str) -> int:
     For the local demo only, whose source (a fresh sandbox) does not outlive the process: counters
     of the last demo beside an empty mirror would read as this demo's webhooks.
     """
-    from sqlalchemy import delete, select
-
-    from shared.store.schema import metadata, sync_runs, sync_seen, tenants
-
     runs = select(sync_runs.c.id).where(sync_runs.c.tenant_id == tenant_id)
     removed = conn.execute(delete(sync_seen).where(sync_seen.c.run_id.in_(runs))).rowcount or 0
     for table in metadata.sorted_tables:

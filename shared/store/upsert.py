@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from sqlalchemy import Connection, Table, and_, func, literal_column, or_, select
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy import Connection, Table, select
 
 from shared.records import MirrorRow
 from shared.store.guard import Outcome, StoredVersion, UpsertCounts, decide, version_seq
+from shared.store.mssql import merge_rows
+from shared.store.postgres import analyze_if_young, select_by_ids, upsert_rows_copy
 from shared.store.schema import BOOKKEEPING, MIRRORED_TABLES
+from shared.store.sqlite import upsert_rows_executemany
 
 KEY_CHUNK = 1000  # keys per IN (...) — well under Azure SQL's 2,100 parameters
 TOMBSTONE_UPDATE = ("source_version", "source_version_seq", "source_updated_at", "content_hash",
@@ -187,8 +189,6 @@ def _stored_versions(conn: Connection, table: Table, tenant_id: str, ids: list[s
     for start in range(0, len(ids), KEY_CHUNK):
         chunk = ids[start:start + KEY_CHUNK]
         if conn.dialect.name == "postgresql":
-            from shared.store.postgres import select_by_ids
-
             for source_id, updated_at, seq, digest, deleted_at in select_by_ids(
                     conn, table, tenant_id, chunk, STORED_COLUMNS):
                 found[source_id] = StoredVersion(_aware(updated_at), seq, digest, _aware(deleted_at))
@@ -202,8 +202,6 @@ def _stored_versions(conn: Connection, table: Table, tenant_id: str, ids: list[s
 
 def _after_write(conn: Connection, table: Table, inserted: int) -> None:
     if conn.dialect.name == "postgresql":
-        from shared.store.postgres import analyze_if_young
-
         analyze_if_young(conn, table, inserted)
 
 
@@ -215,22 +213,6 @@ def _aware(value: datetime | None) -> datetime | None:
     return None if value is None else value.replace(tzinfo=UTC)
 
 
-def guard_condition(target: Any, incoming: Any, *, tombstones: bool) -> ColumnElement[bool]:
-    """The SQL form of guard.decide: true when ``incoming`` may overwrite ``target``."""
-    if tombstones:
-        return and_(target.deleted_at.is_(None), incoming.source_updated_at >= target.source_updated_at)
-    none: ColumnElement[int] = literal_column("-1")  # a literal, not a parameter: the fast paths bind columns only
-    t_seq = func.coalesce(target.source_version_seq, none)
-    i_seq = func.coalesce(incoming.source_version_seq, none)
-    same_time = incoming.source_updated_at == target.source_updated_at
-    return or_(
-        incoming.source_updated_at > target.source_updated_at,
-        and_(same_time, i_seq > t_seq),
-        and_(same_time, i_seq == t_seq, target.deleted_at.is_(None),
-             incoming.content_hash != target.content_hash),
-    )
-
-
 def _write(conn: Connection, table: Table, records: list[dict[str, Any]], update: Sequence[str],
            *, tombstones: bool) -> dict[str, bool | None]:
     """Write rows with the guard re-checked in SQL.
@@ -240,15 +222,9 @@ def _write(conn: Connection, table: Table, records: list[dict[str, Any]], update
     """
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        from shared.store.postgres import upsert_rows_copy
-
         return upsert_rows_copy(conn, table, records, update, tombstones=tombstones)
     if dialect == "mssql":
-        from shared.store.mssql import merge_rows
-
         return merge_rows(conn, table, records, update, tombstones=tombstones)
     if dialect == "sqlite":
-        from shared.store.sqlite import upsert_rows_executemany
-
         return upsert_rows_executemany(conn, table, records, update, tombstones=tombstones)
     raise ValueError(f"upsert does not support the {dialect!r} dialect")

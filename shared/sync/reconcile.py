@@ -59,6 +59,13 @@ def plan_types(kind: str, only: Sequence[str] | None = None) -> tuple[str, ...]:
     return tuple(t for t in types if t in only) if only else types
 
 
+def incremental_window(watermark: datetime, now: datetime) -> tuple[datetime, datetime] | None:
+    """The next half-open window [watermark, now - LAG), or None when it would be empty: a change
+    committed at the source just before ``now`` may not be visible to a search yet."""
+    end = now - LAG
+    return (watermark, end) if end > watermark else None
+
+
 def hot_window(tenant: TenantConfig, now: datetime) -> tuple[datetime, datetime]:
     """Yesterday 00:00 to 8 days later 00:00 in the tenant's timezone (today + 7 days ahead)."""
     local = now.astimezone(ZoneInfo(tenant.timezone))
@@ -142,9 +149,10 @@ def _open_window(engine: Engine, tenant: TenantConfig, kind: str, resource_type:
             start = cursors.watermark(conn, tenant.id, resource_type) or EPOCH
         if position.get("since"):  # a replay re-reads from there (the watermark never moves back)
             start = datetime.fromisoformat(position["since"])
-        end = now - LAG
-        if end <= start:
+        window = incremental_window(start, now)
+        if window is None:
             return None
+        start, end = window
         params = window_params(start, end)
     elif kind == "hot":
         start, end = hot_window(tenant, now)

@@ -2,6 +2,7 @@
 
 ``verify_request`` and ``WebhookRejected`` are the public contract (see verify.py).
 """
-from shared.webhooks.verify import WebhookRejected, verify_request
+from shared.webhooks.rejected import WebhookRejected
+from shared.webhooks.verify import verify_request
 
 __all__ = ["WebhookRejected", "verify_request"]

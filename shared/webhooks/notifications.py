@@ -15,7 +15,7 @@ from typing import Any
 
 from shared.records import is_fhir_id
 from shared.timebounds import instant_in_range
-from shared.webhooks.verify import WebhookRejected
+from shared.webhooks.rejected import WebhookRejected
 
 MAX_DEPTH = 32
 MAX_ARRAY = 1000

@@ -27,7 +27,8 @@ from shared.store.schema import inbox
 from shared.sync.reconcile import LAG
 from shared.webhooks.gaps import record_notification
 from shared.webhooks.notifications import parse_event_name, parse_notification
-from shared.webhooks.verify import WebhookRejected, verify_request
+from shared.webhooks.rejected import WebhookRejected
+from shared.webhooks.verify import verify_request
 
 log = logging.getLogger("shared.webhooks")
 # One line per delivery: under shared.events, which `serve` keeps quiet unless SYNC_LOG_LEVEL=DEBUG.

@@ -15,6 +15,8 @@ import json
 import re
 from collections.abc import Mapping
 
+from shared.webhooks.notifications import backport_status
+from shared.webhooks.rejected import WebhookRejected
 from shared.webhooks.signatures import WHSEC_PREFIX, hmac_sha256_hex
 
 MAX_BODY_BYTES = 256 * 1024
@@ -25,15 +27,6 @@ _JSON_TYPE = re.compile(r"^application/([a-z0-9.+-]*\+)?json$")
 _TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
 _MSG_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
-
-
-class WebhookRejected(Exception):
-    """A delivery refused: ``status`` is the HTTP answer, ``reason`` a short code for metrics."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"{status} {reason}")
-        self.status = status
-        self.reason = reason
 
 
 def verify_request(scheme: str, secrets: list[str], headers: Mapping[str, str], body: bytes, now: float,
@@ -139,8 +132,6 @@ def _backport_key(body: bytes) -> str | None:
         bundle = json.loads(body)
     except (ValueError, RecursionError):
         return None
-    from shared.webhooks.notifications import backport_status  # one reader of the status shape
-
     status = backport_status(bundle)
     if status is None or not status.subscription or not status.event_numbers:
         return None

@@ -14,7 +14,7 @@ import pytest
 from shared.settings import TenantConfig
 from shared.source.breaker import BreakerPolicy, CircuitBreaker, MemoryBreakerStore
 from shared.source.budget import BULK, REALTIME, RateBudget
-from shared.source.client import FhirClient, incremental_window, mask_url, window_params
+from shared.source.client import FhirClient, mask_url, window_params
 from shared.source.errors import (
     BadResponse,
     CredentialsRefused,
@@ -473,6 +473,8 @@ def test_budget_forgets_a_limit_the_source_stopped_announcing() -> None:
 
 
 def test_windows_are_half_open_and_end_two_minutes_before_now() -> None:
+    from shared.sync.reconcile import incremental_window  # the one the reconcile opens its windows with
+
     now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     assert incremental_window(now - timedelta(minutes=30), now) == (now - timedelta(minutes=30), now - timedelta(minutes=2))
     assert incremental_window(now - timedelta(minutes=1), now) is None
