@@ -1,4 +1,4 @@
-"""Failpoints: named places where the fault harness (bench/faults.py) makes the app crash.
+"""Failpoints: named places where the fault harness (bench/faults/) makes the app crash.
 
 Off unless the ``FAILPOINTS`` environment variable names some, e.g.
 ``FAILPOINTS="apply.after_commit=crash:0.02,webhook.after_enqueue=crash:0.01"`` (place=action:

@@ -1,4 +1,4 @@
-"""The fault matrix's fast subset (bench/faults.py): a few faults, one short run each, on the real
+"""The fault matrix's fast subset (bench/faults/): a few faults, one short run each, on the real
 parts — Azurite, SQLite or PostgreSQL, three sandbox sources over HTTP, the local host in a child
 process. The full matrix (every fault, 20 runs of 2,000 events) runs outside CI:
 ``python -m bench.faults``. Each case asserts the run's five checks, and the harness's own check
@@ -15,8 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
-from bench import faults
-from bench.faults import FAULTS, SABOTAGE, Host, Outcome, matrix_run, run_case
+from bench.faults import catalogue
+from bench.faults.catalogue import FAULTS, SABOTAGE
+from bench.faults.cli import matrix_run
+from bench.faults.host import SENT_INSIDE, hold_watch
+from bench.faults.parts import Host, Outcome
+from bench.faults.run import run_case
 from devtools.localhost.azurite import free_port
 from shared.failpoints import CRASH_EXIT_CODE
 from tests.conftest import POSTGRES_ADMIN_URL
@@ -98,7 +102,7 @@ def test_the_storm_watch_counts_requests_that_arrive_well_inside_an_announced_re
             counters[name] = max(counters.get(name, 0), value)
 
     answers = iter([(False, 0, 10), (False, 0, 9), (True, 5, 0), (True, 4, 0), (True, 3, 0)])
-    watched = faults._watching(Counting(), "t1", lambda client: next(answers),  # type: ignore[arg-type]  # a stand-in
+    watched = catalogue._watching(Counting(), "t1", lambda client: next(answers),  # type: ignore[arg-type]  # a stand-in
                                clock=lambda: now[0])
     watched("c")  # 429 at 100: hold until 110
     now[0] = 100.5
@@ -119,14 +123,14 @@ async def test_the_host_reports_every_request_the_app_sends_after_a_429_reached_
     """The app's view of rate-limit-storm, with no grace: the host's runtime is given a transport
     that watches every request and prints each GET sent after a 429 and before the Retry-After."""
     answers = iter([httpx.Response(429, headers={"retry-after": "30"})] + [httpx.Response(200)] * 3)
-    transport = faults.hold_watch(lambda: httpx.MockTransport(lambda r: next(answers)))
+    transport = hold_watch(lambda: httpx.MockTransport(lambda r: next(answers)))
     async with httpx.AsyncClient(transport=transport()) as client:
         await client.get("http://127.0.0.1:1/main/Patient/PT-1")  # answered 429: held for 30 s
         await client.post("http://127.0.0.1:1/main/oauth/token")  # a token: not throttled, not counted
         await client.get("http://127.0.0.2:1/main/Patient/PT-1")  # another source: not held
         await client.get("http://127.0.0.1:1/main/Patient/PT-2")  # inside the hold
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(faults.SENT_INSIDE)]
-    assert len(lines) == 1 and lines[0].startswith(f"{faults.SENT_INSIDE}: 127.0.0.1:1 /main/Patient/PT-2 ")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(SENT_INSIDE)]
+    assert len(lines) == 1 and lines[0].startswith(f"{SENT_INSIDE}: 127.0.0.1:1 /main/Patient/PT-2 ")
 
 
 def test_faults_that_did_not_bite_fail_their_run() -> None:
@@ -149,16 +153,16 @@ def test_faults_that_did_not_bite_fail_their_run() -> None:
             self.counters[name] = self.counters.get(name, 0) + n
 
     calm, bitten = FakeRun([1, 1], [1]), FakeRun([1, 3], [2, 0])
-    faults._queue_was_down(calm)  # type: ignore[arg-type]  # a stand-in Run
-    faults._queue_was_down(bitten)  # type: ignore[arg-type]  # a stand-in Run
+    catalogue._queue_was_down(calm)  # type: ignore[arg-type]  # a stand-in Run
+    catalogue._queue_was_down(bitten)  # type: ignore[arg-type]  # a stand-in Run
     assert calm.violations and "did not bite" in calm.violations[0]
     assert (bitten.violations, bitten.counters["deliveries re-sent"]) == ([], 3)
-    faults._sessions_were_killed(calm)  # type: ignore[arg-type]  # a stand-in Run
+    catalogue._sessions_were_killed(calm)  # type: ignore[arg-type]  # a stand-in Run
     assert len(calm.violations) == 2
     bitten.counters["sessions killed"] = 4
-    faults._sessions_were_killed(bitten)  # type: ignore[arg-type]  # a stand-in Run
+    catalogue._sessions_were_killed(bitten)  # type: ignore[arg-type]  # a stand-in Run
     assert bitten.violations == []
-    faults._webhooks_were_dropped(calm)  # type: ignore[arg-type]  # a stand-in Run
-    faults._webhooks_were_dropped(bitten)  # type: ignore[arg-type]  # a stand-in Run
+    catalogue._webhooks_were_dropped(calm)  # type: ignore[arg-type]  # a stand-in Run
+    catalogue._webhooks_were_dropped(bitten)  # type: ignore[arg-type]  # a stand-in Run
     assert len(calm.violations) == 3 and "no webhook was dropped" in calm.violations[2]
     assert (bitten.violations, bitten.counters["webhooks dropped"]) == ([], 1)
