@@ -42,8 +42,8 @@ from shared.source.budget import RateBudget
 from shared.source.registry import SourceRegistry
 from shared.store.bulk import BulkWriter
 from shared.store.engine import write_transaction
+from shared.store.runs import load_position, start_run
 from shared.sync.reconcile import run_reconcile
-from shared.sync.runs import load_position, start_run
 
 
 def peak_rss_mib() -> float:

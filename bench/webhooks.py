@@ -45,7 +45,7 @@ from devtools.sandbox.data import Change
 from devtools.sandbox.notify import event_name, halaxy_bundle
 from shared.bootstrap import azurite_connection_string
 from shared.fhir.transform import TABLE_FOR_TYPE
-from shared.metrics import read_metrics
+from shared.store.metrics import read_metrics
 from shared.store.schema import MIRRORED_TABLES
 
 HEADER = "X-Webhook-Secret"

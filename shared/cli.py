@@ -199,9 +199,9 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from shared.source.registry import SourceRegistry, source_options
     from shared.store.engine import create_store_engine, write_transaction
     from shared.store.health import DatabaseBreakerStore
+    from shared.store.runs import RunActive, load_position, reap_stale, start_run
     from shared.store.tenants import sync_tenants
     from shared.sync.reconcile import run_reconcile
-    from shared.sync.runs import RunActive, load_position, reap_stale, start_run
 
     tenant = _find_tenant(settings, args.tenant)
     if not 1 <= args.page_size <= 1000:

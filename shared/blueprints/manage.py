@@ -21,8 +21,8 @@ from shared.service.poison import RedriveRunning, redrive_changes
 from shared.service.reconciles import TenantDisabled, queue_reconcile
 from shared.settings import TenantConfig
 from shared.store.engine import write_transaction
+from shared.store.runs import RunActive, end_run, reap_stale
 from shared.sync.reconcile import TYPE_ORDER
-from shared.sync.runs import RunActive, end_run, reap_stale
 from shared.timebounds import RANGE_TEXT, instant_in_range
 
 log = logging.getLogger("shared.functions")

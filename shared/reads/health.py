@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import Connection, Select, bindparam, func, select
 
 from shared.settings import TenantConfig
+from shared.store.runs import FINAL_STATUSES
 from shared.store.schema import sync_runs
-from shared.sync.runs import FINAL_STATUSES
 from shared.sync.schedule import next_fire, previous_fire
 
 FAILURE_STREAK = 3

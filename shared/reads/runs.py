@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, case, func, select
 
+from shared.store.runs import RunCounts
 from shared.store.schema import sync_runs
-from shared.sync.runs import RunCounts
 
 COUNTS = tuple(RunCounts().as_dict())
 

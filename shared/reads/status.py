@@ -7,13 +7,13 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from shared.metrics import RATE_MINUTES, webhook_rate
 from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE
 from shared.queues.port import QueuePort, poison_name
 from shared.reads.health import tenant_health
 from shared.settings import TenantConfig
 from shared.source.budget import RateBudget
 from shared.source.client import breaker_key
+from shared.store.metrics import RATE_MINUTES, webhook_rate
 from shared.store.schema import source_health, sync_cursors, sync_runs, tenant_metrics, webhook_silence
 from shared.sync.schedule import KINDS, next_fire
 from shared.webhooks.receive import EVENT_METRIC

@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, func, select
 
-from shared.metrics import RATE_MINUTES, webhook_hours, webhook_rate
 from shared.queues.messages import CHANGES_QUEUE
 from shared.queues.port import QueuePort, poison_name
 from shared.reads.charts import Span, bar_chart, dot_chart, lag_series, line_chart
 from shared.reads.health import FAILED, FRESHNESS_KINDS, TenantHealth, tenant_health
 from shared.settings import TenantConfig
+from shared.store.metrics import RATE_MINUTES, webhook_hours, webhook_rate
 from shared.store.schema import sync_runs, tenant_metrics, webhook_silence
 
 REFRESH_SECONDS = 30

@@ -20,8 +20,8 @@ from shared.reads.health import tenant_health
 from shared.settings import TenantConfig
 from shared.source.errors import SourceError
 from shared.store.engine import write_transaction
-from shared.sync.reconcile import TYPE_ORDER, run_reconcile
-from shared.sync.runs import (
+from shared.store.inbox import forget_expired
+from shared.store.runs import (
     LeaseLost,
     RunActive,
     RunLease,
@@ -35,11 +35,11 @@ from shared.sync.runs import (
     release,
     start_or_resume,
 )
+from shared.store.webhook_events import settle_gaps
+from shared.sync.reconcile import TYPE_ORDER, run_reconcile
 from shared.sync.schedule import due_runs
 from shared.sync.silence import silence_check
 from shared.telemetry import telemetry
-from shared.webhooks.gaps import settle_gaps
-from shared.webhooks.receive import forget_expired
 
 log = logging.getLogger("shared.functions")
 fanout_log = logging.getLogger("shared.events.fanout")  # one line per tick: quiet in `serve`

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, and_, delete, exists, func, insert, select
+from sqlalchemy import Engine
 
 from shared.fhir.transform import TABLE_FOR_TYPE, TransformError, transform_resource
 from shared.records import MirrorRow
@@ -20,7 +20,7 @@ from shared.source.client import FhirClient
 from shared.source.errors import Gone, NotFound
 from shared.store.engine import write_transaction
 from shared.store.mirror import write_rows
-from shared.store.schema import MIRRORED_TABLES, sync_seen
+from shared.store.seen import unseen_live_ids
 
 CAP_SHARE = 0.05
 CAP_MINIMUM = 10  # small tables: a handful of deletions is never "mass deletion"
@@ -34,44 +34,11 @@ class DeleteReport:
     refused: str | None = None
 
 
-def record_seen(conn: Connection, run_id: str, resource_type: str, ids: list[str]) -> None:
-    """Remember the ids a full run listed (one row each, so memory stays flat at any size).
-
-    PostgreSQL and SQLite take the page as one array / one raw executemany: SQLAlchemy's generic
-    executemany of dicts cost a fifth of a reconcile's write time (profiled)."""
-    if not ids:
-        return
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        conn.exec_driver_sql("INSERT INTO sync_seen (run_id, resource_type, source_id) "
-                             "SELECT %s, %s, unnest(%s::varchar[])", (run_id, resource_type, ids))
-    elif dialect == "sqlite":
-        conn.exec_driver_sql("INSERT INTO sync_seen (run_id, resource_type, source_id) VALUES (?, ?, ?)",
-                             [(run_id, resource_type, i) for i in ids])
-    else:
-        conn.execute(insert(sync_seen), [{"run_id": run_id, "resource_type": resource_type, "source_id": i}
-                                         for i in ids])
-
-
-def forget_seen(conn: Connection, run_id: str) -> None:
-    conn.execute(delete(sync_seen).where(sync_seen.c.run_id == run_id))
-
-
-def candidates(conn: Connection, tenant_id: str, run_id: str, resource_type: str, started_at: datetime) -> tuple[list[str], int]:
-    """(unseen live ids unchanged since the run started, live rows in the table)."""
-    table = MIRRORED_TABLES[TABLE_FOR_TYPE[resource_type]]
-    c, s = table.c, sync_seen.c
-    live = and_(c.tenant_id == tenant_id, c.deleted_at.is_(None))
-    seen = exists().where(s.run_id == run_id, s.resource_type == resource_type, s.source_id == c.source_id)
-    ids = [r for (r,) in conn.execute(select(c.source_id).where(live, c.source_updated_at < started_at, ~seen))]
-    total = conn.execute(select(func.count()).select_from(table).where(live)).scalar_one()
-    return ids, total
-
-
 async def detect_deletes(engine: Engine, client: FhirClient, tenant_id: str, run_id: str, resource_type: str,
                          started_at: datetime) -> DeleteReport:
     with engine.connect() as conn:
-        ids, live = candidates(conn, tenant_id, run_id, resource_type, started_at)
+        ids, live = unseen_live_ids(conn, tenant_id, run_id, TABLE_FOR_TYPE[resource_type], resource_type,
+                                    started_at)
     report = DeleteReport(candidates=len(ids))
     cap = max(CAP_MINIMUM, int(live * CAP_SHARE))
     if len(ids) > cap:

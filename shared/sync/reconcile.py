@@ -28,12 +28,14 @@ from shared.records import RESOURCE_TYPES, MirrorRow
 from shared.settings import TenantConfig
 from shared.source.budget import BULK
 from shared.source.client import FhirClient, window_params
+from shared.store import cursors
 from shared.store.engine import write_transaction
 from shared.store.mirror import write_rows
-from shared.sync import cursors
-from shared.sync.deletes import detect_deletes, forget_seen, record_seen
-from shared.sync.runs import RunCounts, RunLease, checkpoint, finish, load_position, run_started_at
-from shared.sync.silence import SilenceCheck, record_silence
+from shared.store.runs import RunCounts, RunLease, checkpoint, finish, load_position, run_started_at
+from shared.store.seen import forget_seen, record_seen
+from shared.store.silence import record_silence
+from shared.sync.deletes import detect_deletes
+from shared.sync.silence import SilenceCheck
 from shared.telemetry import telemetry
 
 TYPE_ORDER = RESOURCE_TYPES

@@ -14,18 +14,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, update
+from sqlalchemy import Connection, Engine
 
 from shared.availability import is_unavailable
 from shared.metrics import Metrics, hour_bucket, minute_bucket
 from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, encode
 from shared.queues.port import QueuePort
 from shared.settings import TenantConfig
-from shared.store.engine import insert_ignore
+from shared.store.inbox import claim_delivery, delivery_transaction
 from shared.store.leases import take_lease
-from shared.store.schema import inbox
+from shared.store.webhook_events import record_notification
 from shared.sync.reconcile import LAG
-from shared.webhooks.gaps import record_notification
 from shared.webhooks.notifications import parse_event_name, parse_notification
 from shared.webhooks.rejected import WebhookRejected
 from shared.webhooks.verify import verify_request
@@ -34,7 +33,6 @@ log = logging.getLogger("shared.webhooks")
 # One line per delivery: under shared.events, which `serve` keeps quiet unless SYNC_LOG_LEVEL=DEBUG.
 event_log = logging.getLogger("shared.events.webhooks")
 # Longer than the ±300 s signature tolerance and than any sender's retry schedule we know of.
-INBOX_RETENTION = timedelta(hours=24)
 EVENT_METRIC = "webhook.event."
 EMPTY_EVENT_DEBOUNCE = timedelta(seconds=30)
 _EVENT_TEXT = re.compile(r"^[a-z]{1,30}[-.][a-z]{1,10}$", re.IGNORECASE)
@@ -77,14 +75,12 @@ def _receive(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, eve
         return Answer(rejected.status, {"error": rejected.reason})
     assert tenant is not None
     try:
-        with engine.connect() as conn, conn.execution_options(sqlite_begin="IMMEDIATE").begin():
-            # The claim, the enqueue and the record commit together. A concurrent copy of this
-            # delivery waits on the claimed key (PostgreSQL and Azure SQL: its insert blocks on the
-            # uncommitted row; SQLite: one writer at a time) and finds it taken once this commits:
-            # exactly one copy enqueues. A failed enqueue rolls the claim back, so the sender's
-            # retry goes through.
-            if conn.dialect.name == "postgresql":  # a claim lost in a crash costs a harmless duplicate apply
-                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        # The claim, the enqueue and the record commit together. A concurrent copy of this
+        # delivery waits on the claimed key (PostgreSQL and Azure SQL: its insert blocks on the
+        # uncommitted row; SQLite: one writer at a time) and finds it taken once this commits:
+        # exactly one copy enqueues. A failed enqueue rolls the claim back, so the sender's
+        # retry goes through.
+        with delivery_transaction(engine) as conn:
             if not claim_delivery(conn, tenant.id, key, event, now):
                 event_log.info("webhook tenant=%s event=%s outcome=duplicate", tenant.id, label)
                 metrics.add(tenant.id, "webhook.duplicate")
@@ -98,7 +94,8 @@ def _receive(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, eve
             reconcile = (status is not None and status.announces_changes and status.unfocused > 0
                          and request_reconcile(conn, queues, tenant.id, route_type, now))
             if status is not None:
-                record_notification(conn, tenant.id, status, {item.type for item in events} or {route_type}, now)
+                record_notification(conn, tenant.id, status.subscription, status.event_numbers,
+                                    status.events_since_start, {item.type for item in events} or {route_type}, now)
     except Exception as exc:
         if not is_unavailable(exc):
             raise  # a bug: the host's 500 with its traceback, not a "retry later" that never works
@@ -132,22 +129,3 @@ def request_reconcile(conn: Connection, queues: QueuePort, tenant_id: str, resou
     queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile="incremental",
                                                          types=[resource_type])), delay=delay)
     return True
-
-
-def claim_delivery(conn: Connection, tenant_id: str, key: str, event: str, now: datetime) -> bool:
-    """Claim the delivery's idempotency key in the inbox: True for the first copy, False for a
-    duplicate within the retention window. A record past its retention (not yet cleaned up) is
-    claimed anew."""
-    record = {"tenant_id": tenant_id, "idempotency_key": key, "event_type": event[:64], "received_at": now,
-              "expires_at": now + INBOX_RETENTION}
-    if insert_ignore(conn, inbox, [record]):
-        return True
-    c = inbox.c
-    return conn.execute(update(inbox).where(c.tenant_id == tenant_id, c.idempotency_key == key,
-                                            c.expires_at <= now).values(**record)).rowcount == 1
-
-
-def forget_expired(conn: Connection, now: datetime) -> int:
-    """Drop inbox records past their retention (the fan-out timer calls this: a delete on every
-    delivery made concurrent deliveries wait for each other)."""
-    return conn.execute(delete(inbox).where(inbox.c.expires_at <= now)).rowcount or 0

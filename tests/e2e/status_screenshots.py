@@ -20,9 +20,10 @@ from playwright.sync_api import Browser, sync_playwright
 from sqlalchemy import Engine, insert
 
 from devtools.localhost.serve import DEMO_TENANT, Booted, boot, enqueue_reconcile, wait_for_run
-from shared.metrics import hour_bucket, increment
+from shared.metrics import hour_bucket
 from shared.settings import load_settings
 from shared.store.engine import write_transaction
+from shared.store.metrics import increment
 from shared.store.schema import sync_runs
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -57,7 +57,7 @@ def count(table: str) -> int:
 
 def test_the_apply_function_stores_what_the_message_points_to(setup: tuple[Sandbox, InMemoryQueues]) -> None:
     from shared.bootstrap import runtime
-    from shared.metrics import read_metrics
+    from shared.store.metrics import read_metrics
 
     message = func.QueueMessage(body=encode(ChangeMessage(tenant="demo", type="Patient", id="PT-2000003",
                                                           received_at=datetime.now(UTC))).encode())
@@ -249,7 +249,7 @@ def test_the_redelivered_reconcile_message_of_a_crashed_worker_resumes_its_run(
     from azure.functions.queue import QueueMessage  # the host's own class: it carries the dequeue count
 
     from shared.bootstrap import runtime
-    from shared.sync.runs import start_run
+    from shared.store.runs import start_run
 
     with write_transaction(runtime().engine) as conn:  # the dead worker's run: started, no page yet
         dead = start_run(conn, "demo", "full")
@@ -322,7 +322,7 @@ def test_a_second_reconcile_of_the_same_kind_is_acknowledged_not_run(setup: tupl
     from shared.bootstrap import runtime
     from shared.service.reconciles import reconcile_step
     from shared.store.engine import write_transaction
-    from shared.sync.runs import start_run
+    from shared.store.runs import start_run
 
     with write_transaction(runtime().engine) as conn:
         start_run(conn, "demo", "full")
@@ -335,7 +335,7 @@ def test_the_timer_fans_out_one_message_per_due_tenant_and_kind(setup: tuple[San
     from shared.bootstrap import runtime
     from shared.service.reconciles import fan_out
     from shared.store.engine import write_transaction
-    from shared.sync.runs import finish, start_run
+    from shared.store.runs import finish, start_run
 
     _box, queues = setup
     now = datetime(2026, 1, 1, 10, 7, tzinfo=UTC)

@@ -14,8 +14,8 @@ from sqlalchemy import insert, select, update
 from shared.queues.memory import InMemoryQueues
 from shared.queues.messages import ChangeMessage, ReconcileMessage, decode, encode
 from shared.store.engine import write_transaction
+from shared.store.runs import claim
 from shared.store.schema import sync_runs
-from shared.sync.runs import claim
 from tests.fakes import installed_runtime, registered_functions
 
 TENANTS = [{"id": t, "name": t, "fhir_base_url": "http://127.0.0.1:9/main", "client_id": "c", "client_secret": "s",
@@ -122,7 +122,7 @@ def test_progress_history_and_tenant_isolation(rt: Any) -> None:
     second = trigger("alpha")[1]["runId"]
     with write_transaction(rt.engine) as conn:
         lease = claim(conn, second)
-        from shared.sync.runs import finish
+        from shared.store.runs import finish
         finish(conn, lease, "completed")
     status, history = call("sync_runs", params={"limit": "10"}, tenant="alpha")
     assert status == 200 and [r["runId"] for r in history["runs"]] == [second, run_id]
@@ -195,7 +195,7 @@ def test_sync_status_tells_freshness_webhooks_breaker_queues_silence_and_credent
                                                     last_change_at=now))
     run_id = trigger("alpha", "incremental")[1]["runId"]
     with write_transaction(rt.engine) as conn:
-        from shared.sync.runs import finish
+        from shared.store.runs import finish
         finish(conn, claim(conn, run_id), "failed", error="token refused: invalid_scope")
     rt.queues.send("changes", "{}")
     status, body = call("sync_status", tenant="alpha")

@@ -6,7 +6,8 @@ from datetime import UTC
 
 from sqlalchemy import Engine
 
-from shared.metrics import Metrics, read_metrics
+from shared.metrics import Metrics
+from shared.store.metrics import read_metrics
 
 
 def test_instances_flushing_the_same_counters_at_once_add_up(engine: Engine) -> None:
@@ -57,8 +58,9 @@ def test_insert_ignore_says_whether_it_inserted(engine: Engine) -> None:
 def test_the_webhook_rate_counts_the_last_minutes_and_old_minutes_are_dropped(engine: Engine) -> None:
     from datetime import datetime, timedelta
 
-    from shared.metrics import increment, minute_bucket, prune_minutes, webhook_rate
+    from shared.metrics import minute_bucket
     from shared.store.engine import write_transaction
+    from shared.store.metrics import increment, prune_minutes, webhook_rate
 
     now = datetime(2026, 11, 23, 21, 30, 20, tzinfo=UTC)
     with write_transaction(engine) as conn:
@@ -79,8 +81,9 @@ def test_the_webhook_rate_counts_the_last_minutes_and_old_minutes_are_dropped(en
 def test_webhooks_per_hour_for_a_day_and_older_hours_are_dropped(engine: Engine) -> None:
     from datetime import datetime, timedelta
 
-    from shared.metrics import hour_bucket, increment, prune_hours, webhook_hours
+    from shared.metrics import hour_bucket
     from shared.store.engine import write_transaction
+    from shared.store.metrics import increment, prune_hours, webhook_hours
 
     now = datetime(2026, 11, 23, 21, 30, 20, tzinfo=UTC)
     with write_transaction(engine) as conn:

@@ -21,11 +21,11 @@ from shared.settings import TenantConfig
 from shared.source.breaker import MemoryBreakerStore
 from shared.source.budget import RateBudget
 from shared.source.registry import SourceRegistry
+from shared.store import cursors
 from shared.store.engine import write_transaction
+from shared.store.runs import LeaseLost, RunLease, claim, load_position, start_run
 from shared.store.schema import MIRRORED_TABLES, sync_runs
-from shared.sync import cursors
 from shared.sync.reconcile import TYPE_ORDER, Progress, run_reconcile
-from shared.sync.runs import LeaseLost, RunLease, claim, load_position, start_run
 
 NOW = datetime.now(UTC)
 
@@ -256,8 +256,8 @@ def test_rows_changed_after_the_run_started_are_not_candidates(engine: Engine, s
 
 
 def test_changes_the_webhooks_did_not_bring_are_recorded_as_silence(engine: Engine, sandbox: Sandbox) -> None:
-    from shared.metrics import read_metrics
     from shared.queues.messages import ChangeMessage
+    from shared.store.metrics import read_metrics
     from shared.store.schema import webhook_silence
     from shared.sync.apply import apply_change
     from shared.sync.silence import SilenceCheck

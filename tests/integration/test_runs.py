@@ -7,10 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, select
 
+from shared.store import cursors
 from shared.store.engine import write_transaction
-from shared.store.schema import sync_runs
-from shared.sync import cursors
-from shared.sync.runs import (
+from shared.store.runs import (
     LeaseLost,
     RunActive,
     RunCounts,
@@ -22,6 +21,7 @@ from shared.sync.runs import (
     start_or_resume,
     start_run,
 )
+from shared.store.schema import sync_runs
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

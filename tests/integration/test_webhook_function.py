@@ -145,7 +145,7 @@ def test_a_bug_in_the_receiver_is_raised_not_answered_as_unavailable(database_ur
 
 def test_deliveries_are_counted_per_tenant_by_outcome_and_reason(queues: InMemoryQueues) -> None:
     from shared.bootstrap import runtime
-    from shared.metrics import read_metrics
+    from shared.store.metrics import read_metrics
 
     post("alpha", "appointment-update", backport(1), HALAXY)
     post("alpha", "appointment-update", backport(1), HALAXY)  # duplicate
@@ -175,7 +175,7 @@ def test_an_expired_inbox_record_is_renewed_and_the_fan_out_cleans_up(queues: In
 
     from shared.bootstrap import runtime
     from shared.store.engine import write_transaction
-    from shared.webhooks.receive import INBOX_RETENTION, forget_expired
+    from shared.store.inbox import INBOX_RETENTION, forget_expired
 
     assert post("alpha", "appointment-update", backport(4), HALAXY)[0] == 202
     rt = runtime()

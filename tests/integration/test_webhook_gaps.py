@@ -18,7 +18,7 @@ from shared.queues.memory import InMemoryQueues
 from shared.queues.messages import ReconcileMessage, decode
 from shared.store.engine import write_transaction
 from shared.store.schema import webhook_events, webhook_subscriptions
-from shared.webhooks.gaps import Gap, record_notification, settle_gaps
+from shared.store.webhook_events import Gap, record_notification, settle_gaps
 from shared.webhooks.notifications import BackportStatus
 from tests.fakes import installed_runtime, registered_functions
 
@@ -30,7 +30,8 @@ SUB = "https://au-api.halaxy.example/main/Subscription/s1"
 def deliver(engine: Engine, *numbers: int, since: int | None = None, at: datetime = T0) -> None:
     status = BackportStatus(SUB, since if since is not None else max(numbers, default=0), list(numbers))
     with write_transaction(engine) as conn:
-        record_notification(conn, "north", status, {"Appointment"} if numbers else set(), at)
+        record_notification(conn, "north", status.subscription, status.event_numbers, status.events_since_start,
+                            {"Appointment"} if numbers else set(), at)
 
 
 def settle(engine: Engine, at: datetime) -> list[Gap]:
@@ -91,8 +92,8 @@ def app_runtime(database_url: str, tmp_path: Path) -> Iterator[InMemoryQueues]:
 def test_a_gap_in_delivered_webhooks_enqueues_a_targeted_incremental_and_is_counted(
         app_runtime: InMemoryQueues) -> None:
     from shared.bootstrap import runtime
-    from shared.metrics import read_metrics
     from shared.service.reconciles import fan_out, reconcile_gaps
+    from shared.store.metrics import read_metrics
 
     now = datetime.now(UTC)
     for number in (1, 2, 4):  # 3 never arrives

@@ -26,7 +26,7 @@ def test_lag_percentile_is_the_bucket_bound_holding_the_quantile() -> None:
 
 
 def test_counts_are_written_at_most_once_per_interval_and_kept_when_a_flush_fails(tmp_path: object) -> None:
-    from shared.metrics import read_metrics
+    from shared.store.metrics import read_metrics
 
     engine = create_engine("sqlite://")
     metadata.create_all(engine)

@@ -8,10 +8,12 @@ receiver records them (``record_notification``); the fan-out timer settles each 
 incremental reconcile of that tenant and the subscription's resource types, so the missed change
 arrives by polling minutes later instead of at the next scheduled run.
 
-Pure bookkeeping: no network here; the caller enqueues what ``settle_gaps`` returns.
+The store's side of it (the ``webhook_subscriptions`` and ``webhook_events`` tables): no
+network here; the caller enqueues what ``settle_gaps`` returns.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +22,6 @@ from sqlalchemy import Connection, and_, case, delete, func, select, update
 
 from shared.store.engine import insert_ignore
 from shared.store.schema import webhook_events, webhook_subscriptions
-from shared.webhooks.notifications import BackportStatus
 
 
 @dataclass(frozen=True)
@@ -30,23 +31,23 @@ class Gap:
     missing: int
 
 
-def record_notification(conn: Connection, tenant_id: str, status: BackportStatus, types: set[str],
-                        now: datetime) -> None:
+def record_notification(conn: Connection, tenant_id: str, subscription: str | None, event_numbers: Sequence[int],
+                        events_since_start: int | None, types: set[str], now: datetime) -> None:
     """Remember which event numbers arrived and the highest number the source announced.
 
     Deliveries only insert their event numbers (their own rows: concurrent deliveries never wait
     for each other); the subscription's row is written the first time, and after that only by
     what is rare — a heartbeat or a count beyond the events delivered, a new resource type."""
-    if not status.subscription:
+    if not subscription:
         return
-    subscription = status.subscription[:200]
+    subscription = subscription[:200]
     s = webhook_subscriptions.c
     key = and_(s.tenant_id == tenant_id, s.subscription == subscription)
     row = conn.execute(select(s.highest_event, s.checked_through, s.resource_types).where(key)).first()
-    highest = max([*status.event_numbers, status.events_since_start or 0])
+    highest = max([*event_numbers, events_since_start or 0])
     if row is None:
         # The first notification we see: numbers before it are history, not a gap.
-        checked = max(min(status.event_numbers, default=highest + 1) - 1, 0)
+        checked = max(min(event_numbers, default=highest + 1) - 1, 0)
         if not insert_ignore(conn, webhook_subscriptions, [{
                 "tenant_id": tenant_id, "subscription": subscription, "resource_types": _types(set(), types),
                 "highest_event": highest, "checked_through": checked, "gap_seen_at": None, "gap_through": None,
@@ -56,13 +57,13 @@ def record_notification(conn: Connection, tenant_id: str, status: BackportStatus
     if row is not None:
         checked = row.checked_through
         known = set(row.resource_types.split())
-        if (status.events_since_start or 0) > max([row.highest_event, *status.event_numbers]) or not types <= known:
+        if (events_since_start or 0) > max([row.highest_event, *event_numbers]) or not types <= known:
             conn.execute(update(webhook_subscriptions).where(key).values(
                 highest_event=case((s.highest_event < highest, highest), else_=s.highest_event),
                 last_event_at=now, resource_types=_types(known, types)))
     insert_ignore(conn, webhook_events, [  # a redelivery's numbers are there already
         {"tenant_id": tenant_id, "subscription": subscription, "event_number": n, "received_at": now}
-        for n in sorted(set(status.event_numbers)) if n > checked])
+        for n in sorted(set(event_numbers)) if n > checked])
 
 
 def settle_gaps(conn: Connection, tenant_id: str, now: datetime, grace: timedelta) -> list[Gap]:
