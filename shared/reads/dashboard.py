@@ -4,32 +4,23 @@ Days, weeks (Monday to Sunday) and months are the tenant's local calendar: their
 turned into UTC instants once, so every query is an index range on (practitioner_id,
 tenant_id, start_at) or (…, issued_at). Clients appear by initials only, never by name.
 
-The statements are built once, with bound parameters: building SQLAlchemy expressions on every
-read cost more than running them (~60% of a dashboard's time on PostgreSQL).
+The statements live in shared.store.dashboard, built once with bound parameters; this module
+shapes their rows into the answer.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BindParameter, Connection, Select, and_, bindparam, case, func, select
+from sqlalchemy import Connection
 
 from shared.fhir.transform import COUNTED_STATUSES, session_numbers
 from shared.reads.health import tenant_health
 from shared.settings import TenantConfig
-from shared.store.schema import clients, invoices, practitioners, referrals, sessions
-
-HELD = ("attended", "arrived")
-REVENUE = ("issued", "paid")  # invoices that count: not drafts, cancelled, written off or errors
-FUNDING = ("active", "completed", "on_hold")  # referrals a session can be counted against
-
-
-# A statement of any columns (Select is generic over its row's column types).
-AnySelect = Select[*tuple[Any, ...]]
+from shared.store.dashboard import dashboard_query
 
 
 @dataclass(frozen=True)
@@ -54,9 +45,8 @@ def month_days(day: date) -> tuple[date, int]:
 def practitioner_dashboard(conn: Connection, tenant: TenantConfig, practitioner_id: str, day: date,
                            now: datetime) -> dict[str, Any] | None:
     """The dashboard, or None when the tenant has no such (live) practitioner."""
-    q = _statements()
     who = {"tenant": tenant.id, "practitioner": practitioner_id}
-    practitioner = conn.execute(q.practitioner, who).first()
+    practitioner = dashboard_query(conn, "practitioner", who).first()
     if practitioner is None:
         return None
     zone = tenant.zone
@@ -79,61 +69,8 @@ def practitioner_dashboard(conn: Connection, tenant: TenantConfig, practitioner_
     }
 
 
-@dataclass(frozen=True)
-class _Statements:
-    practitioner: AnySelect
-    day: AnySelect
-    history: AnySelect
-    referrals: AnySelect
-    counts: AnySelect
-    revenue: AnySelect
-    upcoming: AnySelect
-
-
-@cache
-def _statements() -> _Statements:
-    p, s, c, i, r = practitioners.c, sessions.c, clients.c, invoices.c, referrals.c
-    tenant: BindParameter[str] = bindparam("tenant")
-    practitioner: BindParameter[str] = bindparam("practitioner")
-    live = s.deleted_at.is_(None)
-    mine = and_(s.tenant_id == tenant, s.practitioner_id == practitioner, live)
-
-    def within(column: Any, name: str) -> Any:
-        return and_(column >= bindparam(f"{name}_start"), column < bindparam(f"{name}_end"))
-
-    counts = []
-    for name in ("week", "month"):  # held, cancelled, no-show, booked still ahead
-        inside = within(s.start_at, name)
-        counts += [func.count(case((and_(inside, s.status.in_(HELD)), 1))),
-                   func.count(case((and_(inside, s.status == "cancelled"), 1))),
-                   func.count(case((and_(inside, s.status == "no_show"), 1))),
-                   func.count(case((and_(inside, s.status == "booked", s.start_at >= bindparam("now")), 1)))]
-    return _Statements(
-        practitioner=select(p.display_name, p.active, p.last_synced_at).where(
-            p.tenant_id == tenant, p.source_id == practitioner, p.deleted_at.is_(None)),
-        day=select(s.source_id, s.start_at, s.end_at, s.status, s.service, s.client_id, c.initials, s.last_synced_at)
-        .select_from(sessions.outerjoin(clients, and_(c.tenant_id == s.tenant_id, c.source_id == s.client_id)))
-        .where(mine, within(s.start_at, "day")).order_by(s.start_at, s.source_id),
-        history=select(s.client_id, s.source_id, s.start_at, s.status, s.practitioner_id).where(
-            s.tenant_id == tenant, s.client_id.in_(bindparam("clients", expanding=True)),
-            s.start_at < bindparam("until"), live),
-        referrals=select(r.client_id, r.source_id, r.name, r.starts_on, r.ends_on, r.session_limit, r.prior_sessions,
-                         r.preferred, r.practitioner_id).where(
-            r.tenant_id == tenant, r.client_id.in_(bindparam("clients", expanding=True)),
-            r.status.in_(FUNDING), r.deleted_at.is_(None)),
-        # One range covering both periods (a week can straddle two months).
-        counts=select(*counts).where(mine, within(s.start_at, "span")),
-        revenue=select(i.currency, *(func.sum(case((within(i.issued_at, name), i.total_gross)))
-                                     for name in ("week", "month")))
-        .where(i.tenant_id == tenant, i.practitioner_id == practitioner, within(i.issued_at, "span"),
-               i.status.in_(REVENUE), i.deleted_at.is_(None)).group_by(i.currency).order_by(i.currency),
-        upcoming=select(func.count(), func.count(case((s.start_at < bindparam("soon"), 1)))).where(
-            mine, s.start_at >= bindparam("now"), s.status.in_(("booked", "pending"))),
-    )
-
-
 def _day_sessions(conn: Connection, who: dict[str, str], day: Period, zone: ZoneInfo) -> list[dict[str, Any]]:
-    rows = conn.execute(_statements().day, {**who, "day_start": day.start, "day_end": day.end}).all()
+    rows = dashboard_query(conn, "day", {**who, "day_start": day.start, "day_end": day.end}).all()
     history = _history(conn, who["tenant"], {r.client_id for r in rows if r.client_id}, day.end)
     numbers: dict[str, int] = {}
     for visits in history.values():
@@ -156,8 +93,8 @@ def _history(conn: Connection, tenant_id: str, client_ids: set[str], until: date
     """The clients' sessions (with any practitioner of the tenant) before ``until``, by client."""
     history: dict[str, list[Any]] = {client_id: [] for client_id in client_ids}
     if client_ids:
-        for row in conn.execute(_statements().history,
-                                {"tenant": tenant_id, "clients": sorted(client_ids), "until": until}):
+        for row in dashboard_query(conn, "history",
+                                   {"tenant": tenant_id, "clients": sorted(client_ids), "until": until}):
             history[row.client_id].append(row)
     return history
 
@@ -176,7 +113,7 @@ def _care_plans(conn: Connection, tenant_id: str, history: dict[str, list[Any]],
     if not history:
         return {}
     plans: dict[str, list[Any]] = {}
-    for row in conn.execute(_statements().referrals, {"tenant": tenant_id, "clients": sorted(history)}):
+    for row in dashboard_query(conn, "referrals", {"tenant": tenant_id, "clients": sorted(history)}):
         plans.setdefault(row.client_id, []).append(row)
     out: dict[str, dict[str, Any]] = {}
     for client_id, referrals_ in plans.items():
@@ -208,9 +145,8 @@ def _period_stats(conn: Connection, who: dict[str, str], week: Period, month: Pe
                               "span_end": max(week.end, month.end)}
     for name, period in periods.items():
         bounds |= {f"{name}_start": period.start, f"{name}_end": period.end}
-    q = _statements()
-    row = conn.execute(q.counts, bounds).one()
-    revenue = conn.execute(q.revenue, bounds).all()
+    row = dashboard_query(conn, "counts", bounds).one()
+    revenue = dashboard_query(conn, "revenue", bounds).all()
     out = {}
     for n, (name, period) in enumerate(periods.items()):
         held, cancelled, no_show, booked = row[4 * n:4 * n + 4]
@@ -226,5 +162,5 @@ def _period_stats(conn: Connection, who: dict[str, str], week: Period, month: Pe
 
 def _upcoming(conn: Connection, who: dict[str, str], now: datetime) -> dict[str, Any]:
     """Booked or pending sessions from now on (all of them, and the next seven days)."""
-    total, soon = conn.execute(_statements().upcoming, {**who, "now": now, "soon": now + timedelta(days=7)}).one()
+    total, soon = dashboard_query(conn, "upcoming", {**who, "now": now, "soon": now + timedelta(days=7)}).one()
     return {"booked": total, "next7Days": soon}

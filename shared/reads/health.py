@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache, lru_cache
-from typing import Any
+from functools import lru_cache
 
-from sqlalchemy import Connection, Select, bindparam, func, select
+from sqlalchemy import Connection
 
 from shared.settings import TenantConfig
-from shared.store.runs import FINAL_STATUSES
-from shared.store.schema import sync_runs
+from shared.store.status import final_statuses
+from shared.store.status import last_success as store_last_success
 from shared.sync.schedule import next_fire, previous_fire
 
 FAILURE_STREAK = 3
@@ -53,25 +52,10 @@ def _interval(schedule: str, minute: datetime) -> float:
     return (next_fire(schedule, fired) - fired).total_seconds()
 
 
-@cache
-def _streak_statement() -> Select[Any]:
-    c = sync_runs.c
-    return (select(c.status).where(c.tenant_id == bindparam("tenant"), c.status.in_(FINAL_STATUSES))
-            .order_by(c.started_at.desc()).limit(bindparam("limit")))
-
-
-@cache
-def _success_statement() -> Select[Any]:
-    c = sync_runs.c
-    return select(func.max(c.finished_at)).where(c.tenant_id == bindparam("tenant"), c.kind.in_(FRESHNESS_KINDS),
-                                                 c.status == "completed")
-
-
 def failure_streak(conn: Connection, tenant_id: str, limit: int = 20) -> int:
     """Finished runs that failed, counted back from the latest start until one did not."""
-    statuses = conn.execute(_streak_statement(), {"tenant": tenant_id, "limit": limit}).scalars()
     streak = 0
-    for status in statuses:
+    for status in final_statuses(conn, tenant_id, limit):
         if status not in FAILED:
             break
         streak += 1
@@ -79,7 +63,7 @@ def failure_streak(conn: Connection, tenant_id: str, limit: int = 20) -> int:
 
 
 def last_success(conn: Connection, tenant_id: str) -> datetime | None:
-    return conn.execute(_success_statement(), {"tenant": tenant_id}).scalar()
+    return store_last_success(conn, tenant_id, FRESHNESS_KINDS)
 
 
 def tenant_health(conn: Connection, tenant: TenantConfig, now: datetime) -> TenantHealth:

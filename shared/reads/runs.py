@@ -4,19 +4,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, case, func, select
+from sqlalchemy import Connection
 
-from shared.store.runs import RunCounts
-from shared.store.schema import sync_runs
-
-COUNTS = tuple(RunCounts().as_dict())
+from shared.store.status import RUN_COUNTS as COUNTS
+from shared.store.status import AnyRow, run_row, run_rows, run_totals
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def run_view(row: Row[Any], now: datetime) -> dict[str, Any]:
+def run_view(row: AnyRow, now: datetime) -> dict[str, Any]:
     total, done = row.records_total, row.processed
     percentage = min(100.0, round(100 * done / total, 1)) if total else None
     if row.status == "completed":
@@ -36,26 +34,14 @@ def run_view(row: Row[Any], now: datetime) -> dict[str, Any]:
     }
 
 
-def _columns() -> list[Any]:
-    c = sync_runs.c
-    return [c.id, c.tenant_id, c.kind, c.status, c.step, c.records_total, c.processed, c.error, c.started_at,
-            c.heartbeat_at, c.finished_at, *(c[name] for name in COUNTS)]
-
-
 def run_detail(conn: Connection, tenant_id: str, run_id: str, now: datetime) -> dict[str, Any] | None:
-    c = sync_runs.c
-    row = conn.execute(select(*_columns()).where(c.id == run_id, c.tenant_id == tenant_id)).first()
+    row = run_row(conn, tenant_id, run_id)
     return run_view(row, now) if row else None
 
 
 def run_history(conn: Connection, tenant_id: str, limit: int, now: datetime) -> dict[str, Any]:
-    c = sync_runs.c
-    rows = conn.execute(select(*_columns()).where(c.tenant_id == tenant_id)
-                        .order_by(c.started_at.desc(), c.id).limit(limit)).all()
-    completed = c.status == "completed"  # CASE, not FILTER: Azure SQL has no FILTER clause
-    total, succeeded, failed, last_success = conn.execute(select(
-        func.count(), func.count(case((completed, 1))), func.count(case((c.status.in_(("failed", "failed_stale")), 1))),
-        func.max(case((completed, c.finished_at)))).where(c.tenant_id == tenant_id)).one()
+    rows = run_rows(conn, tenant_id, limit)
+    total, succeeded, failed, last_success = run_totals(conn, tenant_id)
     # Durations in Python: date arithmetic differs in every dialect, and this is one page of runs.
     durations = [(r.finished_at - r.started_at).total_seconds() for r in rows
                  if r.status == "completed" and r.finished_at]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE
 from shared.queues.port import QueuePort, poison_name
@@ -14,7 +14,7 @@ from shared.settings import TenantConfig
 from shared.source.budget import RateBudget
 from shared.source.client import breaker_key
 from shared.store.metrics import RATE_MINUTES, webhook_rate
-from shared.store.schema import source_health, sync_cursors, sync_runs, tenant_metrics, webhook_silence
+from shared.store.status import breaker_row, counters, latest_finished_run, silence_rows, watermarks
 from shared.sync.schedule import KINDS, next_fire
 from shared.webhooks.receive import EVENT_METRIC
 
@@ -26,9 +26,7 @@ def _iso(value: datetime | None) -> str | None:
 def credential_health(conn: Connection, tenant_id: str) -> dict[str, Any]:
     """From the latest finished run: a refused token is a credential problem (wrong secret, a
     missing scope), which an operator must not read as "no data"."""
-    c = sync_runs.c
-    latest = conn.execute(select(c.status, c.error, c.finished_at).where(
-        c.tenant_id == tenant_id, c.finished_at.is_not(None)).order_by(c.started_at.desc()).limit(1)).first()
+    latest = latest_finished_run(conn, tenant_id)
     if latest is None:
         return {"status": "unknown", "detail": "no run has finished yet", "checkedAt": None}
     refused = latest.status == "failed" and "token" in (latest.error or "").lower()
@@ -48,19 +46,14 @@ def queue_view(queues: QueuePort, name: str) -> dict[str, Any]:
 def tenant_status(conn: Connection, tenant: TenantConfig, queues: QueuePort, budget: RateBudget | None,
                   now: datetime) -> dict[str, Any]:
     health = tenant_health(conn, tenant, now)
-    cur, m, h, s = sync_cursors.c, tenant_metrics.c, source_health.c, webhook_silence.c
     freshness = {rtype: {"watermark": _iso(mark), "ageSeconds": round((now - mark).total_seconds()) if mark else None}
-                 for rtype, mark in conn.execute(select(cur.resource_type, cur.watermark).where(
-                     cur.tenant_id == tenant.id).order_by(cur.resource_type))}
+                 for rtype, mark in watermarks(conn, tenant.id)}
     webhooks = {name.removeprefix(EVENT_METRIC): {"count": value, "lastAt": _iso(at)}
-                for name, value, at in conn.execute(select(m.name, m.value, m.updated_at).where(
-                    m.tenant_id == tenant.id, m.name.like(f"{EVENT_METRIC}%")).order_by(m.name))}
-    breaker = conn.execute(select(h.state, h.failures, h.not_before, h.updated_at).where(
-        h.breaker_key == breaker_key(tenant))).first()
+                for name, value, at in counters(conn, tenant.id, EVENT_METRIC)}
+    breaker = breaker_row(conn, breaker_key(tenant))
     silent = [{"resourceType": r.resource_type, "changes": r.changes, "firstSeenAt": _iso(r.first_seen_at),
                "lastSeenAt": _iso(r.last_seen_at), "lastRunId": r.last_run_id}
-              for r in conn.execute(select(s.resource_type, s.changes, s.first_seen_at, s.last_seen_at,
-                                           s.last_run_id).where(s.tenant_id == tenant.id).order_by(s.resource_type))]
+              for r in silence_rows(conn, tenant.id)]
     local = now.astimezone(tenant.zone)
     return {
         "tenant": tenant.id,

@@ -9,7 +9,7 @@ from html import escape
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 
 from shared.queues.messages import CHANGES_QUEUE
 from shared.queues.port import QueuePort, poison_name
@@ -17,7 +17,14 @@ from shared.reads.charts import Span, bar_chart, dot_chart, lag_series, line_cha
 from shared.reads.health import FAILED, FRESHNESS_KINDS, TenantHealth, tenant_health
 from shared.settings import TenantConfig
 from shared.store.metrics import RATE_MINUTES, webhook_hours, webhook_rate
-from shared.store.schema import sync_runs, tenant_metrics, webhook_silence
+from shared.store.status import (
+    counter,
+    finished_runs_since,
+    latest_run,
+    recent_runs,
+    silence_rows,
+    successes_since,
+)
 
 REFRESH_SECONDS = 30
 RECENT_RUNS = 15
@@ -117,13 +124,8 @@ def page_state(health: TenantHealth, last_run: Any) -> str:
 def _history(conn: Connection, tenant_id: str, span: Span) -> tuple[list[datetime], list[Any]]:
     """The successful syncs the freshness chart needs (the latest before the span too), and the
     runs that started within it."""
-    r = sync_runs.c
-    fresh = (r.tenant_id == tenant_id) & r.kind.in_(FRESHNESS_KINDS) & (r.status == "completed")
-    successes = list(conn.execute(select(r.finished_at).where(fresh, r.finished_at > span.start)).scalars())
-    before = conn.execute(select(func.max(r.finished_at)).where(fresh, r.finished_at <= span.start)).scalar()
-    runs = list(conn.execute(select(r.started_at, r.finished_at, r.status).where(
-        r.tenant_id == tenant_id, r.started_at > span.start, r.finished_at.is_not(None))
-        .order_by(r.started_at.desc()).limit(CHART_RUNS)).all())
+    before, successes = successes_since(conn, tenant_id, FRESHNESS_KINDS, span.start)
+    runs = finished_runs_since(conn, tenant_id, span.start, CHART_RUNS)
     return [*([before] if before else []), *successes], runs
 
 
@@ -141,13 +143,10 @@ def _charts(conn: Connection, tenant: TenantConfig, now: datetime) -> str:
 
 
 def _card(conn: Connection, tenant: TenantConfig, now: datetime) -> str:
-    r, m, s = sync_runs.c, tenant_metrics.c, webhook_silence.c
     health = tenant_health(conn, tenant, now)
-    last_run = conn.execute(select(r.id, r.kind, r.status, r.started_at, r.finished_at, r.error)
-                            .where(r.tenant_id == tenant.id).order_by(r.started_at.desc()).limit(1)).first()
-    received, last_webhook = conn.execute(select(m.value, m.updated_at).where(
-        m.tenant_id == tenant.id, m.name == "webhook.received")).first() or (0, None)
-    silent = sum(conn.execute(select(s.changes).where(s.tenant_id == tenant.id)).scalars().all())
+    last_run = latest_run(conn, tenant.id)
+    received, last_webhook = counter(conn, tenant.id, "webhook.received")
+    silent = sum(row.changes for row in silence_rows(conn, tenant.id))
     rate = webhook_rate(conn, tenant.id, now)
     zone, state = tenant.zone, page_state(health, last_run)
     run = (f'{escape(last_run.kind)} · <span class="pill {escape(last_run.status)}">{escape(last_run.status)}</span>'
@@ -172,10 +171,8 @@ def _card(conn: Connection, tenant: TenantConfig, now: datetime) -> str:
 
 
 def _runs_table(conn: Connection, tenants: list[TenantConfig], now: datetime) -> str:
-    r = sync_runs.c
     zones = {t.id: t.zone for t in tenants}
-    recent = conn.execute(select(r.id, r.tenant_id, r.kind, r.status, r.processed, r.started_at, r.finished_at)
-                          .order_by(r.started_at.desc()).limit(RECENT_RUNS)).all()
+    recent = recent_runs(conn, RECENT_RUNS)
     rows = "".join(
         f'<tr><td data-label="Run"><code title="{escape(x.id)}">{escape(x.id[:8])}</code></td>'
         f'<td data-label="Tenant">{escape(x.tenant_id)}</td><td data-label="Kind">{escape(x.kind)}</td>'

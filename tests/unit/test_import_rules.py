@@ -79,10 +79,6 @@ def test_only_the_blueprints_import_azure_functions_and_nothing_imports_devtools
 SQL_TYPES = {"Connection", "Engine"}
 NO_SQL_PACKAGES = ("shared.sync", "shared.webhooks", "shared.source", "shared.service", "shared.reads",
                    "shared.metrics", "shared.fhir")
-# Still speaking SQL, to move behind shared/store next (issue 26): the read models. The list may
-# only shrink: a module that no longer needs its place here fails the test until it is removed.
-SQL_NOT_YET_MOVED = {"shared.reads.dashboard", "shared.reads.health", "shared.reads.practitioners",
-                     "shared.reads.runs", "shared.reads.status", "shared.reads.status_page"}
 
 
 def sql_names(tree: ast.Module) -> list[str]:
@@ -102,4 +98,4 @@ def sql_names(tree: ast.Module) -> list[str]:
 def test_only_the_store_speaks_sql() -> None:
     speaking = {name: found for name, tree in modules().items()
                 if name.startswith(NO_SQL_PACKAGES) and (found := sql_names(tree))}
-    assert set(speaking) == SQL_NOT_YET_MOVED, {n: speaking.get(n) for n in set(speaking) ^ SQL_NOT_YET_MOVED}
+    assert speaking == {}
