@@ -11,6 +11,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import httpx
 from sqlalchemy import Engine
@@ -22,8 +23,8 @@ from shared.queues.port import QueuePort
 from shared.settings import Settings, TenantConfig, load_settings
 from shared.source.budget import RateBudget
 from shared.source.registry import SourceRegistry, source_options
+from shared.store.breaker import DatabaseBreakerStore
 from shared.store.engine import create_store_engine
-from shared.store.health import DatabaseBreakerStore
 from shared.telemetry import configure_telemetry
 
 # Azurite's published development account key: the same on every machine, not a secret.
@@ -45,14 +46,15 @@ class Runtime:
     # How the source clients reach the network, one per event loop (None: httpx's own). A harness
     # passes one that watches or answers requests; the code under test sends as it always does.
     transport: Callable[[], httpx.AsyncBaseTransport] | None = None
+    # The wall clock the services read ("now" for schedules, leases, lags, the reads' answers).
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # Per event loop, forgotten with it: a loop's id can be reused once it is gone, and its
     # registry's httpx client belongs to the closed loop.
     _registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SourceRegistry] = field(
         default_factory=weakref.WeakKeyDictionary)
     # One per process, shared by every loop's registry: a Retry-After or an opened breaker that one
-    # worker meets holds the process's other workers at once (a store per loop kept its own copy
-    # for up to max_age, and the fault matrix's rate-limit-storm saw 1-2 requests arrive inside a
-    # Retry-After in 5 of 20 runs). Other instances still see it within max_age.
+    # worker meets holds the process's other workers at once; other instances see it within
+    # max_age (docs/faults.md, rate-limit-storm: what this did and did not change there).
     breaker_store: DatabaseBreakerStore = field(init=False)
 
     def __post_init__(self) -> None:
@@ -123,13 +125,17 @@ def start_telemetry(settings: Settings, *, host_forwards_logs: bool | None = Non
 
 
 def build_runtime(settings: Settings, *, queues: QueuePort | None = None,
-                  transport: Callable[[], httpx.AsyncBaseTransport] | None = None) -> Runtime:
-    """The real adapters from settings; ``queues`` and ``transport`` replace theirs (the local
-    host's in-memory queues, a harness's watching transport)."""
+                  transport: Callable[[], httpx.AsyncBaseTransport] | None = None,
+                  clock: Callable[[], datetime] | None = None) -> Runtime:
+    """The real adapters from settings; ``queues``, ``transport`` and ``clock`` replace theirs (the
+    local host's in-memory queues, a harness's watching transport, a test's fixed time)."""
     start_telemetry(settings)
     tenants = {t.id: t for t in settings.load_tenants()}
-    return Runtime(settings, create_store_engine(settings), tenants, queues or queue_port(settings),
-                   transport=transport)
+    runtime = Runtime(settings, create_store_engine(settings), tenants, queues or queue_port(settings),
+                      transport=transport)
+    if clock is not None:
+        runtime.clock = clock
+    return runtime
 
 
 _runtime: Runtime | None = None

@@ -197,8 +197,8 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from shared.importer.progress import CountProgress
     from shared.source.errors import SourceError, TransientError
     from shared.source.registry import SourceRegistry, source_options
+    from shared.store.breaker import DatabaseBreakerStore
     from shared.store.engine import create_store_engine, write_transaction
-    from shared.store.health import DatabaseBreakerStore
     from shared.store.runs import RunActive, load_position, reap_stale, start_run
     from shared.store.tenants import sync_tenants
     from shared.sync.reconcile import run_reconcile

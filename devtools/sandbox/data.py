@@ -78,6 +78,11 @@ class SandboxData:
             self.order[kind].sort()
 
     # -- storage ---------------------------------------------------------------------------
+    def write(self, resource: dict[str, Any], updated: datetime, version: int) -> Stored:
+        """Store a resource as the source would hold it, at ``updated`` with ``version`` (a test
+        sets up a source's state this way: an edit that bypasses churn, a clock skew)."""
+        return self._put(resource, updated, version, index=True)
+
     def _put(self, resource: dict[str, Any], updated: datetime, version: int, *, index: bool = False) -> Stored:
         kind, rid = resource["resourceType"], resource["id"]
         resource["meta"] = {"versionId": str(version), "lastUpdated": _instant(updated)}

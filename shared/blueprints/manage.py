@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 import azure.functions as func
@@ -69,7 +69,7 @@ def replay_sync(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
     if unknown or len(raw_types) > len(TYPE_ORDER):
         raise Refused(400, "bad-type", expected=list(TYPE_ORDER))
     since = parse_instant(req.params.get("since", ""))
-    now = datetime.now(UTC)
+    now = rt.clock()
     if since is None or since >= now:
         raise Refused(400, "bad-since", expected=f"an ISO 8601 time with an offset, in the past, {RANGE_TEXT}")
     types = [t for t in TYPE_ORDER if t in raw_types] or None
@@ -104,7 +104,7 @@ def sync_run(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
     tenant = route_tenant(rt, req)
     run_id = route_run_id(req)
     with rt.engine.connect() as conn:
-        run = run_detail(conn, tenant.id, run_id, datetime.now(UTC))
+        run = run_detail(conn, tenant.id, run_id, rt.clock())
     if run is None:
         raise Refused(404, "unknown-run")
     return answer(200, run)
@@ -117,7 +117,7 @@ def sync_runs(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
     tenant = route_tenant(rt, req)
     limit = query_limit(req, default=20, maximum=100)
     with rt.engine.connect() as conn:
-        history = run_history(conn, tenant.id, limit, datetime.now(UTC))
+        history = run_history(conn, tenant.id, limit, rt.clock())
     return answer(200, history)
 
 
@@ -170,5 +170,5 @@ def redrive_poison(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
 def sync_status(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
     tenant = route_tenant(rt, req)
     with rt.engine.connect() as conn:
-        status = tenant_status(conn, tenant, rt.queues, rt.rate_budget(tenant.id), datetime.now(UTC))
+        status = tenant_status(conn, tenant, rt.queues, rt.rate_budget(tenant.id), rt.clock())
     return answer(200, status)

@@ -7,7 +7,7 @@ Tenant-scoped reads take the tenant from the route only and filter every query b
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import date
 
 import azure.functions as func
 
@@ -44,7 +44,7 @@ def parse_day(text: str) -> date | None:
 def dashboard_http(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
     practitioner_id = req.route_params.get("practitioner", "")
     tenant = route_tenant(rt, req)
-    now = datetime.now(UTC)
+    now = rt.clock()
     raw_date = req.params.get("date")
     day = parse_day(raw_date) if raw_date is not None else now.astimezone(tenant.zone).date()
     if day is None:
@@ -78,7 +78,7 @@ def practitioners_http(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
 @http_function("health")
 def health_http(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
     """One status per tenant; 503 when any enabled tenant is in error (for load balancers)."""
-    now = datetime.now(UTC)
+    now = rt.clock()
     with rt.engine.connect() as conn:
         tenants = [tenant_health(conn, t, now) for t in sorted(rt.tenants.values(), key=lambda t: t.id)]
     worst = "error" if any(t.status == "error" for t in tenants) else (
@@ -93,7 +93,7 @@ def health_http(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
 def status_page_http(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
     """The operators' HTML page; a JSON 503 (with Retry-After) when the database does not answer."""
     with rt.engine.connect() as conn:
-        page = status_page(conn, sorted(rt.tenants.values(), key=lambda t: t.id), rt.queues, datetime.now(UTC))
+        page = status_page(conn, sorted(rt.tenants.values(), key=lambda t: t.id), rt.queues, rt.clock())
     return func.HttpResponse(page, status_code=200, mimetype="text/html", charset="utf-8",
                              headers={"Cache-Control": "no-store"})
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import UTC, datetime
 
 import azure.functions as func
 
@@ -38,7 +37,7 @@ def receive_webhook_http(req: func.HttpRequest) -> func.HttpResponse:
         log.error("webhook outcome=unavailable reason=%s", exc.__class__.__name__)
         return json_response(Answer(503, {"error": "temporarily-unavailable"}, {"Retry-After": "30"}))
     answer = receive_webhook(rt.engine, rt.queues, tenant, event, dict(req.headers), req.get_body(),
-                             datetime.now(UTC), rt.metrics)
+                             rt.clock(), rt.metrics)
     if answer.status == 202:
         failpoints.hit("webhook.after_enqueue")
     if tenant is not None:  # an unknown tenant's name comes from the URL: not a dimension

@@ -60,6 +60,13 @@ class InMemoryQueues:
                 if stored.id == message.id and stored.receipt == message.receipt:
                     stored.visible_at = self.clock() + delay
 
+    def pending(self, queue: str) -> list[tuple[str, float]]:
+        """Every message of the queue, visible or not: (text, seconds until it is visible, 0 if
+        now). What a test asks of a delayed send; a consumer receives instead."""
+        now = self.clock()
+        with self._lock:
+            return [(s.text, max(s.visible_at - now, 0.0)) for s in self._queues.get(queue, [])]
+
     def count(self, queue: str) -> int:
         with self._lock:
             return len(self._queues.get(queue, []))

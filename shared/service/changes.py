@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
 from shared import failpoints
 from shared.bootstrap import Runtime
@@ -49,7 +49,7 @@ async def apply_change_message(rt: Runtime, text: str) -> ApplyResult:
         failpoints.hit("apply.after_commit")
         event_log.info("apply tenant=%s type=%s id=%s outcome=%s", message.tenant, message.type, message.id,
                        result.outcome)
-    record_apply(rt.metrics, message, result, datetime.now(UTC))
+    record_apply(rt.metrics, message, result, rt.clock())
     rt.metrics.maybe_flush(rt.engine)
     return result
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from shared.bootstrap import Runtime
 from shared.queues.messages import CHANGES_QUEUE, ChangeMessage, decode
@@ -29,7 +29,7 @@ def redrive_changes(rt: Runtime, tenant_id: str) -> tuple[int, int]:
     """Returns (moved, left for other tenants); raises RedriveRunning."""
     holder = f"{tenant_id}:{uuid.uuid4()}"
     with write_transaction(rt.engine) as conn:
-        if not take_lease(conn, REDRIVE_LEASE, holder, datetime.now(UTC), REDRIVE_LEASE_TTL):
+        if not take_lease(conn, REDRIVE_LEASE, holder, rt.clock(), REDRIVE_LEASE_TTL):
             raise RedriveRunning(tenant_id)
     try:
         moved, kept = redrive_pass(rt.queues, tenant_id)

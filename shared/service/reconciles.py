@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -90,7 +90,7 @@ async def reconcile_step(rt: Runtime, text: str, *, redelivered: bool = False, l
     client = rt.sources().client(tenant)
     deadline = time.monotonic() + rt.settings.reconcile_time_budget
     try:
-        silence = silence_check(tenant, rt.settings.webhook_silent_grace, datetime.now(UTC))
+        silence = silence_check(tenant, rt.settings.webhook_silent_grace, rt.clock())
         finished = await run(rt.engine, client, tenant, lease, deadline=deadline, only=message.types,
                              since=message.since, silence=silence)
     except LeaseLost:
@@ -144,7 +144,7 @@ def fan_out(rt: Runtime, now: datetime | None = None) -> list[tuple[str, str]]:
     never fully loaded gets its full run alone — and one for every confirmed webhook gap; returns
     them. A due kind whose run is still going gets a message anyway: reconcile_step acknowledges
     it as already running."""
-    now = now or datetime.now(UTC)
+    now = now or rt.clock()
     with write_transaction(rt.engine) as conn:
         reaped = reap_stale(conn, older_than=timedelta(seconds=4 * rt.settings.run_stale_after), now=now)
         forget_expired(conn, now)

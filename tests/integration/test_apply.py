@@ -84,7 +84,7 @@ def test_unmappable_is_acknowledged_with_the_reason(engine: Engine, sandbox: San
     with sandbox.data.lock:
         stored_one = sandbox.data.by_type["Appointment"]["AP-3000002"]
         resource = {**stored_one.resource, "status": "teleported"}
-        sandbox.data._put(resource, stored_one.updated, stored_one.version, index=True)
+        sandbox.data.write(resource, stored_one.updated, stored_one.version)
     (result,) = apply_all(engine, sandbox, [ChangeMessage(tenant="demo", type="Appointment", id="AP-3000002")])
     assert result.outcome == "unmappable" and "unmapped status 'teleported'" in (result.reason or "")
     assert stored(engine, "AP-3000002") is None

@@ -32,13 +32,23 @@ def function(name: str) -> Any:
     return registered_functions()[name].get_user_function()
 
 
+class AheadClock:
+    """time.monotonic, or that many seconds ahead of it: the queues' clock in these tests."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.ahead
+
+
 @pytest.fixture
 def setup(database_url: str, tmp_path: Path) -> Iterator[tuple[Sandbox, InMemoryQueues]]:
     box = Sandbox(SandboxData(SyntheticCounts(2, 30, 120, 20), seed=6, anchor=NOW), SandboxConfig(rate_limit=0)).start()
     tenants = tmp_path / "tenants.json"
     tenants.write_text(json.dumps([{"id": "demo", "name": "Demo", "fhir_base_url": box.base_url,
                                     "client_id": "sandbox-client", "client_secret": "sandbox-secret"}]))
-    queues = InMemoryQueues()
+    queues = InMemoryQueues(clock=AheadClock())
     runtime = build_runtime(load_settings(database_url=database_url, tenants_file=tenants, reconcile_time_budget=0.05),
                             queues=queues)
     use_runtime(runtime)
@@ -90,9 +100,9 @@ def test_a_throttled_change_is_put_back_with_a_delay_not_failed(setup: tuple[San
     assert count("clients") == 1
     assert queues.count("changes") == 1
     assert queues.receive("changes", max_messages=1, visibility_timeout=30) == []  # invisible until Retry-After
-    (stored,) = queues._queues["changes"]
-    assert 50 < stored.visible_at - time.monotonic() <= 61
-    assert decode(stored.text, ChangeMessage) == second.model_copy(update={"deferrals": 1})
+    ((text, wait),) = queues.pending("changes")
+    assert 50 < wait <= 61
+    assert decode(text, ChangeMessage) == second.model_copy(update={"deferrals": 1})
     # A minute later (the Retry-After every instance honours, kept in source_health, has passed)
     # the put-back change applies.
     from shared.bootstrap import runtime
@@ -103,7 +113,8 @@ def test_a_throttled_change_is_put_back_with_a_delay_not_failed(setup: tuple[San
     with write_transaction(runtime().engine) as conn:
         assert conn.execute(source_health.update().values(not_before=0)).rowcount == 1
     time.sleep(runtime().breaker_store.max_age)  # the process's one copy of that state ages out
-    stored.visible_at = time.monotonic()
+    assert isinstance(queues.clock, AheadClock)
+    queues.clock.ahead = 61  # the queue's own clock, passed in: a minute later for it
     (message,) = queues.receive("changes", max_messages=1, visibility_timeout=30)
     assert message.dequeue_count == 1
     asyncio.run(apply(func.QueueMessage(body=message.text.encode())))
@@ -149,12 +160,12 @@ def test_a_change_of_a_tenant_with_refused_credentials_waits_for_them(database_u
 
         asyncio.run(two_changes())
         assert count("clients") == 0 and queues.count("changes") == 2
-        assert all(110 < m.visible_at - time.monotonic() <= 121 for m in queues._queues["changes"])
+        assert all(110 < wait <= 121 for _text, wait in queues.pending("changes"))
         assert box.requests == 1  # the second change did not present the refused secret again
         from shared.bootstrap import runtime
 
         runtime().engine.dispose()
-        parked = [m.text for m in queues._queues["changes"]]
+        parked = [text for text, _wait in queues.pending("changes")]
         queues = configure("sandbox-secret")  # fixed: a new app setting restarts the app
         for text in parked:
             asyncio.run(function("apply_change_message")(func.QueueMessage(body=text.encode())))
@@ -365,3 +376,23 @@ def test_tenant_schedules_are_validated_at_start_up() -> None:
     with pytest.raises(SettingsError, match="schedule: Value error, expected NCRONTAB"):
         parse_tenants(json.dumps([{"id": "x", "name": "X", "fhir_base_url": "http://h/main", "client_id": "c",
                                    "client_secret": "s", "schedule": "61 * * * * *"}]), source="t")
+
+
+def test_the_runtime_clock_is_the_time_the_functions_answer_with(database_url: str, tmp_path: Path) -> None:
+    """The services and the HTTP functions read the runtime's clock, so a test passes a time in."""
+    fixed = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    tenants = tmp_path / "tenants.json"
+    tenants.write_text(json.dumps([{"id": "demo", "name": "Demo", "fhir_base_url": "http://127.0.0.1:9/main",
+                                    "client_id": "c", "client_secret": "s"}]))
+    runtime = build_runtime(load_settings(database_url=database_url, tenants_file=tenants), queues=InMemoryQueues(),
+                            clock=lambda: fixed)
+    use_runtime(runtime)
+    try:
+        from shared.service.reconciles import fan_out
+
+        answer = function("health")(func.HttpRequest("GET", "http://localhost/api/health", body=b""))
+        assert json.loads(answer.get_body())["checkedAt"] == fixed.isoformat()
+        assert fan_out(runtime) == [("demo", "full")]  # due at the fixed time: never loaded
+    finally:
+        use_runtime(None)
+        runtime.engine.dispose()

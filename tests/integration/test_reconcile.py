@@ -153,8 +153,8 @@ def test_records_leaving_a_window_mid_read_do_not_hide_others(engine: Engine, sa
                 for pid in rng.sample(patients[:30], 4):  # records on pages not yet read
                     stored = sandbox.data.by_type["Patient"][pid]
                     resource = dict(stored.resource)
-                    sandbox.data._put(resource, datetime.now(UTC) + timedelta(seconds=len(touched)),
-                                      stored.version + 1, index=True)
+                    sandbox.data.write(resource, datetime.now(UTC) + timedelta(seconds=len(touched)),
+                                      stored.version + 1)
                     touched.add(pid)
 
     assert reconcile(engine, sandbox, start(engine), page_size=10, on_progress=churn_patients)
@@ -173,7 +173,7 @@ def test_a_window_that_keeps_shifting_keeps_its_watermark(engine: Engine, sandbo
             with sandbox.data.lock:
                 pid = rng.choice(patients)
                 stored = sandbox.data.by_type["Patient"][pid]
-                sandbox.data._put(dict(stored.resource), datetime.now(UTC), stored.version + 1, index=True)
+                sandbox.data.write(dict(stored.resource), datetime.now(UTC), stored.version + 1)
 
     assert reconcile(engine, sandbox, start(engine), page_size=10, on_progress=churn_always)
     with engine.connect() as conn:

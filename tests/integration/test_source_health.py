@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from shared.queues.memory import InMemoryQueues
 from shared.source.breaker import OPEN, BreakerPolicy, CircuitBreaker
-from shared.store.health import DatabaseBreakerStore
+from shared.store.breaker import DatabaseBreakerStore
 from tests.fakes import installed_runtime
 
 
