@@ -61,13 +61,16 @@ class SlidingWindow:
 @dataclass(kw_only=True)  # by name: a positional call once passed the rng as hang_rate
 class Faults:
     """Injected trouble: a share of 5xx answers, dropped connections, requests that hang (held for
-    ``hang_ms``, then dropped unanswered: the client's timeout must fire), added latency."""
+    ``hang_ms``, then dropped unanswered: the client's timeout must fire), added latency, and
+    ``hidden`` ids that searches leave out while a read by id still finds them (a listing that
+    misses a record: delete detection must confirm before it deletes)."""
 
     error_rate: float = 0.0
     drop_rate: float = 0.0
     latency_ms: int = 0
     hang_rate: float = 0.0
     hang_ms: int = 5000
+    hidden: set[str] = field(default_factory=set)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     def draw(self) -> str | int | None:

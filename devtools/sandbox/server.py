@@ -292,6 +292,8 @@ class _Handler(BaseHTTPRequestHandler):
         if count < 1 or page < 1:
             raise BadRequest("_count and page must be positive")
         total, chunk = self.sandbox.data.search(kind, params, offset=(page - 1) * count, limit=count)
+        if hidden := self.sandbox.config.faults.hidden:
+            chunk = [stored for stored in chunk if stored.resource["id"] not in hidden]
         base = self.sandbox.base_url
         query = {k: v for k, v in params.items() if k != "page"}
         links = [{"relation": "self", "url": f"{base}/{kind}?{urlencode({**query, 'page': page}, doseq=True)}"}]
