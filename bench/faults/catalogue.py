@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select, text
@@ -71,10 +70,9 @@ def _storm(on: bool) -> Hook:
             box.config.rate_limit = box.limiter.limit = 30 if on else 3000
             box.config.advertise_limit = index == 0 or not on
             if on:
-                box.limiter.admit = _watching(run, tenant.id, box.limiter.admit)  # type: ignore[method-assign]  # issue 26: a seam
+                box.limiter.watch = _watching(run, tenant.id)
                 continue
-            if "admit" in vars(box.limiter):
-                del box.limiter.admit  # the watch ends with the storm: the counts below are final
+            box.limiter.watch = None  # the watch ends with the storm: the counts below are final
             refused = run.counters.get(f"429s {tenant.id}", 0)
             # The silent sources must refuse some (the app learns their limit no other way); t0's
             # may refuse none: the app can pace itself by the budget it advertises from the start.
@@ -98,21 +96,19 @@ STORM_BOUND = 2 * 24
 HOLD_GRACE = 1.5  # the source's view: requests already in flight when it answered 429
 
 
-def _watching(run: Run, tenant_id: str, admit: Callable[[str], tuple[bool, int, int]],
-              clock: Callable[[], float] = time.monotonic) -> Callable[..., Any]:
+def _watching(run: Run, tenant_id: str) -> Callable[[str, float, tuple[bool, int, int]], None]:
     """Count the 429s, and the requests that arrive well inside a Retry-After announced earlier
     (from HOLD_GRACE after the 429 until the time it named). Those are reported, not failed: on a
     loaded machine a request the app sent before the 429 reached it can arrive this late (its
     answer and this process both wait for a CPU). Whether the app sent any after it had the 429
-    is the host's log's to say (HoldWatch). ``clock``: monotonic, like the sandbox's limiter."""
+    is the host's log's to say (HoldWatch). The sandbox's limiter calls it with each decision and
+    the (monotonic) time the request arrived."""
     holds: list[tuple[float, float]] = []  # (announced at, until), monotonic like the sandbox's limiter
     lock = threading.Lock()
 
-    def watched(client: str) -> tuple[bool, int, int]:
-        now = clock()
+    def watched(client: str, now: float, verdict: tuple[bool, int, int]) -> None:
         with lock:
             into = max((now - at for at, until in holds if at + HOLD_GRACE <= now < until - 0.05), default=None)
-        verdict = admit(client)
         if into is not None:  # sent before the app had the 429, or the host's log says otherwise
             run.count(f"arrived late in a Retry-After {tenant_id}")
             run.peak(f"latest ms into one {tenant_id}", round(into * 1000))
@@ -120,7 +116,6 @@ def _watching(run: Run, tenant_id: str, admit: Callable[[str], tuple[bool, int, 
             run.count(f"429s {tenant_id}")
             with lock:
                 holds.append((now, now + verdict[2]))
-        return verdict
     return watched
 
 

@@ -42,12 +42,20 @@ class SlidingWindow:
 
     def __init__(self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit, self.window, self.clock = limit, window, clock
+        # Told of every decision (client, when, verdict): a harness counts 429s and late arrivals.
+        self.watch: Callable[[str, float, tuple[bool, int, int]], None] | None = None
         self._seen: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
     def admit(self, client: str) -> tuple[bool, int, int]:
         """(admitted, remaining, retry_after seconds when refused)."""
         now = self.clock()
+        verdict = self._decide(client, now)
+        if self.watch is not None:
+            self.watch(client, now, verdict)
+        return verdict
+
+    def _decide(self, client: str, now: float) -> tuple[bool, int, int]:
         with self._lock:
             seen = self._seen.setdefault(client, deque())
             while seen and seen[0] <= now - self.window:

@@ -91,7 +91,6 @@ def test_a_run_the_harness_cannot_finish_is_a_failed_run_and_the_matrix_goes_on(
 def test_the_storm_watch_counts_requests_that_arrive_well_inside_an_announced_retry_after() -> None:
     """The source's view of rate-limit-storm: from HOLD_GRACE after a 429 until the time its
     Retry-After named, requests that still arrive are counted (and how late), for the log line."""
-    now = [100.0]
     counters: dict[str, int] = {}
 
     class Counting:
@@ -101,18 +100,12 @@ def test_the_storm_watch_counts_requests_that_arrive_well_inside_an_announced_re
         def peak(self, name: str, value: int) -> None:
             counters[name] = max(counters.get(name, 0), value)
 
-    answers = iter([(False, 0, 10), (False, 0, 9), (True, 5, 0), (True, 4, 0), (True, 3, 0)])
-    watched = catalogue._watching(Counting(), "t1", lambda client: next(answers),  # type: ignore[arg-type]  # a stand-in
-                               clock=lambda: now[0])
-    watched("c")  # 429 at 100: hold until 110
-    now[0] = 100.5
-    watched("c")  # in flight when the 429 came (within the grace): another 429, not counted as early
-    now[0] = 105.0
-    watched("c")  # well inside the hold: counted
-    now[0] = 110.0
-    watched("c")  # the hold is over
-    now[0] = 111.0
-    watched("c")
+    watched = catalogue._watching(Counting(), "t1")  # type: ignore[arg-type]  # a stand-in Run
+    watched("c", 100.0, (False, 0, 10))  # 429 at 100: hold until 110
+    watched("c", 100.5, (False, 0, 9))  # in flight when the 429 came (within the grace): not counted as early
+    watched("c", 105.0, (True, 5, 0))  # well inside the hold: counted
+    watched("c", 110.0, (True, 4, 0))  # the hold is over
+    watched("c", 111.0, (True, 3, 0))
     assert counters["429s t1"] == 2 and counters["arrived late in a Retry-After t1"] == 1
     assert counters["latest ms into one t1"] == 5000
 
