@@ -31,7 +31,7 @@ from shared.store.mirror import write_rows
 
 @dataclass(frozen=True)
 class ApplyResult:
-    outcome: str  # applied | deleted | unmappable | deferred (put back, see handle_change)
+    outcome: str  # applied | deleted | unmappable | deferred (put back: shared.service.changes)
     counts: UpsertCounts
     reason: str | None = None
 
