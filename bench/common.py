@@ -42,20 +42,25 @@ def sqlite_engine() -> Iterator[Engine]:
 
 
 @contextmanager
-def postgres_engine(admin_url: str, name: str) -> Iterator[Engine]:
-    """A fresh database ``name`` on the server of ``admin_url``, dropped afterwards."""
+def postgres_database(admin_url: str, name: str) -> Iterator[str]:
+    """A fresh, empty database ``name`` on the server of ``admin_url`` (its URL), dropped afterwards."""
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     try:
-        with migrated_engine(url) as engine:
-            yield engine
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextmanager
+def postgres_engine(admin_url: str, name: str) -> Iterator[Engine]:
+    """A fresh, migrated database ``name`` on the server of ``admin_url``, dropped afterwards."""
+    with postgres_database(admin_url, name) as url, migrated_engine(url) as engine:
+        yield engine
 
 
 STATUSES = ("booked", "attended", "cancelled", "no_show")

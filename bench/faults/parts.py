@@ -2,6 +2,7 @@
 tenants and their sandboxes, a run's state, a fault, an outcome."""
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import subprocess
@@ -15,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, text
 
-from bench.common import wait_for
+from bench.common import postgres_database, wait_for
 from devtools.sandbox.notify import Notifier
 from devtools.sandbox.server import Sandbox
 from shared.failpoints import CRASH_EXIT_CODE
@@ -161,27 +161,15 @@ def install_regression_log(engine: Engine) -> None:
 @contextmanager
 def fresh_database(kind: str, folder: Path, name: str, postgres_url: str) -> Iterator[str]:
     """A migrated, empty database with the regression log; its URL."""
-    if kind == "sqlite":
-        url = f"sqlite:///{folder / 'mirror.db'}"
-        admin = None
-    else:
-        admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    try:
+    with contextlib.ExitStack() as stack:
+        url = (f"sqlite:///{folder / 'mirror.db'}" if kind == "sqlite"
+               else stack.enter_context(postgres_database(postgres_url, name)))
         settings = load_settings(database_url=url)
         migrate(settings)
         engine = create_store_engine(settings)
         install_regression_log(engine)
         engine.dispose()
         yield url
-    finally:
-        if admin is not None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
 
 
 @dataclass
