@@ -228,7 +228,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
         try:
             asyncio.run(run())
         except SourceError as exc:
-            url, held = str(tenant.fhir_base_url), getattr(exc, "retry_at", None)
+            url, held = tenant.source_url, getattr(exc, "retry_at", None)
             if exc.unreachable:
                 hint = (f"\n       nothing answers at {url}: is the source running, and the URL right? For the "
                         f"bundled sandbox, start it first: python -m shared.cli sandbox --port {_port_of(url)}")
@@ -253,7 +253,7 @@ def cmd_tenants(settings: Settings, _args: argparse.Namespace) -> int:
     tenants = settings.load_tenants()
     for t in tenants:
         print(f"{t.id}\t{t.name}\t{t.timezone}\t{t.webhook_scheme}\t{len(t.webhook_secrets)} webhook secret(s)\t"
-              f"{'enabled' if t.enabled else 'disabled'}\t{t.fhir_base_url}")
+              f"{'enabled' if t.enabled else 'disabled'}\t{t.source}\t{t.source_url}")
     print(f"{len(tenants)} tenant(s) valid", file=sys.stderr)
     return EXIT_OK
 

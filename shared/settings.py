@@ -18,14 +18,19 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.records import ResourceType
+from shared.rest.load import load_spec, spec_path
+from shared.rest.spec import AUTH_CREDENTIALS, SourceSpec
+from shared.settings_errors import SettingsError, describe_validation_error, validation_problems
 from shared.sync.schedule import is_valid
 
 # The types whose changes a tenant's webhooks announce unless its configuration says otherwise.
 DEFAULT_WEBHOOK_TYPES: tuple[ResourceType, ...] = ("Patient", "Appointment", "Invoice")
 
+APP_ROOT = Path(__file__).resolve().parent.parent  # spec paths in SYNC_TENANTS_JSON are read from here
 DEFAULT_DATABASE_URL = "sqlite:///./.data/mirror.db"
 WebhookScheme = Literal["halaxy", "hmac-sha256", "standard-webhooks"]
 
@@ -40,10 +45,6 @@ def _valid_schedule(value: str) -> str:
 Schedule = Annotated[str, AfterValidator(_valid_schedule)]
 
 
-class SettingsError(ValueError):
-    """Invalid configuration. The message names each bad field and never echoes its value."""
-
-
 class TenantConfig(BaseModel):
     """One practice: its source, credentials, webhook authentication and schedule."""
 
@@ -52,9 +53,24 @@ class TenantConfig(BaseModel):
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
     name: Annotated[str, Field(min_length=1, max_length=200)]
     timezone: str = "Australia/Sydney"
-    fhir_base_url: AnyHttpUrl
-    client_id: Annotated[str, Field(min_length=1)]
-    client_secret: SecretStr
+    # fhir: a FHIR R4 source at fhir_base_url (Halaxy); rest: a source described by a spec file
+    # (a bundled name such as "cliniko", or a path relative to the tenants file).
+    source: Literal["fhir", "rest"] = "fhir"
+    fhir_base_url: AnyHttpUrl | None = None
+    spec: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    base_url: AnyHttpUrl | None = None  # rest: overrides the spec's base_url
+    # Credentials; which ones a rest tenant needs follows from its spec's auth kind.
+    client_id: Annotated[str, Field(min_length=1)] | None = None
+    client_secret: SecretStr | None = None
+    username: SecretStr | None = None
+    password: SecretStr | None = None
+    api_key: SecretStr | None = None
+    # rest: values for the spec's {placeholders} (PEMS: the organization).
+    variables: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")], str] = Field(default_factory=dict)
+    # The source's request limit per minute (unset: the spec's, or Halaxy's 500) and the page size
+    # reconciles ask for (unset: the spec's default; at most the spec's maximum).
+    rate_limit: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    page_size: Annotated[int, Field(ge=1, le=100_000)] | None = None
     webhook_scheme: WebhookScheme = "halaxy"
     webhook_secrets: list[SecretStr] = Field(default_factory=list)
     # When each reconcile kind is due (evaluated in the tenant's timezone): incremental is the
@@ -86,12 +102,65 @@ class TenantConfig(BaseModel):
             raise ValueError("unknown IANA timezone (for example 'Australia/Sydney')") from None
         return value
 
-    @field_validator("client_secret")
+    @field_validator("client_secret", "api_key")
     @classmethod
-    def _secret_not_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value():
+    def _secret_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
             raise ValueError("must not be empty")
         return value
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> TenantConfig:
+        # PydanticCustomError: the message as written, without pydantic's "Value error, " prefix.
+        if self.source == "fhir":
+            missing = [f for f in ("fhir_base_url", "client_id", "client_secret") if getattr(self, f) is None]
+            if missing:
+                raise PydanticCustomError("missing", f"{', '.join(missing)}: Field required (a fhir tenant needs "
+                                          "fhir_base_url, client_id and client_secret)")
+            stray = [f for f in ("spec", "base_url", "username", "password", "api_key") if getattr(self, f) is not None]
+            if stray or self.variables:
+                raise PydanticCustomError("rest_only", f"{', '.join(stray or ['variables'])}: only for a rest tenant; "
+                                          'add "source": "rest" and a "spec", or remove them')
+        elif self.spec is None:
+            raise PydanticCustomError("missing", 'spec: Field required (a rest tenant names a bundled spec or a '
+                                      "spec file)")
+        elif self.fhir_base_url is not None:
+            raise PydanticCustomError("fhir_only", "fhir_base_url: only for a fhir tenant; a rest tenant's address "
+                                      'is its spec\'s base_url, or "base_url" to override it')
+        return self
+
+    @property
+    def is_fhir(self) -> bool:
+        return self.source == "fhir"
+
+    def credential(self, name: str) -> str:
+        """A credential's value ("" for an unset password: Cliniko's API key has none)."""
+        value = getattr(self, name)
+        if value is None:
+            if name == "password":
+                return ""
+            raise SettingsError(f"tenant {self.id}: {name} is not set")
+        return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+    def rest_spec(self) -> SourceSpec:
+        """A rest tenant's spec (read once per file version)."""
+        if self.spec is None:
+            raise SettingsError(f"tenant {self.id}: not a rest tenant")
+        return load_spec(spec_path(self.spec, None))
+
+    @property
+    def source_url(self) -> str:
+        """Where the source answers: the FHIR base, or a rest tenant's base URL (its spec's unless overridden)."""
+        if self.is_fhir:
+            return self.fhir_url
+        return str(self.base_url or self.rest_spec().base_url).rstrip("/")
+
+    @property
+    def fhir_url(self) -> str:
+        """A fhir tenant's FHIR base URL, without a trailing slash."""
+        if self.fhir_base_url is None:
+            raise SettingsError(f"tenant {self.id}: not a fhir tenant")
+        return str(self.fhir_base_url).rstrip("/")
 
     @field_validator("webhook_secrets")
     @classmethod
@@ -202,10 +271,11 @@ class Settings(BaseSettings):
             text = self.tenants_file.read_text(encoding="utf-8")
         except OSError as exc:
             raise SettingsError(f"tenants file {self.tenants_file}: cannot read ({exc.strerror})") from None
-        return parse_tenants(text, source=str(self.tenants_file))
+        return parse_tenants(text, source=str(self.tenants_file), spec_folder=self.tenants_file.parent)
 
 
-def parse_tenants(text: str, *, source: str) -> list[TenantConfig]:
+def parse_tenants(text: str, *, source: str, spec_folder: Path = APP_ROOT) -> list[TenantConfig]:
+    """Tenants from JSON text; a rest tenant's spec path is read relative to ``spec_folder``."""
     if text.lstrip().startswith("@Microsoft.KeyVault("):
         # App Service hands the reference through as text when it could not resolve it (the secret
         # did not exist when the app resolved it, or the identity may not read it).
@@ -219,9 +289,46 @@ def parse_tenants(text: str, *, source: str) -> list[TenantConfig]:
     if isinstance(raw, list):
         raw = {"tenants": raw}
     try:
-        return TenantsFile.model_validate(raw).tenants
+        tenants = TenantsFile.model_validate(raw).tenants
     except ValidationError as exc:
-        raise SettingsError(f"{source}: {describe_validation_error(exc, raw)}") from None
+        raise SettingsError("\n".join(f"{source}: {problem}" for problem in validation_problems(exc, raw))) from None
+    return _with_specs(tenants, source=source, folder=spec_folder)
+
+
+def _with_specs(tenants: list[TenantConfig], *, source: str, folder: Path) -> list[TenantConfig]:
+    """Rest tenants with their spec read (its path made absolute) and checked against it: every
+    problem of every tenant, one line each, before anything starts."""
+    problems: list[str] = []
+    resolved = []
+    for i, tenant in enumerate(tenants):
+        if tenant.source != "rest" or tenant.spec is None:
+            resolved.append(tenant)
+            continue
+        where = f"{source}: tenants[{i}](id={tenant.id})"
+        path = spec_path(tenant.spec, folder)
+        try:
+            spec = load_spec(path)
+        except SettingsError as exc:
+            problems.append(f"{where}.spec: {tenant.spec!r} is not usable:")
+            problems.extend(f"  {line}" for line in str(exc).splitlines())
+            continue
+        problems.extend(f"{where}.{p}" for p in _against_spec(tenant, spec))
+        resolved.append(tenant.model_copy(update={"spec": str(path.resolve())}))
+    if problems:
+        raise SettingsError("\n".join(problems))
+    return resolved
+
+
+def _against_spec(tenant: TenantConfig, spec: SourceSpec) -> list[str]:
+    problems = [f"{name}: required by the spec's auth ({spec.auth.kind})"
+                for name in AUTH_CREDENTIALS[spec.auth.kind] if getattr(tenant, name) is None]
+    problems += [f"variables.{name}: the spec's requests need it" for name in spec.variables
+                 if name not in tenant.variables]
+    problems += [f"variables.{name}: the spec has no such variable ({', '.join(spec.variables) or 'none'})"
+                 for name in tenant.variables if name not in spec.variables]
+    if tenant.page_size is not None and tenant.page_size > spec.page_size.max:
+        problems.append(f"page_size: at most {spec.page_size.max} for this source")
+    return problems
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -230,26 +337,3 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]  # values are validated here, by pydantic
     except ValidationError as exc:
         raise SettingsError(f"invalid settings: {describe_validation_error(exc)}") from None
-
-
-def describe_validation_error(exc: ValidationError, raw: object = None) -> str:
-    """Field paths and messages only: pydantic's default text echoes input values (secrets)."""
-    parts = []
-    for error in exc.errors(include_input=False, include_context=False, include_url=False):
-        parts.append(f"{_field_path(error['loc'], raw)}: {error['msg']}")
-    return "; ".join(parts)
-
-
-def _field_path(loc: tuple[int | str, ...], raw: object) -> str:
-    # Name a tenant by its id rather than its list index where the id is readable.
-    path: list[str] = []
-    node = raw
-    for part in loc:
-        if isinstance(part, int) and isinstance(node, list) and part < len(node):
-            node = node[part]
-            ident = node.get("id") if isinstance(node, dict) else None
-            path.append(f"[{part}]" + (f"(id={ident})" if isinstance(ident, str) else ""))
-            continue
-        node = node.get(part) if isinstance(node, dict) else None
-        path.append(f".{part}" if path else str(part))
-    return "".join(path) or "(root)"

@@ -78,7 +78,7 @@ def start_demo(webhook_base: str, *, counts: tuple[int, int, int, int] = (5, 200
 
 def with_tenants(settings: Settings, tenants: list[TenantConfig]) -> Settings:
     payload = [t.model_dump(mode="json") | {
-        "client_secret": t.client_secret.get_secret_value(),
+        "client_secret": t.credential("client_secret"),
         "webhook_secrets": [s.get_secret_value() for s in t.webhook_secrets]} for t in tenants]
     return settings.model_copy(update={"tenants_json": SecretStr(json.dumps(payload)), "tenants_file": None})
 

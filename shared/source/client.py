@@ -68,7 +68,7 @@ def _expired_outcome(body: Any) -> bool:
 
 def breaker_key(tenant: TenantConfig) -> str:
     """One breaker per tenant and source host (``source_health.breaker_key``)."""
-    return f"{tenant.id}|{urlsplit(str(tenant.fhir_base_url)).netloc}"
+    return f"{tenant.id}|{urlsplit(tenant.fhir_url).netloc}"
 
 
 class FhirClient:
@@ -81,7 +81,7 @@ class FhirClient:
         self.budget = budget or RateBudget(clock=clock)
         self.policy, self.user_agent, self.max_response_bytes = policy, user_agent, max_response_bytes
         self.clock, self.wall, self.sleep, self.rng = clock, wall, sleep, rng or random.Random()
-        self.base = str(tenant.fhir_base_url).rstrip("/")
+        self.base = tenant.fhir_url
         base = urlsplit(self.base)
         self._origin = (base.scheme, base.netloc)
         self.breaker_key = breaker_key(tenant)

@@ -36,7 +36,7 @@ class CachedToken:
 
 
 def token_url(tenant: TenantConfig) -> str:
-    return str(tenant.fhir_base_url).rstrip("/") + "/oauth/token"
+    return tenant.fhir_url + "/oauth/token"
 
 
 def cache_seconds(expires_in: object) -> float:
@@ -100,8 +100,8 @@ class TokenManager:
 
     async def _fetch(self, tenant: TenantConfig) -> tuple[str, float]:
         self.fetches += 1
-        form = {"grant_type": "client_credentials", "client_id": tenant.client_id,
-                "client_secret": tenant.client_secret.get_secret_value()}
+        form = {"grant_type": "client_credentials", "client_id": tenant.credential("client_id"),
+                "client_secret": tenant.credential("client_secret")}
         try:
             response = await self.http.post(token_url(tenant), data=form, headers={
                 "User-Agent": self.user_agent, "Accept": "application/json"}, follow_redirects=False)

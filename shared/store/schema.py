@@ -318,3 +318,9 @@ webhook_silence = Table(
     Column("last_change_at", UTCDateTime(), nullable=False),  # the newest missed change's lastUpdated
     PrimaryKeyConstraint("tenant_id", "resource_type"),
 )
+
+
+def content_columns(table_name: str) -> frozenset[str]:
+    """A built-in mirrored table's own columns (what a mapping may fill); empty if no such table."""
+    table = MIRRORED_TABLES.get(table_name)
+    return frozenset(c.name for c in table.columns if c.name not in BOOKKEEPING) if table is not None else frozenset()

@@ -78,7 +78,7 @@ def test_only_the_blueprints_import_azure_functions_and_nothing_imports_devtools
 # insert, a table of the schema) belongs in shared/store.
 SQL_TYPES = {"Connection", "Engine"}
 NO_SQL_PACKAGES = ("shared.sync", "shared.webhooks", "shared.source", "shared.service", "shared.reads",
-                   "shared.metrics", "shared.fhir")
+                   "shared.metrics", "shared.fhir", "shared.rest")
 
 
 def sql_names(tree: ast.Module) -> list[str]:

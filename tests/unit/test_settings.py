@@ -41,7 +41,7 @@ def test_tenants_file_loads_every_field(tmp_path: Path) -> None:
     tenants = load_settings(tenants_file=path).load_tenants()
     assert [t.id for t in tenants] == ["north-clinic", "south"]
     first = tenants[0]
-    assert first.client_secret.get_secret_value() == SECRET
+    assert first.credential("client_secret") == SECRET
     assert [s.get_secret_value() for s in first.webhook_secrets] == [SECRET + "-wh"]
     assert (first.timezone, first.schedule, first.enabled, first.webhook_scheme) == (
         "Australia/Sydney", "0 */15 * * * *", True, "halaxy")
