@@ -29,7 +29,7 @@ MIN_DEFER_SECONDS, MAX_DEFER_SECONDS = 1.0, 3600.0
 async def apply_change_message(rt: Runtime, text: str) -> ApplyResult:
     """Raises on bad messages and source trouble: the queue retries, then poisons."""
     message = decode(text, ChangeMessage)
-    client = rt.sources().client(rt.tenant(message.tenant))
+    client = rt.sources().source(rt.tenant(message.tenant))
     try:
         result = await apply_change(rt.engine, client, message)
     except (SourceUnavailable, CredentialsRefused) as exc:

@@ -87,7 +87,7 @@ async def reconcile_step(rt: Runtime, text: str, *, redelivered: bool = False, l
         return "already-running"
     except LeaseLost:
         return "superseded"
-    client = rt.sources().client(tenant)
+    client = rt.sources().source(tenant)
     deadline = time.monotonic() + rt.settings.reconcile_time_budget
     try:
         silence = silence_check(tenant, rt.settings.webhook_silent_grace, rt.clock())

@@ -15,9 +15,11 @@ from shared.settings import Settings, TenantConfig
 from shared.source.breaker import DEFAULT_BREAKER, BreakerPolicy, BreakerStore, CircuitBreaker
 from shared.source.budget import RateBudget
 from shared.source.client import FhirClient
+from shared.source.protocol import Source
 from shared.source.tokens import TokenManager
 
 USER_AGENT = "fhir-mirror/0.1 (+sync service)"
+HALAXY_RATE_LIMIT = 500  # requests a minute, until the source's x-ratelimit-limit says otherwise
 
 
 def source_options(settings: Settings) -> dict[str, Any]:
@@ -36,12 +38,16 @@ class SourceRegistry:
         self.breaker = CircuitBreaker(breaker_policy, breaker_store)
         self._clients: dict[str, FhirClient] = {}
 
+    def source(self, tenant: TenantConfig) -> Source:
+        """The tenant's source, whatever its kind, shared by everything in this process."""
+        return self.client(tenant)
+
     def client(self, tenant: TenantConfig) -> FhirClient:
         existing = self._clients.get(tenant.id)
         if existing is not None and existing.tenant == tenant:
             return existing
-        client = FhirClient(tenant, self.http, self.tokens, self.breaker, budget=RateBudget(),
-                            user_agent=self.user_agent)
+        client = FhirClient(tenant, self.http, self.tokens, self.breaker,
+                            budget=RateBudget(limit=tenant.rate_limit or HALAXY_RATE_LIMIT), user_agent=self.user_agent)
         self._clients[tenant.id] = client
         return client
 

@@ -18,12 +18,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from shared.fhir.transform import TABLE_FOR_TYPE, TransformError, transform_resource
 from shared.queues.messages import ChangeMessage
 from shared.records import MirrorRow
 from shared.source.budget import REALTIME
-from shared.source.client import FhirClient
-from shared.source.errors import Gone, NotFound
+from shared.source.protocol import Source, Unmappable
 from shared.store.engine import write_transaction
 from shared.store.guard import UpsertCounts
 from shared.store.mirror import write_rows
@@ -36,21 +34,19 @@ class ApplyResult:
     reason: str | None = None
 
 
-async def apply_change(engine: Engine, client: FhirClient, message: ChangeMessage, *,
+async def apply_change(engine: Engine, client: Source, message: ChangeMessage, *,
                        now: datetime | None = None) -> ApplyResult:
     if message.tenant != client.tenant.id:
         raise ValueError(f"message for tenant {message.tenant} given to the client of {client.tenant.id}")
     try:
-        resource = await client.read(message.type, message.id, priority=REALTIME)
-    except (NotFound, Gone):
-        row = MirrorRow.tombstone(TABLE_FOR_TYPE[message.type], message.id, now or datetime.now(UTC))
+        found = await client.fetch(message.type, message.id, priority=REALTIME)
+    except Unmappable as exc:
+        return ApplyResult("unmappable", UpsertCounts(), str(exc))
+    if found is None:
+        row = MirrorRow.tombstone(client.table(message.type), message.id, now or datetime.now(UTC))
         outcome = "deleted"
     else:
-        try:
-            row = transform_resource(resource)
-        except TransformError as exc:
-            return ApplyResult("unmappable", UpsertCounts(), str(exc))
-        outcome = "applied"
+        row, outcome = found, "applied"
     # On a worker thread: the event loop keeps serving other changes while this one waits for
     # its commit (a synchronous commit here made every apply in the process wait in line).
     counts = await asyncio.to_thread(_write, engine, message.tenant, row)

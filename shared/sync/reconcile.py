@@ -4,9 +4,11 @@ One page, one transaction: a page's rows and the run's checkpoint commit togethe
 window's last page also moves the watermark), so a run stopped anywhere — a crash, a lost
 lease, a spent time budget — resumes from its checkpoint and loses nothing.
 
-Offset paging guard: if Bundle.total drops while a window is read, a record left the window
-and every later one shifted towards the front, so a page already read may have swallowed one;
-the window is read again from its first page (see docs/reconcile.md).
+The source is anything that speaks the source protocol (shared/source/protocol.py): FHIR or a
+declarative REST source. Offset paging guard: if the listing's stated total drops while a window
+is read, a record left the window and every later one shifted towards the front, so a page
+already read may have swallowed one; the window is read again from its first page (see
+docs/reconcile.md).
 A full run records the ids it lists and, once every type listed without error, detects
 deletions (shared/sync/deletes.py): confirmed one by one, refused above a cap.
 """
@@ -23,11 +25,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
-from shared.fhir.transform import TransformError, UnsupportedResourceType, transform_resource
-from shared.records import RESOURCE_TYPES, MirrorRow
+from shared.records import RESOURCE_TYPES
 from shared.settings import TenantConfig
 from shared.source.budget import BULK
-from shared.source.client import FhirClient, window_params
+from shared.source.protocol import Mapped, Page, Source, Window
 from shared.store import cursors
 from shared.store.engine import write_transaction
 from shared.store.mirror import write_rows
@@ -38,7 +39,7 @@ from shared.sync.deletes import detect_deletes
 from shared.sync.silence import SilenceCheck
 from shared.telemetry import telemetry
 
-TYPE_ORDER = RESOURCE_TYPES
+TYPE_ORDER = RESOURCE_TYPES  # a FHIR source's entities, in the order it lists them
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LAG = timedelta(minutes=2)
 MAX_WINDOW_RESTARTS = 3
@@ -56,8 +57,8 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
 
 
-def plan_types(kind: str, only: Sequence[str] | None = None) -> tuple[str, ...]:
-    types = ("Appointment",) if kind == "hot" else TYPE_ORDER
+def plan_types(source: Source, kind: str, only: Sequence[str] | None = None) -> tuple[str, ...]:
+    types = source.entities(kind)
     return tuple(t for t in types if t in only) if only else types
 
 
@@ -75,15 +76,15 @@ def hot_window(tenant: TenantConfig, now: datetime) -> tuple[datetime, datetime]
     return (today - timedelta(days=1)).astimezone(UTC), (today + timedelta(days=8)).astimezone(UTC)
 
 
-async def run_reconcile(engine: Engine, client: FhirClient, tenant: TenantConfig, lease: RunLease, *,
+async def run_reconcile(engine: Engine, client: Source, tenant: TenantConfig, lease: RunLease, *,
                         deadline: float | None = None, clock: Callable[[], float] = time.monotonic,
-                        now: Callable[[], datetime] = lambda: datetime.now(UTC), page_size: int = 100,
+                        now: Callable[[], datetime] = lambda: datetime.now(UTC), page_size: int | None = None,
                         on_progress: Callable[[Progress], None] | None = None,
                         only: Sequence[str] | None = None, since: datetime | None = None,
                         silence: SilenceCheck | None = None) -> bool:
     """Work on the run until it completes (True) or ``deadline`` passes after a checkpoint (False).
 
-    ``only`` narrows a new run to some resource types and ``since`` starts a new incremental
+    ``only`` narrows a new run to some entities and ``since`` starts a new incremental
     run's windows there instead of at the watermarks (a replay); both are kept in its checkpoint,
     so continuations keep to them. ``silence`` looks for changes webhooks should have brought
     (sync/silence.py).
@@ -92,11 +93,12 @@ async def run_reconcile(engine: Engine, client: FhirClient, tenant: TenantConfig
         position, counts = load_position(conn, lease)
     fresh = not position
     if fresh and only and lease.kind != "full":  # a full run lists everything: deletes depend on it
-        position["only"] = [t for t in TYPE_ORDER if t in only]
+        position["only"] = [t for t in client.entities("full") if t in only]
     if fresh and since is not None and lease.kind == "incremental":
         position["since"] = _iso(since)
     position.setdefault("type", 0)
-    types = plan_types(lease.kind, position.get("only"))
+    types = plan_types(client, lease.kind, position.get("only"))
+    page_size = page_size or client.page_size()
     try:
         while position["type"] < len(types):
             resource_type = types[position["type"]]
@@ -124,13 +126,14 @@ async def run_reconcile(engine: Engine, client: FhirClient, tenant: TenantConfig
     return True
 
 
-async def _detect_deletes(engine: Engine, client: FhirClient, tenant: TenantConfig, lease: RunLease,
+async def _detect_deletes(engine: Engine, client: Source, tenant: TenantConfig, lease: RunLease,
                           counts: RunCounts) -> str | None:
     """Runs after the whole listing succeeded; returns an alert when a cap refused deletions."""
     with engine.connect() as conn:
         started_at = run_started_at(conn, lease)
     alerts = []
-    for resource_type in TYPE_ORDER:
+    types = client.entities("full")
+    for resource_type in types:
         report = await detect_deletes(engine, client, tenant.id, lease.run_id, resource_type, started_at)
         counts.deleted += report.deleted
         counts.updated += report.restored
@@ -138,14 +141,13 @@ async def _detect_deletes(engine: Engine, client: FhirClient, tenant: TenantConf
         if report.refused:
             alerts.append(report.refused)
         with write_transaction(engine) as conn:
-            checkpoint(conn, lease, counts=counts, position={"type": len(TYPE_ORDER), "deletes": resource_type},
+            checkpoint(conn, lease, counts=counts, position={"type": len(types), "deletes": resource_type},
                        step=f"delete detection: {resource_type}")
     return "; ".join(alerts) or None
 
 
 def _open_window(engine: Engine, tenant: TenantConfig, kind: str, resource_type: str, position: dict[str, Any],
                  now: datetime) -> dict[str, Any] | None:
-    params: dict[str, Any]
     if kind == "incremental":
         with engine.connect() as conn:
             start = cursors.watermark(conn, tenant.id, resource_type) or EPOCH
@@ -155,35 +157,39 @@ def _open_window(engine: Engine, tenant: TenantConfig, kind: str, resource_type:
         if window is None:
             return None
         start, end = window
-        params = window_params(start, end)
     elif kind == "hot":
         start, end = hot_window(tenant, now)
-        params = {"date": [f"ge{_iso(start)}", f"lt{_iso(end)}"]}
     else:
-        start, end, params = EPOCH, now - LAG, {}
-    return {**position, "start": _iso(start), "end": _iso(end), "params": params, "next": None, "total": None,
-            "restarts": 0}
+        start, end = EPOCH, now - LAG
+    return {**position, "start": _iso(start), "end": _iso(end), "next": None, "total": None, "restarts": 0}
 
 
-async def _read_window(engine: Engine, client: FhirClient, tenant: TenantConfig, lease: RunLease, resource_type: str,
+def _window(client: Source, kind: str, resource_type: str, position: dict[str, Any]) -> Window | None:
+    """What to ask the source for: everything on a full run, and on an incremental one from a
+    source that cannot filter by change (it is listed whole and diffed by content hash)."""
+    if kind == "full" or not client.filters_changes(resource_type):
+        return None
+    return Window(datetime.fromisoformat(position["start"]), datetime.fromisoformat(position["end"]),
+                  "date" if kind == "hot" else "updated")
+
+
+async def _read_window(engine: Engine, client: Source, tenant: TenantConfig, lease: RunLease, resource_type: str,
                        position: dict[str, Any], counts: RunCounts, page_size: int, deadline: float | None,
                        clock: Callable[[], float], on_progress: Callable[[Progress], None] | None,
-                       silence: SilenceCheck | None = None) -> bool:
+                       silence: SilenceCheck | None) -> bool:
+    window = _window(client, lease.kind, resource_type, position)
     while True:
-        params = {**position["params"], "_count": page_size}
-        pages = client.pages(resource_type, params, priority=BULK, start_url=position["next"])
-        fetch: asyncio.Future[dict[str, Any]] | None = asyncio.ensure_future(pages.__anext__())
+        pages = client.listing(resource_type, window, resume=position["next"], page_size=page_size, priority=BULK)
+        fetch: asyncio.Future[Page] | None = asyncio.ensure_future(anext(pages))
         restart = False
         try:
             while fetch is not None:
                 try:
-                    bundle = await fetch
+                    page = await fetch
                 except StopAsyncIteration:
                     break
                 fetch = None
-                total = bundle.get("total") if isinstance(bundle.get("total"), int) else None
-                next_url = next((link.get("url") for link in bundle.get("link", []) if link.get("relation") == "next"),
-                                None)
+                total, next_url = page.total, page.resume
                 shifted = position["total"] is not None and total is not None and total < position["total"]
                 if shifted and position["restarts"] < MAX_WINDOW_RESTARTS:
                     restart = True  # records left the window mid-read: read it again from page 1
@@ -193,9 +199,9 @@ async def _read_window(engine: Engine, client: FhirClient, tenant: TenantConfig,
                 stop = not last_page and not restart and deadline is not None and clock() >= deadline
                 if next_url is not None and not restart and not stop:
                     # Fetch the next page while this one is mapped and written in a worker thread.
-                    fetch = asyncio.ensure_future(pages.__anext__())
+                    fetch = asyncio.ensure_future(anext(pages))
                 records_total = await asyncio.to_thread(
-                    _commit_page, engine, tenant, lease, resource_type, bundle, position, counts,
+                    _commit_page, engine, tenant, lease, resource_type, page.map, position, counts,
                     total, next_url, restart, last_page, silence)
                 if on_progress is not None:
                     on_progress(Progress(lease.run_id, position.get("step", resource_type), counts.processed,
@@ -214,11 +220,14 @@ async def _read_window(engine: Engine, client: FhirClient, tenant: TenantConfig,
             return True
 
 
-def _commit_page(engine: Engine, tenant: TenantConfig, lease: RunLease, resource_type: str, bundle: dict[str, Any],
-                 position: dict[str, Any], counts: RunCounts, total: int | None, next_url: str | None,
-                 restart: bool, last_page: bool, silence: SilenceCheck | None = None) -> int:
+def _commit_page(engine: Engine, tenant: TenantConfig, lease: RunLease, resource_type: str,
+                 mapper: Callable[[], Mapped], position: dict[str, Any], counts: RunCounts, total: int | None,
+                 next_url: Any | None, restart: bool, last_page: bool, silence: SilenceCheck | None = None) -> int:
     """Map one page and commit its rows with the checkpoint; updates ``position`` in place."""
-    rows = _rows(bundle, resource_type, counts)
+    mapped = mapper()
+    counts.processed += mapped.processed
+    counts.errored += mapped.errored
+    rows = mapped.rows
     if last_page:  # the window is done: the checkpoint points at the next type
         new_position: dict[str, Any] = _next_type(position, counts)
     else:
@@ -255,19 +264,3 @@ def _commit_page(engine: Engine, tenant: TenantConfig, lease: RunLease, resource
 def _next_type(position: dict[str, Any], counts: RunCounts) -> dict[str, Any]:
     following = {"type": position["type"] + 1, "base": counts.processed}
     return {**following, **{k: position[k] for k in ("only", "since") if position.get(k)}}
-
-
-def _rows(bundle: dict[str, Any], resource_type: str, counts: RunCounts) -> list[MirrorRow]:
-    rows = []
-    for entry in bundle.get("entry", []):
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
-            continue  # included resources, OperationOutcomes: not this type's listing
-        counts.processed += 1
-        try:
-            rows.append(transform_resource(resource))
-        except UnsupportedResourceType:
-            continue
-        except TransformError:
-            counts.errored += 1
-    return rows
