@@ -15,6 +15,8 @@ from typing import Any
 from shared.cli import EXIT_OK, CliError
 from shared.settings import Settings
 
+REST_APIS = ("hie-facilities", "ppb-premises", "cliniko", "pems")
+
 
 def add_commands(commands: Any) -> None:
     """The development subcommands, on shared.cli's parser."""
@@ -34,7 +36,14 @@ def add_commands(commands: Any) -> None:
     generate.add_argument("--invoices", type=int, default=100)
     generate.add_argument("--referrals", type=int, help="default: one for every other patient")
     generate.add_argument("--anchor", help="ISO date the data is centred on (default: today)")
-    sandbox = commands.add_parser("sandbox", help="serve a Halaxy-like FHIR R4 sandbox on 127.0.0.1")
+    sandbox = commands.add_parser("sandbox", help="serve a sandbox source on 127.0.0.1: Halaxy-like FHIR R4, or one "
+                                  "of the REST APIs (--api)")
+    sandbox.add_argument("--api", choices=("fhir", *REST_APIS), default="fhir",
+                         help="which source to play (default fhir: Halaxy)")
+    sandbox.add_argument("--records", type=int,
+                         help="hie-facilities, ppb-premises, pems: records to start with (default 8000, 10000, 20000)")
+    sandbox.add_argument("--organizations", type=int, default=1,
+                         help="pems: organizations the records are spread over (org-1, org-2, ...; default 1)")
     sandbox.add_argument("--port", type=int, default=7072)
     sandbox.add_argument("--seed", type=int, default=1)
     sandbox.add_argument("--practitioners", type=int, default=5)
@@ -46,7 +55,8 @@ def add_commands(commands: Any) -> None:
     sandbox.add_argument("--client-id", default="sandbox-client")
     sandbox.add_argument("--client-secret", default="sandbox-secret")
     sandbox.add_argument("--token-ttl", type=float, default=900.0, help="seconds a token lives (Halaxy: 900)")
-    sandbox.add_argument("--rate-limit", default="500/min", help="requests per minute per client, e.g. 300/min; 0 = none")
+    sandbox.add_argument("--rate-limit", help="requests per minute per client, e.g. 300/min; 0 = none "
+                         "(default: fhir 500/min, cliniko 200/min, the others 600/min)")
     sandbox.add_argument("--fault-rate", type=float, default=0.0, help="share of requests answered 500/502/503")
     sandbox.add_argument("--drop-rate", type=float, default=0.0, help="share of connections reset without answer")
     sandbox.add_argument("--latency-ms", type=int, default=0, help="added to every request")
@@ -127,7 +137,9 @@ def cmd_sandbox(_settings: Settings, args: argparse.Namespace) -> int:
     from devtools.synthetic import SyntheticCounts
     from shared.webhooks.signatures import standard_webhooks_key
 
-    rate = str(args.rate_limit).removesuffix("/min")
+    if args.api != "fhir":
+        return _rest_sandbox(args)
+    rate = str(args.rate_limit or "500/min").removesuffix("/min")
     if not rate.isdigit():
         raise CliError(f"--rate-limit {args.rate_limit!r}: expected requests per minute, e.g. 300/min")
     for name in ("fault_rate", "drop_rate"):
@@ -160,6 +172,53 @@ def cmd_sandbox(_settings: Settings, args: argparse.Namespace) -> int:
     total = sum(len(v) for v in data.by_type.values())
     print(f"sandbox: {total:,} resources generated in {time.monotonic() - started:.1f} s; "
           f"FHIR base {sandbox.base_url}, token endpoint {sandbox.base_url}/oauth/token", flush=True)
+    try:
+        sandbox.serve()
+    except KeyboardInterrupt:
+        sandbox.stop()
+    return EXIT_OK
+
+
+def _rest_sandbox(args: argparse.Namespace) -> int:
+    import random
+
+    from devtools.sandbox.gates import Faults
+    from devtools.sandbox.notify import require_loopback
+    from devtools.sandbox.rest.apis import APIS, build_api
+    from devtools.sandbox.rest.server import RestConfig, RestSandbox
+    from devtools.synthetic import SyntheticCounts
+
+    rate = str(args.rate_limit or f"{APIS[args.api].default_rate_limit}/min").removesuffix("/min")
+    if not rate.isdigit():
+        raise CliError(f"--rate-limit {args.rate_limit!r}: expected requests per minute, e.g. 300/min")
+    if args.records is not None and args.records < 0:
+        raise CliError("--records must not be negative")
+    if not 1 <= args.organizations <= 100:
+        raise CliError("--organizations must be between 1 and 100")
+    if args.webhook_url and APIS[args.api].webhook_header is None:
+        raise CliError(f"--webhook-url: {args.api} sends no webhooks (HIE and PPB do)")
+    if args.webhook_url and not args.webhook_secret:
+        raise CliError("--webhook-url needs --webhook-secret (the HMAC key)")
+    started = time.monotonic()
+    api = build_api(args.api, seed=args.seed, records=args.records, anchor=_anchor(args.anchor),
+                    counts=SyntheticCounts(args.practitioners, args.patients, args.appointments, args.invoices),
+                    client_id=args.client_id, client_secret=args.client_secret, organizations=args.organizations)
+    if args.webhook_url:
+        try:
+            require_loopback(args.webhook_url)
+        except ValueError as exc:
+            raise CliError(f"--webhook-url: {exc}") from None
+    config = RestConfig(rate_limit=int(rate), token_ttl=args.token_ttl, webhook_url=args.webhook_url,
+                        webhook_secret=args.webhook_secret or "",
+                        faults=Faults(error_rate=args.fault_rate, drop_rate=args.drop_rate,
+                                      latency_ms=args.latency_ms, rng=random.Random(args.seed)))
+    try:
+        sandbox = RestSandbox(api, config, port=args.port)
+    except OSError as exc:
+        raise CliError(f"cannot listen on 127.0.0.1:{args.port} ({exc.strerror}); choose another --port") from None
+    total = sum(len(v) for v in api.store.entities.values())
+    print(f"sandbox {args.api}: {total:,} records generated in {time.monotonic() - started:.1f} s; "
+          f"serving on {sandbox.base_url} (samples/tenants.{args.api}.json reads it on port 7072)", flush=True)
     try:
         sandbox.serve()
     except KeyboardInterrupt:

@@ -5,6 +5,8 @@ Both sides are sets of live (type, id, version); a tombstoned row is not live. U
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +15,8 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from shared.fhir.transform import TABLE_FOR_TYPE
+from shared.settings import TenantConfig
+from shared.store.declared import declare, find_table
 from shared.store.schema import MIRRORED_TABLES
 
 Key = tuple[str, str, str]
@@ -90,3 +94,41 @@ def live_in_snapshot(snapshot: Iterable[Mapping[str, Any]]) -> set[Key]:
 
 def compare(mirror: set[Key], truth: set[Key]) -> Difference:
     return Difference(sorted(truth - mirror), sorted(mirror - truth))
+
+
+# -- REST sources -----------------------------------------------------------------------------------
+def record_digest(record: Mapping[str, Any]) -> str:
+    """A record's content, as a short text: a declared table keeps the whole record, so its
+    version in a comparison is what it holds."""
+    return hashlib.sha1(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def rest_mirrored(engine: Engine, tenant: TenantConfig, *, times: bool = False) -> set[Key]:
+    """A rest tenant's live rows: (entity, id, version) — the source's updated-at where its table
+    is built in, the digest of the kept record where the spec declares the table (``times``:
+    the stored updated-at everywhere, which for a source that states none is when it was seen)."""
+    found: set[Key] = set()
+    declare([tenant.rest_spec()])  # its tables, for this process
+    with engine.connect() as conn:
+        for entity in tenant.rest_spec().entities:
+            table = find_table(entity.table_name)
+            declared = not isinstance(entity.table, str) and not times
+            column = table.c.record if declared else table.c.source_updated_at
+            for source_id, value in conn.execute(select(table.c.source_id, column).where(
+                    table.c.tenant_id == tenant.id, table.c.deleted_at.is_(None))):
+                found.add((entity.name, source_id, record_digest(json.loads(value)) if declared else value.isoformat()))
+    return found
+
+
+def rest_truth(api: Any, tenant: TenantConfig) -> set[Key]:
+    """The same, from a REST sandbox's store (devtools/sandbox/rest): what the tenant should hold."""
+    found: set[Key] = set()
+    for entity in tenant.rest_spec().entities:
+        declared = not isinstance(entity.table, str)
+        for rec in api.store.live(entity.name):
+            if not api.belongs(rec.record, tenant.variables):
+                continue
+            stamp = api.last_updated(entity.name, rec)
+            found.add((entity.name, rec.id, record_digest(rec.record) if declared
+                       else datetime.fromisoformat(stamp.replace("Z", "+00:00")).isoformat()))
+    return found

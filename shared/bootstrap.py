@@ -24,6 +24,7 @@ from shared.settings import Settings, TenantConfig, load_settings
 from shared.source.budget import RateBudget
 from shared.source.registry import SourceRegistry, source_options
 from shared.store.breaker import DatabaseBreakerStore
+from shared.store.declared import declare
 from shared.store.engine import create_store_engine
 from shared.telemetry import configure_telemetry
 
@@ -59,6 +60,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.breaker_store = DatabaseBreakerStore(self.engine)
+        declare(t.rest_spec() for t in self.tenants.values() if not t.is_fhir)  # their tables, for the writer
 
     def tenant(self, tenant_id: str) -> TenantConfig:
         tenant = self.tenants.get(tenant_id)

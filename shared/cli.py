@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile = commands.add_parser("reconcile", help="run one reconcile of a tenant in the foreground")
     reconcile.add_argument("--tenant", required=True, help="tenant id from the tenants file")
     reconcile.add_argument("--kind", choices=("incremental", "hot", "full"), default="incremental")
-    reconcile.add_argument("--page-size", type=int, default=100, help="_count per page (1-1000)")
+    reconcile.add_argument("--page-size", type=int, default=None,
+                           help="records per page (default: the tenant's page_size, else 100 for FHIR or the "
+                                "spec's default; FHIR at most 1000, REST at most the spec's max)")
 
     commands.add_parser("tenants", help="validate the tenants configuration and list tenants (no secrets)")
     tools = dev_tools()
@@ -135,7 +137,8 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     from shared.store.engine import safe_url
     from shared.store.migrate import migrate
 
-    migrate(settings)
+    for line in migrate(settings):
+        print(line)
     print(f"database at head: {safe_url(settings.database_url)}")
     return EXIT_OK
 
@@ -198,14 +201,18 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from shared.source.errors import SourceError, TransientError
     from shared.source.registry import SourceRegistry, source_options
     from shared.store.breaker import DatabaseBreakerStore
+    from shared.store.declared import declare
     from shared.store.engine import create_store_engine, write_transaction
     from shared.store.runs import RunActive, load_position, reap_stale, start_run
     from shared.store.tenants import sync_tenants
     from shared.sync.reconcile import run_reconcile
 
     tenant = _find_tenant(settings, args.tenant)
-    if not 1 <= args.page_size <= 1000:
-        raise CliError("--page-size must be between 1 and 1000")
+    largest = 1000 if tenant.is_fhir else tenant.rest_spec().page_size.max
+    if args.page_size is not None and not 1 <= args.page_size <= largest:
+        raise CliError(f"--page-size must be between 1 and {largest:,} for tenant {tenant.id}")
+    if not tenant.is_fhir:
+        declare([tenant.rest_spec()])
     engine = create_store_engine(settings)
     progress = CountProgress(f"reconcile {tenant.id} {args.kind}")
     try:
@@ -221,7 +228,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
         async def run() -> None:
             async with httpx.AsyncClient(timeout=httpx.Timeout(settings.source_timeout)) as http:
                 client = SourceRegistry(http, DatabaseBreakerStore(engine),
-                                        **source_options(settings)).client(tenant)
+                                        **source_options(settings)).source(tenant)
                 await run_reconcile(engine, client, tenant, lease, page_size=args.page_size,
                                     on_progress=lambda p: progress.update(p.done, p.total, p.step))
 

@@ -32,6 +32,10 @@ class MirrorRow:
     source_version: str | None = None
     content: dict[str, Any] = field(default_factory=dict)
     deleted_at: datetime | None = None
+    # The source states no change time: ``source_updated_at`` is when the record was seen (its
+    # listing page was asked for, or a webhook's event time). Such a row is written only when its
+    # content changed (docs/sources.md, "Sources without a change filter").
+    observed: bool = False
 
     @classmethod
     def tombstone(cls, table: str, source_id: str, at: datetime, version: str | None = None) -> MirrorRow:

@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -21,7 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.records import ResourceType
+from shared.records import RESOURCE_TYPES, ResourceType
 from shared.rest.load import load_spec, spec_path
 from shared.rest.spec import AUTH_CREDENTIALS, SourceSpec
 from shared.settings_errors import SettingsError, describe_validation_error, validation_problems
@@ -59,6 +60,7 @@ class TenantConfig(BaseModel):
     fhir_base_url: AnyHttpUrl | None = None
     spec: Annotated[str, Field(min_length=1, max_length=500)] | None = None
     base_url: AnyHttpUrl | None = None  # rest: overrides the spec's base_url
+    token_url: AnyHttpUrl | None = None  # rest with OAuth2: overrides the spec's token_url
     # Credentials; which ones a rest tenant needs follows from its spec's auth kind.
     client_id: Annotated[str, Field(min_length=1)] | None = None
     client_secret: SecretStr | None = None
@@ -84,9 +86,16 @@ class TenantConfig(BaseModel):
     # appointments, invoices). A reconcile finding such changes no webhook brought warns that the
     # subscription is probably broken; only checked when webhook_secrets are set.
     webhook_types: list[ResourceType] = Field(default_factory=lambda: list(DEFAULT_WEBHOOK_TYPES))
+    # Addresses webhooks may come from (CIDRs); empty: any. In Azure the caller's address is the
+    # App Service front end's client-ip header; locally, the connection's peer (docs/webhooks.md).
+    webhook_allowed_ips: list[IPvAnyNetwork] = Field(default_factory=list)
     enabled: bool = True
 
-    def schedule_for(self, kind: str) -> str:
+    def schedule_for(self, kind: str) -> str | None:
+        """When ``kind`` is due; None for a kind this tenant never runs (the hot window is the FHIR
+        dashboard's appointments: a rest tenant has none)."""
+        if kind == "hot" and not self.is_fhir:
+            return None
         return {"incremental": self.schedule, "hot": self.hot_schedule, "full": self.full_schedule}[kind]
 
     @property
@@ -117,7 +126,8 @@ class TenantConfig(BaseModel):
             if missing:
                 raise PydanticCustomError("missing", f"{', '.join(missing)}: Field required (a fhir tenant needs "
                                           "fhir_base_url, client_id and client_secret)")
-            stray = [f for f in ("spec", "base_url", "username", "password", "api_key") if getattr(self, f) is not None]
+            stray = [f for f in ("spec", "base_url", "token_url", "username", "password", "api_key")
+                     if getattr(self, f) is not None]
             if stray or self.variables:
                 raise PydanticCustomError("rest_only", f"{', '.join(stray or ['variables'])}: only for a rest tenant; "
                                           'add "source": "rest" and a "spec", or remove them')
@@ -132,6 +142,10 @@ class TenantConfig(BaseModel):
     @property
     def is_fhir(self) -> bool:
         return self.source == "fhir"
+
+    def entities(self) -> tuple[str, ...]:
+        """What the tenant's source lists: FHIR resource types, or its spec's entities, in order."""
+        return RESOURCE_TYPES if self.is_fhir else tuple(e.name for e in self.rest_spec().entities)
 
     def credential(self, name: str) -> str:
         """A credential's value ("" for an unset password: Cliniko's API key has none)."""
@@ -288,19 +302,36 @@ def parse_tenants(text: str, *, source: str, spec_folder: Path = APP_ROOT) -> li
         raise SettingsError(f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno})") from None
     if isinstance(raw, list):
         raw = {"tenants": raw}
+    if not isinstance(raw, dict) or not isinstance(raw.get("tenants"), list):
+        _validated(raw, source)  # the file's shape is wrong: say so as pydantic words it
+    # Tenant by tenant, so one tenant's mistake does not hide another's (every problem, one line each).
+    problems: list[str] = []
+    tenants: list[tuple[int, TenantConfig]] = []
+    for i, item in enumerate(raw["tenants"]):
+        try:
+            tenants.append((i, TenantConfig.model_validate(item)))
+        except ValidationError as exc:
+            problems += [f"{source}: {p}" for p in validation_problems(exc, raw, at=("tenants", i))]
+    resolved, spec_problems = _with_specs(tenants, source=source, folder=spec_folder)
+    if problems or spec_problems:
+        raise SettingsError("\n".join(problems + spec_problems))
+    return _validated({**raw, "tenants": resolved}, source).tenants
+
+
+def _validated(raw: object, source: str) -> TenantsFile:
     try:
-        tenants = TenantsFile.model_validate(raw).tenants
+        return TenantsFile.model_validate(raw)
     except ValidationError as exc:
         raise SettingsError("\n".join(f"{source}: {problem}" for problem in validation_problems(exc, raw))) from None
-    return _with_specs(tenants, source=source, folder=spec_folder)
 
 
-def _with_specs(tenants: list[TenantConfig], *, source: str, folder: Path) -> list[TenantConfig]:
-    """Rest tenants with their spec read (its path made absolute) and checked against it: every
-    problem of every tenant, one line each, before anything starts."""
+def _with_specs(tenants: list[tuple[int, TenantConfig]], *, source: str,
+                folder: Path) -> tuple[list[TenantConfig], list[str]]:
+    """Rest tenants with their spec read (its path made absolute) and checked against it, and
+    every problem of every tenant, one line each; ``tenants`` carry their place in the file."""
     problems: list[str] = []
     resolved = []
-    for i, tenant in enumerate(tenants):
+    for i, tenant in tenants:
         if tenant.source != "rest" or tenant.spec is None:
             resolved.append(tenant)
             continue
@@ -314,9 +345,7 @@ def _with_specs(tenants: list[TenantConfig], *, source: str, folder: Path) -> li
             continue
         problems.extend(f"{where}.{p}" for p in _against_spec(tenant, spec))
         resolved.append(tenant.model_copy(update={"spec": str(path.resolve())}))
-    if problems:
-        raise SettingsError("\n".join(problems))
-    return resolved
+    return resolved, problems
 
 
 def _against_spec(tenant: TenantConfig, spec: SourceSpec) -> list[str]:
@@ -326,6 +355,8 @@ def _against_spec(tenant: TenantConfig, spec: SourceSpec) -> list[str]:
                  if name not in tenant.variables]
     problems += [f"variables.{name}: the spec has no such variable ({', '.join(spec.variables) or 'none'})"
                  for name in tenant.variables if name not in spec.variables]
+    if tenant.token_url is not None and spec.auth.kind != "oauth2-client-credentials":
+        problems.append(f"token_url: the spec's auth ({spec.auth.kind}) uses no token")
     if tenant.page_size is not None and tenant.page_size > spec.page_size.max:
         problems.append(f"page_size: at most {spec.page_size.max} for this source")
     return problems

@@ -16,10 +16,11 @@ def describe_validation_error(exc: ValidationError, raw: object = None) -> str:
     return "; ".join(validation_problems(exc, raw))
 
 
-def validation_problems(exc: ValidationError, raw: object = None, keys: tuple[str, ...] = NAMING_KEYS) -> list[str]:
+def validation_problems(exc: ValidationError, raw: object = None, keys: tuple[str, ...] = NAMING_KEYS,
+                        at: tuple[int | str, ...] = ()) -> list[str]:
     """One ``field.path: message`` per problem, never the value (it may be a secret); a list
-    item is named by the first of ``keys`` it has."""
-    return [f"{_field_path(error['loc'], raw, keys)}: {error['msg']}"
+    item is named by the first of ``keys`` it has. ``at``: where in ``raw`` the validated part sits."""
+    return [f"{_field_path((*at, *error['loc']), raw, keys)}: {error['msg']}"
             for error in exc.errors(include_input=False, include_context=False, include_url=False)]
 
 

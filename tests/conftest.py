@@ -11,10 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from shared.settings import load_settings
+from shared.store.declared import declared_names
 from shared.store.engine import create_store_engine
 from shared.store.migrate import migrate
 from shared.store.schema import metadata
@@ -62,7 +63,10 @@ def database_url(request: pytest.FixtureRequest) -> str:
 def postgresql_clean(postgres_url: str) -> str:
     engine = create_engine(postgres_url)
     with engine.begin() as conn:
-        names = ", ".join(t.name for t in metadata.sorted_tables)
+        # The built-in tables, and the tables REST specs declared in this session.
+        existing = set(inspect(conn).get_table_names())
+        names = ", ".join([t.name for t in metadata.sorted_tables]
+                          + sorted(name for name in declared_names() if name in existing))
         conn.execute(text(f"TRUNCATE {names}"))
     engine.dispose()
     return postgres_url

@@ -22,7 +22,16 @@ import httpx
 from pydantic import SecretStr
 from sqlalchemy import Engine, func, select
 
-from devtools.compare import Difference, Explained, compare, explain, live_in_snapshot, mirrored
+from devtools.compare import (
+    Difference,
+    Explained,
+    compare,
+    explain,
+    live_in_snapshot,
+    mirrored,
+    rest_mirrored,
+    rest_truth,
+)
 from shared.bootstrap import build_runtime, queue_port, queue_service_url, use_runtime
 from shared.queues.messages import RECONCILE_QUEUE, ReconcileMessage, encode
 from shared.settings import Settings, TenantConfig
@@ -32,6 +41,7 @@ from shared.store.schema import sync_cursors, sync_runs
 from shared.store.tenants import purge_tenant_data, sync_tenants
 
 DEMO_TENANT = "demo"
+REST_DEMO_TENANT = "demo-cliniko"
 
 
 @dataclass
@@ -58,6 +68,36 @@ class Demo:
         return explain(compare(mirrored(engine, self.tenant.id), live_in_snapshot(snapshot)), snapshot, marks)
 
 
+@dataclass
+class RestDemo:
+    """A Cliniko sandbox playing tenant ``demo-cliniko``'s source: the same synthetic practice as
+    ``demo``, read through the Cliniko spec into the same tables (no webhooks: Cliniko sends none;
+    its incremental runs every minute)."""
+
+    sandbox: Any
+    tenant: TenantConfig
+
+    def churn(self, creates: int, updates: int, deletes: int) -> int:
+        return len(self.sandbox.churn(creates, updates, deletes))
+
+    def difference(self, engine: Engine) -> Difference:
+        return compare(rest_mirrored(engine, self.tenant), rest_truth(self.sandbox.api, self.tenant))
+
+
+def start_rest_demo(*, counts: tuple[int, int, int, int] = (5, 200, 1000, 400), seed: int = 1) -> RestDemo:
+    from devtools.sandbox.rest.apis import build_api
+    from devtools.sandbox.rest.server import RestConfig, RestSandbox
+    from devtools.synthetic import SyntheticCounts
+
+    api_key = secrets.token_urlsafe(24)
+    api = build_api("cliniko", seed=seed, counts=SyntheticCounts(*counts), anchor=datetime.now(UTC), client_id=api_key)
+    box = RestSandbox(api, RestConfig(rate_limit=api.default_rate_limit)).start()
+    tenant = TenantConfig(id=REST_DEMO_TENANT, name="Demo practice on Cliniko (sandbox)", timezone="Australia/Sydney",
+                          source="rest", spec="cliniko", base_url=f"{box.base_url}/v1", username=SecretStr(api_key),
+                          schedule="0 */1 * * * *")
+    return RestDemo(box, tenant)
+
+
 def start_demo(webhook_base: str, *, counts: tuple[int, int, int, int] = (5, 200, 1000, 400), seed: int = 1) -> Demo:
     from devtools.sandbox.data import SandboxData
     from devtools.sandbox.notify import WebhookConfig
@@ -76,10 +116,13 @@ def start_demo(webhook_base: str, *, counts: tuple[int, int, int, int] = (5, 200
     return Demo(box, tenant)
 
 
+SECRET_FIELDS = ("client_secret", "username", "password", "api_key")
+
+
 def with_tenants(settings: Settings, tenants: list[TenantConfig]) -> Settings:
-    payload = [t.model_dump(mode="json") | {
-        "client_secret": t.credential("client_secret"),
-        "webhook_secrets": [s.get_secret_value() for s in t.webhook_secrets]} for t in tenants]
+    payload = [t.model_dump(mode="json", exclude_none=True)
+               | {name: t.credential(name) for name in SECRET_FIELDS if getattr(t, name) is not None}
+               | {"webhook_secrets": [s.get_secret_value() for s in t.webhook_secrets]} for t in tenants]
     return settings.model_copy(update={"tenants_json": SecretStr(json.dumps(payload)), "tenants_file": None})
 
 
@@ -107,6 +150,7 @@ class Booted:
     runtime: Any
     demo: Demo | None
     tenants: list[TenantConfig]
+    rest_demo: RestDemo | None = None
 
     def stop(self) -> None:
         self.host.stop()
@@ -114,6 +158,8 @@ class Booted:
             self.runtime.metrics.flush(self.runtime.engine)  # the last second of counts
         if self.demo is not None:
             self.demo.sandbox.stop()
+        if self.rest_demo is not None:
+            self.rest_demo.sandbox.stop()
         use_runtime(None)
         self.runtime.engine.dispose()
 
@@ -126,23 +172,26 @@ def boot(settings: Settings, *, port: int, say: Callable[[str], None] = print,
     from devtools.localhost.host import LocalHost
     from function_app import app
 
-    migrate(settings)
     tenants = settings.load_tenants()
     queues = queues if queues is not None else queue_port(settings)
     host = LocalHost(app, settings, queues, port=port, host_json=host_json)  # binds now: the sandbox needs its URL
-    demo = None
+    demo = rest_demo = None
     if not tenants:
         demo = start_demo(host.url, counts=demo_counts)
-        tenants = [demo.tenant]
+        rest_demo = start_rest_demo(counts=demo_counts)
+        tenants = [demo.tenant, rest_demo.tenant]
         settings = with_tenants(settings, tenants)
+    migrate(settings, tenants=tenants)  # the tables the tenants' specs declare, too
     runtime = build_runtime(settings, queues=queues, transport=transport)
     use_runtime(runtime)
     with write_transaction(runtime.engine) as conn:
         sync_tenants(conn, tenants)
-        if demo is not None and (removed := purge_tenant_data(conn, DEMO_TENANT)):
-            say(f"demo: cleared {removed:,} rows an earlier demo left (its sandbox source is new each start)")
+        for tenant_id in (DEMO_TENANT, REST_DEMO_TENANT) if demo is not None else ():
+            if removed := purge_tenant_data(conn, tenant_id):
+                say(f"demo: cleared {removed:,} rows an earlier demo left for {tenant_id} "
+                    "(its sandbox source is new each start)")
     host.start()
-    return Booted(host, runtime, demo, tenants)
+    return Booted(host, runtime, demo, tenants, rest_demo)
 
 
 def banner(booted: Booted, settings: Settings) -> list[str]:
@@ -173,6 +222,12 @@ def banner(booted: Booted, settings: Settings) -> list[str]:
     if demo is not None:
         lines.append(f"  demo tenant   {DEMO_TENANT}: a Halaxy-like sandbox at {demo.sandbox.base_url}, webhooks to "
                      "this host")
+    if booted.rest_demo is not None:
+        rest = booted.rest_demo
+        first_practitioner = min(r.id for r in rest.sandbox.api.store.live("practitioners"))
+        lines.append(f"  REST tenant   {REST_DEMO_TENANT}: the same practice on a Cliniko sandbox at "
+                     f"{rest.sandbox.base_url}/v1 (a REST spec, no FHIR); its dashboard: "
+                     f"{api}/tenants/{REST_DEMO_TENANT}/practitioners/{first_practitioner}/dashboard")
     return lines
 
 
@@ -186,17 +241,21 @@ def serve(settings: Settings, *, port: int, once: bool, say: Callable[[str], Non
             if demo is None:
                 say("error: --once needs the demo tenant (run without a tenants file)")
                 return 2
-            return run_once(host, engine, queues, demo, say)
+            return run_once(host, engine, queues, demo, say, rest_demo=booted.rest_demo)
         summary = MinuteSummary(host, engine)
         if demo is not None:
             began = time.monotonic()
             started = datetime.now(UTC) - timedelta(seconds=1)
             enqueue_reconcile(queues, DEMO_TENANT, "full")
+            if booted.rest_demo is not None:
+                enqueue_reconcile(queues, REST_DEMO_TENANT, "full")
             status = wait_for_run(engine, DEMO_TENANT, "full", started, timeout=600)
+            rest = wait_for_run(engine, REST_DEMO_TENANT, "full", started, timeout=600) if booted.rest_demo else None
             say(f"first full reconcile: {status}, {len(mirrored(engine, DEMO_TENANT)):,} rows in "
-                f"{time.monotonic() - began:.1f} s; the sandbox now changes a few records every 5 s "
+                f"{time.monotonic() - began:.1f} s" + (f"; {REST_DEMO_TENANT}: {rest}" if booted.rest_demo else "")
+                + "; the sandboxes now change a few records every 5 s "
                 "(one summary line a minute; SYNC_LOG_LEVEL=DEBUG shows each event; Ctrl-C stops)")
-            keep_churning(demo, engine, summary, say, 5.0)
+            keep_churning(demo, engine, summary, say, 5.0, booted.rest_demo)
         else:
             say(f"serving {len(booted.tenants)} tenant(s); timers fan out reconciles on their schedules "
                 "(one summary line a minute; Ctrl-C stops)")
@@ -250,7 +309,7 @@ class MinuteSummary:
 
 
 def keep_churning(demo: Demo, engine: Engine, summary: MinuteSummary, say: Callable[[str], None],
-                  every: float) -> NoReturn:
+                  every: float, rest_demo: RestDemo | None = None) -> NoReturn:
     rounds = 0
     while True:
         time.sleep(every)
@@ -258,19 +317,28 @@ def keep_churning(demo: Demo, engine: Engine, summary: MinuteSummary, say: Calla
         if rounds % max(1, int(60 / every)) == 0:  # before this round's changes: their webhooks are on the way
             say(f"{summary.line()}; mirror {demo.explained(engine).summary(3)}")
         demo.churn(creates=1, updates=3, deletes=0)
+        if rest_demo is not None:
+            rest_demo.churn(creates=1, updates=2, deletes=0)
 
 
 def run_once(host: Any, engine: Engine, queues: Any, demo: Demo, say: Callable[[str], None],
-             timeout: float = 300) -> int:
-    """Full reconcile → churn burst with webhooks → drain → full reconcile; 0 only if mirror == source."""
+             timeout: float = 300, rest_demo: RestDemo | None = None) -> int:
+    """Full reconcile → churn burst with webhooks → drain → full reconcile; 0 only if mirror == source
+    (for the REST demo tenant too, when there is one)."""
     began = time.monotonic()
     started = datetime.now(UTC) - timedelta(seconds=1)
     enqueue_reconcile(queues, DEMO_TENANT, "full")
+    if rest_demo is not None:
+        enqueue_reconcile(queues, REST_DEMO_TENANT, "full")
     status = wait_for_run(engine, DEMO_TENANT, "full", started, timeout)
-    say(f"1/4 full reconcile: {status} ({len(mirrored(engine, DEMO_TENANT)):,} live rows)")
-    if status != "completed":
+    rest_status = wait_for_run(engine, REST_DEMO_TENANT, "full", started, timeout) if rest_demo else "completed"
+    say(f"1/4 full reconcile: {status} ({len(mirrored(engine, DEMO_TENANT)):,} live rows)"
+        + (f"; {REST_DEMO_TENANT}: {rest_status}, mirror {rest_demo.difference(engine).summary()}" if rest_demo else ""))
+    if status != "completed" or rest_status != "completed":
         return 1
     changes = demo.churn(creates=20, updates=40, deletes=10)
+    if rest_demo is not None:
+        rest_demo.churn(creates=10, updates=20, deletes=5)
     delivered = demo.sandbox.notifier.drain(timeout=60)
     idle = host.wait_idle(timeout=60)
     log_ = demo.sandbox.notifier.deliveries()
@@ -283,11 +351,17 @@ def run_once(host: Any, engine: Engine, queues: Any, demo: Demo, say: Callable[[
         "(Halaxy sends no webhook for Patient deletes, referrals or Practitioner changes: the reconcile finds those)")
     second = datetime.now(UTC)
     enqueue_reconcile(queues, DEMO_TENANT, "full")
+    if rest_demo is not None:
+        enqueue_reconcile(queues, REST_DEMO_TENANT, "full")
     status = wait_for_run(engine, DEMO_TENANT, "full", second, timeout)
+    rest_status = wait_for_run(engine, REST_DEMO_TENANT, "full", second, timeout) if rest_demo else "completed"
     host.wait_idle(timeout=60)
     final = demo.difference(engine)
-    say(f"4/4 full reconcile: {status}; mirror vs /_sandbox/snapshot: {final.summary()}")
-    ok = status == "completed" and final.equal and not missed and delivered and idle
+    rest_final = rest_demo.difference(engine) if rest_demo else None
+    say(f"4/4 full reconcile: {status}; mirror vs /_sandbox/snapshot: {final.summary()}"
+        + (f"; {REST_DEMO_TENANT}: {rest_status}, mirror vs its sandbox: {rest_final.summary()}" if rest_final else ""))
+    ok = (status == "completed" and final.equal and not missed and delivered and idle
+          and rest_status == "completed" and (rest_final is None or rest_final.equal))
     say(f"{'OK' if ok else 'FAILED'}: mirror {'equals' if final.equal else 'differs from'} the source "
         f"({time.monotonic() - began:.1f} s)")
     sys.stdout.flush()

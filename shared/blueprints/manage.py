@@ -22,7 +22,6 @@ from shared.service.reconciles import TenantDisabled, queue_reconcile
 from shared.settings import TenantConfig
 from shared.store.engine import write_transaction
 from shared.store.runs import RunActive, end_run, reap_stale
-from shared.sync.reconcile import TYPE_ORDER
 from shared.timebounds import RANGE_TEXT, instant_in_range
 
 log = logging.getLogger("shared.functions")
@@ -65,17 +64,18 @@ def replay_sync(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
     ``since`` (ISO 8601 with an offset): an incremental run whose windows start there."""
     tenant = route_tenant(rt, req)
     raw_types = [t for t in req.params.get("type", "").split(",") if t]
-    unknown = sorted(set(raw_types) - set(TYPE_ORDER))
-    if unknown or len(raw_types) > len(TYPE_ORDER):
-        raise Refused(400, "bad-type", expected=list(TYPE_ORDER))
+    listed = tenant.entities()
+    unknown = sorted(set(raw_types) - set(listed))
+    if unknown or len(raw_types) > len(listed):
+        raise Refused(400, "bad-type", expected=list(listed))
     since = parse_instant(req.params.get("since", ""))
     now = rt.clock()
     if since is None or since >= now:
         raise Refused(400, "bad-since", expected=f"an ISO 8601 time with an offset, in the past, {RANGE_TEXT}")
-    types = [t for t in TYPE_ORDER if t in raw_types] or None
+    types = [t for t in listed if t in raw_types] or None
     run_id = queue(rt, tenant, ReconcileMessage(tenant=tenant.id, reconcile="incremental", types=types, since=since))
     return answer(202, {"runId": run_id, "tenant": tenant.id, "kind": "incremental", "status": "queued",
-                        "types": types or list(TYPE_ORDER), "since": since.isoformat()},
+                        "types": types or list(listed), "since": since.isoformat()},
                   {"Location": f"/api/tenants/{tenant.id}/sync/runs/{run_id}"})
 
 

@@ -1,4 +1,5 @@
-"""Queue messages: JSON validated by pydantic, small by design (ids, never resource bodies).
+"""Queue messages: JSON validated by pydantic, small by design: ids — and, for a REST source with
+no single-record read, the record its webhook carried (under MAX_MESSAGE_BYTES).
 
 Encoding is the one choice host.json makes (``messageEncoding: none``): the message text is the
 JSON itself, which the Functions host hands to the function unchanged.
@@ -6,11 +7,12 @@ JSON itself, which the Functions host hands to the function unchanged.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal, TypeVar
+import re
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.records import RESOURCE_TYPES, ResourceType, is_fhir_id
+from shared.records import RESOURCE_TYPES, is_fhir_id
 from shared.timebounds import checked_instant
 
 CHANGES_QUEUE = "changes"
@@ -28,7 +30,19 @@ def _fhir_id(value: str) -> str:
     return value
 
 
-Id = Annotated[str, AfterValidator(_fhir_id)]
+def _entity(value: str) -> str:
+    if value not in RESOURCE_TYPES and not _REST_ENTITY.match(value):
+        raise ValueError(f"a resource type the mirror keeps ({', '.join(RESOURCE_TYPES)}) or a REST spec's entity "
+                         "(lower case)")
+    return value
+
+
+# A FHIR resource type the mirror keeps (Capitalised) or a REST spec's entity (lower case, as
+# shared.rest.spec names them): the two never share a name.
+_REST_ENTITY = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+Entity = Annotated[str, AfterValidator(_entity)]
+# A source id as text: a FHIR id for a FHIR type (checked below), else 1-64 printable characters.
+SourceIdText = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
 TenantId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 # Times the workers compute with (lags, windows): aware and within shared.timebounds' range.
 Instant = Annotated[AwareDatetime, AfterValidator(checked_instant)]
@@ -43,8 +57,8 @@ class ChangeMessage(Message):
 
     kind: Literal["change"] = "change"
     tenant: TenantId
-    type: ResourceType
-    id: Id
+    type: Entity
+    id: SourceIdText
     action: Literal["create", "update", "delete"] | None = None
     version: Annotated[str, Field(max_length=64)] | None = None
     event_key: Annotated[str, Field(max_length=200)] | None = None  # the webhook's idempotency key
@@ -52,6 +66,17 @@ class ChangeMessage(Message):
     event_at: Instant | None = None  # the event's own timestamp, when the notification has one
     # Times this change was put back because the source held us back (429, open circuit).
     deferrals: Annotated[int, Field(ge=1, le=1000)] | None = None
+    # The record a REST webhook carried, for a source with no single-record read: applied as is,
+    # its version the event's time when the source states none (docs/webhooks.md).
+    data: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _fhir_ids(self) -> ChangeMessage:
+        if self.type in RESOURCE_TYPES:
+            _fhir_id(self.id)
+            if self.data is not None:
+                raise ValueError("a FHIR change carries no record: it is read from the source")
+        return self
 
 
 class ReconcileMessage(Message):
@@ -61,8 +86,9 @@ class ReconcileMessage(Message):
     tenant: TenantId
     reconcile: Literal["full", "incremental", "hot"]
     run_id: Annotated[str, Field(max_length=36)] | None = None  # set on continuations
-    # Only these types (a webhook gap's); all of them when absent. Kept in the run's checkpoint.
-    types: Annotated[list[ResourceType], Field(min_length=1, max_length=len(RESOURCE_TYPES))] | None = None
+    # Only these types or entities (a webhook gap's, a sync mode's); all of them when absent. Kept in
+    # the run's checkpoint. Names the tenant's source does not list are refused when the run starts.
+    types: Annotated[list[Entity], Field(min_length=1, max_length=64)] | None = None
     # A replay: an incremental run whose windows start here, not at the watermarks.
     since: Instant | None = None
 

@@ -74,6 +74,7 @@ def tenant_status(conn: Connection, tenant: TenantConfig, queues: QueuePort, bud
         "rateBudget": {"limit": budget.limit, "remaining": round(budget.remaining())} if budget else None,
         "silentWebhooks": silent,
         "credentials": credential_health(conn, tenant.id),
-        "nextRuns": {kind: next_fire(tenant.schedule_for(kind), local).isoformat() for kind in KINDS}
+        "nextRuns": {kind: next_fire(schedule, local).isoformat() for kind in KINDS
+                     if (schedule := tenant.schedule_for(kind)) is not None}
         if tenant.enabled else {},
     }

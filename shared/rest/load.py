@@ -94,6 +94,8 @@ def _entity_problems(entity: Entity, allowed: frozenset[str]) -> Iterator[str]:
         yield from _format_problem("incremental.format", entity.incremental.format, FILTER_FORMATS)
         if "{since}" not in entity.incremental.template:
             yield "incremental.template: must contain {since}"
+        if entity.incremental.until_param is not None and "{until}" not in entity.incremental.until_template:
+            yield "incremental.until_template: must contain {until}"
     for column_name, mapping in entity.columns.items():
         if mapping.format is not None:
             yield from _format_problem(f"columns.{column_name}.format", mapping.format, ())

@@ -83,7 +83,8 @@ class EntityMapper:
             content.update(self.function(record, self.tenant_zone))
         if self.declared:
             content["record"] = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
-        return MirrorRow(self.entity.table_name, rid, updated_at, content=content)
+        return MirrorRow(self.entity.table_name, rid, updated_at, content=content,
+                         observed=self.entity.updated_at is None)
 
     def _updated_at(self, record: dict[str, Any]) -> datetime | None:
         spec = self.entity.updated_at

@@ -141,6 +141,12 @@ class Incremental(Strict):
 
     param: Annotated[str, Field(min_length=1)]
     template: str = "{since}"
+    # An upper bound, where the source has one (Cliniko: q[] = updated_at:<{until}): a record
+    # changed while its window is read then leaves the window, and the listing's shrinking total
+    # says so (the window is read again), instead of moving to the end and shifting another one
+    # past the page being read.
+    until_param: str | None = None
+    until_template: str = "{until}"
     format: str = "iso"  # "iso" (UTC, Z), "iso-offset" (+00:00), "date", or a strftime format
     zone: str = "UTC"
     initial_lookback_days: Annotated[int, Field(ge=0, le=36_500)] = 180
@@ -211,6 +217,7 @@ class Entity(Strict):
     paginator: Paginator = Field(default_factory=lambda: NoPaging(kind="none"))
     read: Request | None = None  # one record by {id}; None: the source has none
     read_records: Path = "$"  # where the record sits in a read's answer
+    total: Path | None = None  # where a listing's answer states how many records it holds
     table: Name | DeclaredTable
     columns: dict[Name, ColumnMap] = Field(default_factory=dict)  # "column": "field" for a string
     mapper: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] | None = None

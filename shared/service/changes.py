@@ -15,7 +15,7 @@ from datetime import datetime
 from shared import failpoints
 from shared.bootstrap import Runtime
 from shared.metrics import Metrics
-from shared.queues.messages import CHANGES_QUEUE, ChangeMessage, decode, encode
+from shared.queues.messages import CHANGES_QUEUE, ChangeMessage, InvalidMessage, decode, encode
 from shared.source.errors import CredentialsRefused, SourceError, SourceUnavailable
 from shared.store.guard import UpsertCounts
 from shared.sync.apply import ApplyResult, apply_change
@@ -30,6 +30,8 @@ async def apply_change_message(rt: Runtime, text: str) -> ApplyResult:
     """Raises on bad messages and source trouble: the queue retries, then poisons."""
     message = decode(text, ChangeMessage)
     client = rt.sources().source(rt.tenant(message.tenant))
+    if message.type not in client.entities("full"):
+        raise InvalidMessage(f"not a ChangeMessage for tenant {message.tenant}: its source has no {message.type}")
     try:
         result = await apply_change(rt.engine, client, message)
     except (SourceUnavailable, CredentialsRefused) as exc:

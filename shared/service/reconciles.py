@@ -14,7 +14,15 @@ from typing import Any
 from sqlalchemy import Engine
 
 from shared.bootstrap import Runtime
-from shared.queues.messages import CHANGES_QUEUE, MAX_DEQUEUE_COUNT, RECONCILE_QUEUE, ReconcileMessage, decode, encode
+from shared.queues.messages import (
+    CHANGES_QUEUE,
+    MAX_DEQUEUE_COUNT,
+    RECONCILE_QUEUE,
+    InvalidMessage,
+    ReconcileMessage,
+    decode,
+    encode,
+)
 from shared.queues.port import poison_name
 from shared.reads.health import tenant_health
 from shared.settings import TenantConfig
@@ -77,6 +85,9 @@ async def reconcile_step(rt: Runtime, text: str, *, redelivered: bool = False, l
     retry. ``run``: the reconcile itself (a test passes one that fails on cue)."""
     message = decode(text, ReconcileMessage)
     tenant = rt.tenant(message.tenant)
+    unknown = sorted(set(message.types or ()) - set(tenant.entities()))
+    if unknown:
+        raise InvalidMessage(f"not a ReconcileMessage for tenant {tenant.id}: its source has no {', '.join(unknown)}")
     try:
         with write_transaction(rt.engine) as conn:
             lease = claim(conn, message.run_id) if message.run_id else start_or_resume(

@@ -95,6 +95,9 @@ class FhirClient(SourceHttp):
             yield Page(functools.partial(map_bundle, bundle, entity), next_link(bundle),
                        total if isinstance(total, int) and not isinstance(total, bool) else None)
 
+    def payload_row(self, entity: str, record: dict[str, Any], seen_at: datetime) -> MirrorRow:
+        raise Unmappable("FHIR notifications are never trusted for content: the resource is re-read")
+
     async def fetch(self, entity: str, source_id: str, *, priority: str = REALTIME) -> MirrorRow | None:
         try:
             resource = await self.read(entity, source_id, priority=priority)

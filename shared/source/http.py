@@ -17,7 +17,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -42,6 +42,7 @@ from shared.source.retry import DEFAULT_RETRY, RetryPolicy, is_retryable_status,
 from shared.source.tokens import TokenManager
 
 log = logging.getLogger("shared.source")
+Params = Mapping[str, Any] | list[tuple[str, Any]] | None  # a list where a name repeats (Cliniko's q[])
 MAX_REDIRECTS = 3
 _SECRET_QUERY = re.compile(r"((?:access_)?token|secret|code|password|key)=([^&]+)", re.I)
 
@@ -100,7 +101,7 @@ class SourceHttp:
         """The source refused our credentials (a token is then refreshed once)."""
         return status == 401
 
-    async def _request(self, method: str, url: str, params: dict[str, Any] | None, json: Any,
+    async def _request(self, method: str, url: str, params: Params, json: Any,
                        priority: str) -> Answer:
         path = urlsplit(url).path
         attempt, refreshed = 0, False
@@ -183,7 +184,7 @@ class SourceHttp:
             raise SourceUnavailable(self.tenant.id, "source asked us to wait", path=path,
                                     retry_at=self.wall() + wait, held=True)
 
-    async def _send(self, method: str, url: str, params: dict[str, Any] | None, json: Any, token: str | None,
+    async def _send(self, method: str, url: str, params: Params, json: Any, token: str | None,
                     path: str) -> tuple[httpx.Response, Any, float | None]:
         """The answer, its JSON, and its Retry-After in seconds (busy or failing answers only)."""
         headers = self._headers(token)

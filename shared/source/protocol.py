@@ -81,4 +81,9 @@ class Source(Protocol):
         Unreadable where there is no single-record read, Unmappable where the row cannot be made."""
         ...
 
+    def payload_row(self, entity: str, record: dict[str, Any], seen_at: datetime) -> MirrorRow:
+        """A record a webhook carried, as a row (its version ``seen_at`` where the source states
+        none). Raises Unmappable."""
+        ...
+
     def is_open(self) -> bool: ...

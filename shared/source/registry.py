@@ -1,4 +1,4 @@
-"""One FhirClient per tenant per process, sharing what must be shared.
+"""One source client per tenant per process (FHIR or REST), sharing what must be shared.
 
 Webhook apply and reconcile in the same process get the same client, so they share the token
 cache (single-flight refresh), the Retry-After gate and the rate budget (with its real-time
@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from shared.rest.source import RestSource
 from shared.settings import Settings, TenantConfig
 from shared.source.breaker import DEFAULT_BREAKER, BreakerPolicy, BreakerStore, CircuitBreaker
 from shared.source.budget import RateBudget
@@ -37,10 +38,19 @@ class SourceRegistry:
         self.tokens = TokenManager(http, user_agent=user_agent, refusal_hold=credentials_retry_after)
         self.breaker = CircuitBreaker(breaker_policy, breaker_store)
         self._clients: dict[str, FhirClient] = {}
+        self._sources: dict[str, RestSource] = {}
 
     def source(self, tenant: TenantConfig) -> Source:
         """The tenant's source, whatever its kind, shared by everything in this process."""
-        return self.client(tenant)
+        if tenant.is_fhir:
+            return self.client(tenant)
+        existing = self._sources.get(tenant.id)
+        if existing is not None and existing.tenant == tenant:
+            return existing
+        source = RestSource(tenant, self.http, self.tokens, self.breaker, budget=rest_budget(tenant),
+                            user_agent=self.user_agent)
+        self._sources[tenant.id] = source
+        return source
 
     def client(self, tenant: TenantConfig) -> FhirClient:
         existing = self._clients.get(tenant.id)
@@ -53,5 +63,15 @@ class SourceRegistry:
 
     def budget(self, tenant_id: str) -> RateBudget | None:
         """The tenant's rate budget in this registry, once it has a client here."""
-        client = self._clients.get(tenant_id)
+        client = self._clients.get(tenant_id) or self._sources.get(tenant_id)
         return client.budget if client is not None else None
+
+
+def rest_budget(tenant: TenantConfig) -> RateBudget:
+    """The tenant's own limit (a minute's requests), else its spec's, else Halaxy's 500 a minute."""
+    if tenant.rate_limit is not None:
+        return RateBudget(limit=tenant.rate_limit, window=60.0)
+    declared = tenant.rest_spec().rate_limit
+    if declared is not None:
+        return RateBudget(limit=declared.requests, window=declared.per_seconds)
+    return RateBudget(limit=HALAXY_RATE_LIMIT)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import httpx
 
+from shared.rest.spec import OAuth2ClientCredentials
 from shared.settings import TenantConfig
 from shared.source.errors import CredentialsRefused, TokenError, TransientError
 from shared.telemetry import telemetry
@@ -39,9 +41,41 @@ def token_url(tenant: TenantConfig) -> str:
     return tenant.fhir_url + "/oauth/token"
 
 
-def cache_seconds(expires_in: object) -> float:
-    life = float(expires_in) if isinstance(expires_in, (int, float)) and expires_in > 0 else MAX_TOKEN_LIFE
-    return max(min(life, MAX_TOKEN_LIFE) - REFRESH_MARGIN, MIN_CACHE)
+@dataclass(frozen=True)
+class TokenRequest:
+    """How a tenant asks for a token: Halaxy's form post, or what a REST spec's OAuth2 says."""
+
+    url: str
+    params: dict[str, str] = field(default_factory=dict)
+    form: dict[str, str] | None = None
+    basic: tuple[str, str] | None = None
+    max_life: float = MAX_TOKEN_LIFE
+    label: str | None = None  # how errors name the endpoint (default: the URL's path)
+
+    @property
+    def path(self) -> str:
+        return self.label or urlsplit(self.url).path or "/"
+
+
+def token_request(tenant: TenantConfig) -> TokenRequest:
+    client_id, secret = tenant.credential("client_id"), tenant.credential("client_secret")
+    if tenant.is_fhir:
+        return TokenRequest(token_url(tenant), form={"grant_type": "client_credentials", "client_id": client_id,
+                                                      "client_secret": secret}, label="/oauth/token")
+    auth = tenant.rest_spec().auth
+    if not isinstance(auth, OAuth2ClientCredentials):
+        raise TypeError(f"tenant {tenant.id}: its spec's auth ({auth.kind}) uses no token")
+    grant = {"grant_type": "client_credentials", **({"scope": auth.scope} if auth.scope else {})}
+    form = {**({} if auth.grant_type_in == "query" else grant),
+            **({"client_id": client_id, "client_secret": secret} if auth.credentials == "body" else {})}
+    return TokenRequest(str(tenant.token_url or auth.token_url), params=grant if auth.grant_type_in == "query" else {},
+                        form=form or None, basic=(client_id, secret) if auth.credentials == "basic" else None,
+                        max_life=auth.max_token_life)
+
+
+def cache_seconds(expires_in: object, max_life: float = MAX_TOKEN_LIFE) -> float:
+    life = float(expires_in) if isinstance(expires_in, (int, float)) and expires_in > 0 else max_life
+    return max(min(life, max_life) - REFRESH_MARGIN, MIN_CACHE)
 
 
 class TokenManager:
@@ -50,7 +84,7 @@ class TokenManager:
         self.http, self.user_agent, self.clock, self.wall = http, user_agent, clock, wall
         self.refusal_hold = refusal_hold
         self._cache: dict[str, CachedToken] = {}
-        self._refused: dict[str, tuple[float, str]] = {}  # tenant → (asked again after, why)
+        self._refused: dict[str, tuple[float, str, str | None]] = {}  # tenant → (asked again after, why, path)
         self._locks: dict[str, asyncio.Lock] = {}
         self.fetches = 0  # token requests sent: for tests and telemetry
 
@@ -71,7 +105,7 @@ class TokenManager:
             try:
                 value, seconds = await self._fetch(tenant)
             except CredentialsRefused as exc:
-                self._refused[tenant.id] = (self.clock() + self.refusal_hold, exc.detail)
+                self._refused[tenant.id] = (self.clock() + self.refusal_hold, exc.detail, exc.path)
                 telemetry().token_failure(tenant.id, "refused")
                 raise
             except TokenUnavailable:
@@ -87,11 +121,11 @@ class TokenManager:
         refused = self._refused.get(tenant_id)
         if refused is None:
             return
-        until, why = refused
+        until, why, path = refused
         left = until - self.clock()
         if left > 0:
             raise CredentialsRefused(tenant_id, f"{why} (refused earlier; asking again in {left:.0f} s)",
-                                     path="/oauth/token", retry_at=self.wall() + left)
+                                     path=path, retry_at=self.wall() + left)
 
     def invalidate(self, tenant_id: str, value: str) -> None:
         cached = self._cache.get(tenant_id)
@@ -100,19 +134,20 @@ class TokenManager:
 
     async def _fetch(self, tenant: TenantConfig) -> tuple[str, float]:
         self.fetches += 1
-        form = {"grant_type": "client_credentials", "client_id": tenant.credential("client_id"),
-                "client_secret": tenant.credential("client_secret")}
+        ask = token_request(tenant)
+        path = ask.path
         try:
-            response = await self.http.post(token_url(tenant), data=form, headers={
+            auth = httpx.BasicAuth(*ask.basic) if ask.basic else httpx.USE_CLIENT_DEFAULT
+            response = await self.http.post(ask.url, params=ask.params, data=ask.form, auth=auth, headers={
                 "User-Agent": self.user_agent, "Accept": "application/json"}, follow_redirects=False)
         except httpx.TimeoutException:
-            raise TokenUnavailable(tenant.id, "token endpoint timed out", path="/oauth/token") from None
+            raise TokenUnavailable(tenant.id, "token endpoint timed out", path=path) from None
         except httpx.TransportError as exc:
             raise TokenUnavailable(tenant.id, f"token endpoint unreachable ({exc.__class__.__name__})",
-                                   path="/oauth/token", unreachable=isinstance(exc, httpx.ConnectError)) from None
+                                   path=path, unreachable=isinstance(exc, httpx.ConnectError)) from None
         status = response.status_code
         if status >= 500 or status == 429:
-            raise TokenUnavailable(tenant.id, "token endpoint failed; will retry", path="/oauth/token", status=status)
+            raise TokenUnavailable(tenant.id, "token endpoint failed; will retry", path=path, status=status)
         try:
             payload = response.json()
         except ValueError:
@@ -124,5 +159,5 @@ class TokenManager:
                     "unauthorized_client": "the client may not use client credentials"}.get(reason or "",
                                                                                            "check the tenant's credentials")
             raise CredentialsRefused(tenant.id, f"token refused ({reason or 'no token in answer'}): {hint}",
-                                     path="/oauth/token", status=status, retry_at=self.wall() + self.refusal_hold)
-        return payload["access_token"], cache_seconds(payload.get("expires_in"))
+                                     path=path, status=status, retry_at=self.wall() + self.refusal_hold)
+        return payload["access_token"], cache_seconds(payload.get("expires_in"), ask.max_life)

@@ -65,10 +65,16 @@ def version_seq(version: str | None) -> int | None:
     return None
 
 
-def decide(incoming: StoredVersion, stored: StoredVersion | None) -> Outcome:
-    """What writing ``incoming`` over ``stored`` does; the SQL guards in upsert.py agree."""
+def decide(incoming: StoredVersion, stored: StoredVersion | None, *, by_content: bool = False) -> Outcome:
+    """What writing ``incoming`` over ``stored`` does; the SQL guards in upsert.py agree.
+
+    ``by_content``: the incoming version is only when the record was seen (a source without a
+    change time), so a live record whose content is unchanged is not rewritten however newer."""
     if stored is None:
         return Outcome.DELETED if incoming.deleted_at else Outcome.INSERTED
+    if (by_content and incoming.deleted_at is None and stored.deleted_at is None
+            and incoming.content_hash == stored.content_hash):
+        return Outcome.UNCHANGED
     if incoming.deleted_at is not None:
         if stored.deleted_at is not None:
             return Outcome.UNCHANGED

@@ -25,12 +25,13 @@ def delivery_transaction(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
-def claim_delivery(conn: Connection, tenant_id: str, key: str, event: str, now: datetime) -> bool:
+def claim_delivery(conn: Connection, tenant_id: str, key: str, event: str, now: datetime,
+                   retention: timedelta = INBOX_RETENTION) -> bool:
     """Claim the delivery's idempotency key in the inbox: True for the first copy, False for a
     duplicate within the retention window. A record past its retention (not yet cleaned up) is
     claimed anew."""
     record = {"tenant_id": tenant_id, "idempotency_key": key, "event_type": event[:64], "received_at": now,
-              "expires_at": now + INBOX_RETENTION}
+              "expires_at": now + retention}
     if insert_ignore(conn, inbox, [record]):
         return True
     c = inbox.c

@@ -13,6 +13,7 @@ see engine.py).
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -22,6 +23,7 @@ from sqlalchemy.dialects import postgresql
 
 from shared.store.engine import driver
 from shared.store.guard_sql import guard_condition
+from shared.store.schema import metadata
 from shared.store.types import UTCDateTime
 
 _DIALECT = postgresql.dialect()
@@ -36,11 +38,16 @@ def _copy_type(column_type: Any) -> str:
     """psycopg's name of the binary type to send for a staging column."""
     name = _stage_type(column_type).split("(")[0].lower()
     return {"varchar": "varchar", "bigint": "int8", "integer": "int4", "boolean": "bool",
-            "numeric": "numeric", "date": "date", "timestamptz": "timestamptz"}[name]
+            "numeric": "numeric", "date": "date", "timestamptz": "timestamptz", "text": "text"}[name]
 
 
 def stage_name(table: Table) -> str:
-    return f"stage_{table.name}"
+    """The staging table's name; a declared table's carries its columns' digest, so a definition
+    changed by a new spec version gets a staging table of its own on a connection that has the old."""
+    if table.metadata is metadata:
+        return f"stage_{table.name}"
+    digest = hashlib.blake2b(",".join(f"{c.name}:{c.type}" for c in table.columns).encode(), digest_size=4)
+    return f"stage_{table.name[:40]}_{digest.hexdigest()}"
 
 
 @lru_cache(maxsize=64)
@@ -81,9 +88,9 @@ def upsert_rows_copy(conn: Connection, table: Table, records: list[dict[str, Any
     staged: set[str] = conn.connection.info.setdefault(_STAGED, set())
     names = [c.name for c in table.columns]
     with driver(conn).cursor() as cursor:
-        if table.name not in staged:
+        if stage_name(table) not in staged:
             cursor.execute(create_stage_sql(table))
-            staged.add(table.name)
+            staged.add(stage_name(table))
         with cursor.copy(copy_sql(table)) as copy:
             copy.set_types(list(_copy_types(table)))
             for record in records:

@@ -46,7 +46,7 @@ BOOKKEEPING = (
 )
 
 
-def _mirrored(name: str, *content: Column, indexes: tuple[Index, ...] = ()) -> Table:
+def _mirrored(name: str, *content: Column, indexes: tuple[Index, ...] = (), meta: MetaData = metadata) -> Table:
     # Only the primary key may lead with tenant_id. Secondary indexes lead with the practitioner
     # or client: for a tenant the statistics have not seen yet (a new practice, a first load),
     # PostgreSQL otherwise probes a secondary index that merely starts with tenant_id instead
@@ -54,7 +54,7 @@ def _mirrored(name: str, *content: Column, indexes: tuple[Index, ...] = ()) -> T
     # order equally well.
     return Table(
         name,
-        metadata,
+        meta,
         Column("tenant_id", ID, nullable=False),
         Column("source_id", ID, nullable=False),
         Column("source_version", String(64)),
@@ -318,6 +318,11 @@ webhook_silence = Table(
     Column("last_change_at", UTCDateTime(), nullable=False),  # the newest missed change's lastUpdated
     PrimaryKeyConstraint("tenant_id", "resource_type"),
 )
+
+
+def mirrored_table(name: str, *content: Column, meta: MetaData) -> Table:
+    """A mirrored table of a REST spec's own: the same bookkeeping as the built-in ones."""
+    return _mirrored(name, *content, meta=meta)
 
 
 def content_columns(table_name: str) -> frozenset[str]:

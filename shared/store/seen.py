@@ -6,7 +6,8 @@ from datetime import datetime
 
 from sqlalchemy import Connection, and_, delete, exists, func, insert, select
 
-from shared.store.schema import MIRRORED_TABLES, sync_seen
+from shared.store.declared import find_table
+from shared.store.schema import sync_seen
 
 
 def record_seen(conn: Connection, run_id: str, resource_type: str, ids: list[str]) -> None:
@@ -36,7 +37,7 @@ def unseen_live_ids(conn: Connection, tenant_id: str, run_id: str, table_name: s
                     started_at: datetime) -> tuple[list[str], int]:
     """The delete candidates of a full run: (live ids of ``table_name`` the run did not list and
     that did not change since it started, live rows in the table)."""
-    table = MIRRORED_TABLES[table_name]
+    table = find_table(table_name)
     c, s = table.c, sync_seen.c
     live = and_(c.tenant_id == tenant_id, c.deleted_at.is_(None))
     seen = exists().where(s.run_id == run_id, s.resource_type == resource_type, s.source_id == c.source_id)

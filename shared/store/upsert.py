@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, overload
 
 from sqlalchemy import Connection, Table, select
 
 from shared.records import MirrorRow
+from shared.store.declared import find_table
 from shared.store.guard import Outcome, StoredVersion, UpsertCounts, decide, version_seq
 from shared.store.mssql import merge_rows
 from shared.store.postgres import analyze_if_young, select_by_ids, upsert_rows_copy
@@ -45,6 +46,15 @@ class TableLayout:
 _LAYOUTS = {name: TableLayout(table) for name, table in MIRRORED_TABLES.items()}
 
 
+def layout(name: str) -> TableLayout:
+    """A built-in table's layout, or a declared one's (shared/store/declared.py)."""
+    found = _LAYOUTS.get(name)
+    table = found.table if found is not None and name in MIRRORED_TABLES else find_table(name)
+    if found is None or found.table is not table:  # new, or redeclared by a changed spec
+        found = _LAYOUTS[name] = TableLayout(table)
+    return found
+
+
 def content_hash(layout: TableLayout, content: dict[str, Any]) -> str:
     # repr() of a tuple of plain values (str, datetime, Decimal, …) is deterministic and 2-3x
     # faster than JSON or pickle. Should a Python upgrade change it, each row is rewritten once
@@ -60,6 +70,7 @@ class PreparedTable:
     layout: TableLayout
     records: dict[str, dict[str, Any]]
     counts: UpsertCounts
+    observed: set[str] = field(default_factory=set)  # ids whose version is when they were seen
 
 
 @dataclass
@@ -87,12 +98,11 @@ def prepare_rows(tenant_id: str, rows: Iterable[MirrorRow], *, now: datetime | N
     for row in rows:
         prepared = tables.get(row.table)
         if prepared is None:
-            layout = _LAYOUTS.get(row.table)
-            if layout is None:
-                raise ValueError(f"not a mirrored table: {row.table!r}")
-            prepared = tables[row.table] = PreparedTable(layout, {}, UpsertCounts())
+            prepared = tables[row.table] = PreparedTable(layout(row.table), {}, UpsertCounts())
         record = _record(prepared.layout, tenant_id, row, now)
         previous = prepared.records.get(row.source_id)
+        if row.observed:
+            prepared.observed.add(row.source_id)
         if previous is None:
             prepared.records[row.source_id] = record
             continue
@@ -112,12 +122,13 @@ def apply_prepared(conn: Connection, batch: PreparedBatch, *,
     counts = UpsertCounts()
     for prepared in batch.tables:
         counts += prepared.counts
-        counts += _apply_table(conn, prepared.layout, batch.tenant_id, prepared.records, changed)
+        counts += _apply_table(conn, prepared.layout, batch.tenant_id, prepared.records, changed, prepared.observed)
     return counts
 
 
 def _apply_table(conn: Connection, layout: TableLayout, tenant_id: str, batch: dict[str, dict[str, Any]],
-                 changed: list[tuple[str, str, datetime]] | None = None) -> UpsertCounts:
+                 changed: list[tuple[str, str, datetime]] | None = None,
+                 observed: set[str] | frozenset[str] = frozenset()) -> UpsertCounts:
     counts = UpsertCounts()
     stored = _stored_versions(conn, layout.table, tenant_id, list(batch))
     planned: dict[str, Outcome] = {}
@@ -125,7 +136,7 @@ def _apply_table(conn: Connection, layout: TableLayout, tenant_id: str, batch: d
     dead: list[dict[str, Any]] = []
     for source_id in sorted(batch):
         record = batch[source_id]
-        outcome = decide(_version(record), stored.get(source_id))
+        outcome = decide(_version(record), stored.get(source_id), by_content=source_id in observed)
         if outcome in (Outcome.UNCHANGED, Outcome.STALE):
             counts.add(outcome)
             continue

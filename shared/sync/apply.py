@@ -1,4 +1,6 @@
-"""Apply one change message: the webhook is a hint, the source is the truth.
+"""Apply one change message: the webhook is a hint, the source is the truth — except where a
+REST source has no single-record read: then the record its event carried is applied, dated by
+the event (the version guard orders it against listings).
 
 The resource is re-read from the source (through the tenant's client: same token cache, gate,
 breaker and budget as reconciles, at real-time priority) and upserted with the version guard,
@@ -38,12 +40,19 @@ async def apply_change(engine: Engine, client: Source, message: ChangeMessage, *
                        now: datetime | None = None) -> ApplyResult:
     if message.tenant != client.tenant.id:
         raise ValueError(f"message for tenant {message.tenant} given to the client of {client.tenant.id}")
+    now = now or datetime.now(UTC)
     try:
-        found = await client.fetch(message.type, message.id, priority=REALTIME)
+        if message.data is not None:  # the event carried the record: the source has no read
+            # Its version is the event's time where the source states none (docs/sources.md).
+            seen = message.event_at or message.received_at or now
+            found = None if message.action == "delete" else client.payload_row(message.type, message.data, seen)
+            now = seen
+        else:
+            found = await client.fetch(message.type, message.id, priority=REALTIME)
     except Unmappable as exc:
         return ApplyResult("unmappable", UpsertCounts(), str(exc))
     if found is None:
-        row = MirrorRow.tombstone(client.table(message.type), message.id, now or datetime.now(UTC))
+        row = MirrorRow.tombstone(client.table(message.type), message.id, now)
         outcome = "deleted"
     else:
         row, outcome = found, "applied"

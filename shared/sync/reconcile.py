@@ -31,6 +31,7 @@ from shared.source.budget import BULK
 from shared.source.protocol import Mapped, Page, Source, Window
 from shared.store import cursors
 from shared.store.engine import write_transaction
+from shared.store.guard import UpsertCounts
 from shared.store.mirror import write_rows
 from shared.store.runs import RunCounts, RunLease, checkpoint, finish, load_position, run_started_at
 from shared.store.seen import forget_seen, record_seen
@@ -43,6 +44,7 @@ TYPE_ORDER = RESOURCE_TYPES  # a FHIR source's entities, in the order it lists t
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LAG = timedelta(minutes=2)
 MAX_WINDOW_RESTARTS = 3
+WRITE_BATCH = 1000  # rows per upsert statement; a page commits whole, with its checkpoint
 
 
 @dataclass
@@ -241,7 +243,9 @@ def _commit_page(engine: Engine, tenant: TenantConfig, lease: RunLease, resource
     missed = 0
     with write_transaction(engine) as conn:
         since = cursors.watermark(conn, tenant.id, resource_type) if written is not None else None
-        page = write_rows(conn, tenant.id, rows, changed=written)
+        page = UpsertCounts()
+        for start in range(0, len(rows), WRITE_BATCH):  # a 10,000-record page (PEMS) in statements of 1,000
+            page += write_rows(conn, tenant.id, rows[start:start + WRITE_BATCH], changed=written)
         counts.absorb(page)
         if written and silence is not None:
             missed = record_silence(conn, tenant.id, lease.run_id, resource_type, written, since, silence.cutoff,

@@ -29,8 +29,11 @@ def previous_fire(expression: str, now: datetime) -> datetime:
     return fired.replace(fold=0)
 
 
-def due(schedule: str, last_started: datetime | None, now: datetime) -> bool:
-    """Due when the schedule fired since the last run started (or there never was one)."""
+def due(schedule: str | None, last_started: datetime | None, now: datetime) -> bool:
+    """Due when the schedule fired since the last run started (or there never was one); never
+    without a schedule."""
+    if schedule is None:
+        return False
     return last_started is None or previous_fire(schedule, now) > last_started
 
 
@@ -45,7 +48,7 @@ class Scheduled(Protocol):
     @property
     def enabled(self) -> bool: ...
 
-    def schedule_for(self, kind: str) -> str: ...
+    def schedule_for(self, kind: str) -> str | None: ...
 
 
 def due_runs(tenants: Iterable[Scheduled], last_started: Mapping[tuple[str, str], datetime],

@@ -2,8 +2,9 @@
 
 Never 2xx without a durable enqueue: when the queue (or the inbox) cannot be reached the answer
 is 503 and the sender retries. The mirror is never written here; the apply function re-reads
-each announced resource. A duplicate (same idempotency key within the retention window) is
-acknowledged without enqueueing again.
+each announced resource — or, for a REST source with no single-record read, applies the record
+the event carried, which travels in the message. A duplicate (same idempotency key within the
+retention window) is acknowledged without enqueueing again.
 """
 from __future__ import annotations
 
@@ -18,15 +19,24 @@ from sqlalchemy import Connection, Engine
 
 from shared.availability import is_unavailable
 from shared.metrics import Metrics, hour_bucket, minute_bucket
-from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, encode
+from shared.queues.messages import (
+    CHANGES_QUEUE,
+    MAX_MESSAGE_BYTES,
+    RECONCILE_QUEUE,
+    ChangeMessage,
+    ReconcileMessage,
+    encode,
+)
 from shared.queues.port import QueuePort
 from shared.settings import TenantConfig
-from shared.store.inbox import claim_delivery, delivery_transaction
+from shared.store.inbox import INBOX_RETENTION, claim_delivery, delivery_transaction
 from shared.store.leases import take_lease
 from shared.store.webhook_events import record_notification
 from shared.sync.reconcile import LAG
+from shared.webhooks.allowlist import check_allowed
 from shared.webhooks.notifications import parse_event_name, parse_notification
 from shared.webhooks.rejected import WebhookRejected
+from shared.webhooks.rest_events import parse_rest_event
 from shared.webhooks.verify import verify_request
 
 log = logging.getLogger("shared.webhooks")
@@ -65,9 +75,18 @@ def _receive(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, eve
             raise WebhookRejected(404, "unknown-tenant")
         if not tenant.enabled:
             raise WebhookRejected(403, "tenant-disabled")
-        key = verify_request(tenant.webhook_scheme, [s.get_secret_value() for s in tenant.webhook_secrets],
-                             headers, body, now.timestamp(), header=tenant.webhook_header)
-        events, status = parse_notification(body, event)
+        check_allowed(tenant.webhook_allowed_ips, headers)
+        if tenant.is_fhir:
+            key = verify_request(tenant.webhook_scheme, [s.get_secret_value() for s in tenant.webhook_secrets],
+                                 headers, body, now.timestamp(), header=tenant.webhook_header)
+            events, status = parse_notification(body, event)
+            messages = [ChangeMessage(tenant=tenant.id, type=item.type, id=item.id, action=item.action,
+                                      version=item.version, event_key=key[:200], received_at=now,
+                                      event_at=item.timestamp) for item in events]
+            retention = INBOX_RETENTION
+        else:
+            key, messages, retention = _rest_event(tenant, headers, body, now)
+            status = None
     except WebhookRejected as rejected:
         log.info("webhook tenant=%s event=%s outcome=rejected reason=%s", tenant_label, label, rejected.reason)
         if tenant is not None:
@@ -81,21 +100,18 @@ def _receive(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, eve
         # exactly one copy enqueues. A failed enqueue rolls the claim back, so the sender's
         # retry goes through.
         with delivery_transaction(engine) as conn:
-            if not claim_delivery(conn, tenant.id, key, event, now):
+            if not claim_delivery(conn, tenant.id, key, event, now, retention):
                 event_log.info("webhook tenant=%s event=%s outcome=duplicate", tenant.id, label)
                 metrics.add(tenant.id, "webhook.duplicate")
                 return Answer(200, {"duplicate": True})
-            if events:
-                queues.send_many(CHANGES_QUEUE, [encode(ChangeMessage(
-                    tenant=tenant.id, type=item.type, id=item.id, action=item.action,
-                    version=item.version, event_key=key[:200], received_at=now, event_at=item.timestamp))
-                    for item in events])
-            route_type = parse_event_name(event)[0]
-            reconcile = (status is not None and status.announces_changes and status.unfocused > 0
-                         and request_reconcile(conn, queues, tenant.id, route_type, now))
+            if messages:
+                queues.send_many(CHANGES_QUEUE, [encode(m) for m in messages])
             if status is not None:
+                route_type = parse_event_name(event)[0]
+                reconcile = (status.announces_changes and status.unfocused > 0
+                             and request_reconcile(conn, queues, tenant.id, route_type, now))
                 record_notification(conn, tenant.id, status.subscription, status.event_numbers,
-                                    status.events_since_start, {item.type for item in events} or {route_type}, now)
+                                    status.events_since_start, {m.type for m in messages} or {route_type}, now)
     except Exception as exc:
         if not is_unavailable(exc):
             raise  # a bug: the host's 500 with its traceback, not a "retry later" that never works
@@ -107,14 +123,34 @@ def _receive(engine: Engine, queues: QueuePort, tenant: TenantConfig | None, eve
         event_log.info("webhook tenant=%s event=%s outcome=acknowledged type=%s", tenant.id, label, status.type)
         metrics.add(tenant.id, f"webhook.{status.type}")
         return Answer(200, {"acknowledged": status.type})
-    event_log.info("webhook tenant=%s event=%s outcome=enqueued changes=%d", tenant.id, label, len(events))
-    metrics.add(tenant.id, "webhook.enqueued", len(events))
+    event_log.info("webhook tenant=%s event=%s outcome=enqueued changes=%d", tenant.id, label, len(messages))
+    metrics.add(tenant.id, "webhook.enqueued", len(messages))
     if label != "?":  # per event type: its row's updated_at is the last delivery of that type
         metrics.add(tenant.id, f"{EVENT_METRIC}{label.lower()}")
     if status is not None and status.unfocused:
         metrics.add(tenant.id, "webhook.unfocused_events", status.unfocused)
-        return Answer(202, {"accepted": len(events), "reconcile": route_type, "reconcileQueued": bool(reconcile)})
-    return Answer(202, {"accepted": len(events)})
+        return Answer(202, {"accepted": len(messages), "reconcile": route_type, "reconcileQueued": bool(reconcile)})
+    return Answer(202, {"accepted": len(messages)})
+
+
+def _rest_event(tenant: TenantConfig, headers: Mapping[str, str], body: bytes,
+                now: datetime) -> tuple[str, list[ChangeMessage], timedelta]:
+    """A REST source's event (docs/webhooks.md, "REST sources"): hex HMAC-SHA256 of the raw body in
+    the spec's header, the sender's event id as the idempotency key, kept for its replay window."""
+    spec = tenant.rest_spec()
+    hook = spec.webhook
+    if hook is None:
+        raise WebhookRejected(404, "no-webhooks")
+    verify_request("hmac-sha256", [s.get_secret_value() for s in tenant.webhook_secrets], headers, body,
+                   now.timestamp(), header=tenant.webhook_header or hook.signature_header)
+    entity = spec.entity(hook.entity)
+    event = parse_rest_event(body, hook, entity)
+    message = ChangeMessage(tenant=tenant.id, type=event.entity, id=event.id, action=event.action,
+                            event_key=event.key, received_at=now, event_at=event.at,
+                            data=None if entity.read is not None else event.record)
+    if len(message.model_dump_json(exclude_none=True)) > MAX_MESSAGE_BYTES:
+        raise WebhookRejected(413, "record-too-large")  # the next listing brings it
+    return event.key, [message], timedelta(hours=hook.replay_window_hours)
 
 
 def request_reconcile(conn: Connection, queues: QueuePort, tenant_id: str, resource_type: str, now: datetime) -> bool:

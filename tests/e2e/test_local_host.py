@@ -467,3 +467,56 @@ def test_a_hundred_copies_of_one_delivery_released_at_once_enqueue_once(booted: 
         assert all(b'{"duplicate": true}' in a for a in answers if a.split(b" ", 2)[1] == b"200")
     assert booted.host.wait_idle(timeout=60)
     assert booted.host.status()["queues"]["changes"]["handled"] == 10  # one change message per round
+
+
+def shape(value: Any) -> Any:
+    """The structure of an answer: keys, list items' structure and value types (null fits any)."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return None if value is None else type(value).__name__
+
+
+def same_shape(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_shape(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return not a or not b or same_shape(a[0], b[0])
+    return bool(a == b)
+
+
+def test_a_cliniko_practice_gets_the_dashboard_of_the_same_practice_on_halaxy(booted: Booted) -> None:
+    """make run's two demo tenants are one synthetic practice, on Halaxy (FHIR) and on Cliniko (a
+    REST spec): after a full reconcile each, a practitioner's day answers alike."""
+    from devtools.localhost.serve import REST_DEMO_TENANT
+    from devtools.synthetic import practitioner_id
+
+    assert booted.demo is not None and booted.rest_demo is not None
+    started = datetime.now(UTC)
+    enqueue_reconcile(booted.runtime.queues, DEMO_TENANT, "full")
+    enqueue_reconcile(booted.runtime.queues, REST_DEMO_TENANT, "full")
+    engine = booted.runtime.engine
+    assert wait_for_run(engine, DEMO_TENANT, "full", started, timeout=120) == "completed"
+    assert wait_for_run(engine, REST_DEMO_TENANT, "full", started, timeout=120) == "completed"
+    halaxy_id, cliniko_id = practitioner_id(0), str(min(int(r.id) for r in booted.rest_demo.sandbox.api.store.live(
+        "practitioners")))
+    starts = sorted(r.record["starts_at"] for r in booted.rest_demo.sandbox.api.store.live("appointments")
+                    if r.record["practitioner"]["links"]["self"].endswith(f"/{cliniko_id}"))
+    day = datetime.fromisoformat(starts[len(starts) // 2].replace("Z", "+00:00")).astimezone(
+        ZoneInfo("Australia/Sydney")).date().isoformat()
+    base = f"{booted.host.url}/api/tenants"
+    halaxy = httpx.get(f"{base}/{DEMO_TENANT}/practitioners/{halaxy_id}/dashboard", params={"date": day})
+    cliniko = httpx.get(f"{base}/{REST_DEMO_TENANT}/practitioners/{cliniko_id}/dashboard", params={"date": day})
+    assert (halaxy.status_code, cliniko.status_code) == (200, 200), cliniko.text
+    a, b = halaxy.json(), cliniko.json()
+    assert same_shape(shape(a), shape(b)), (shape(a), shape(b))
+    assert a["sessions"], "the chosen day has sessions"
+    # The same practice: that day's sessions alike but for their ids, the same week, month and
+    # upcoming figures (revenue too), the same practitioner.
+    def alike(board: dict[str, Any]) -> Any:
+        return ([{k: v for k, v in s.items() if k != "id"} for s in board["sessions"]], board["stats"],
+                {k: v for k, v in board["practitioner"].items() if k != "id"})
+    assert alike(a) == alike(b)
