@@ -35,6 +35,7 @@ from shared.blueprints.invoke import FunctionSpec, call_http, call_queue, call_t
 from shared.queues.port import QueuePort, ReceivedMessage, poison_name, settle
 from shared.settings import Settings
 from shared.sync.schedule import is_valid, next_fire
+from shared.webhooks.allowlist import CLIENT_IP_HEADER
 
 log = logging.getLogger("devtools.localhost")
 ROOT = Path(__file__).resolve().parents[2]
@@ -379,9 +380,14 @@ def _handler_for(host: LocalHost) -> type[BaseHTTPRequestHandler]:
             if len(body) < length:  # the client closed (or half-closed) before sending it all
                 self.close_connection = True
                 return _json(400, {"error": "incomplete-body"})
+            # As App Service's front end does: client-ip is the caller's address and port, whatever
+            # the caller sent under that name (shared/webhooks/allowlist.py).
+            headers = {k: v for k, v in self.headers.items() if k.lower() != CLIENT_IP_HEADER}
+            peer = self.client_address
+            headers[CLIENT_IP_HEADER] = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
             try:
                 response = call_http(spec, host.run, method=method, url=f"{host.url}{self.path}",
-                                     headers=dict(self.headers.items()), params=dict(query),
+                                     headers=headers, params=dict(query),
                                      route_params=route_params, body=body)
             except Exception:
                 log.exception("function %s failed", spec.name)  # HTTP functions answer every expected failure

@@ -167,7 +167,8 @@ class Booted:
 def boot(settings: Settings, *, port: int, say: Callable[[str], None] = print,
          demo_counts: tuple[int, int, int, int] = (5, 200, 1000, 400), queues: Any = None,
          host_json: dict[str, Any] | None = None,
-         transport: Callable[[], httpx.AsyncBaseTransport] | None = None) -> Booted:
+         transport: Callable[[], httpx.AsyncBaseTransport] | None = None,
+         clock: Callable[[], datetime] | None = None) -> Booted:
     """Migrate, start the sandbox when no tenant is configured, install the runtime, start the host."""
     from devtools.localhost.host import LocalHost
     from function_app import app
@@ -182,7 +183,7 @@ def boot(settings: Settings, *, port: int, say: Callable[[str], None] = print,
         tenants = [demo.tenant, rest_demo.tenant]
         settings = with_tenants(settings, tenants)
     migrate(settings, tenants=tenants)  # the tables the tenants' specs declare, too
-    runtime = build_runtime(settings, queues=queues, transport=transport)
+    runtime = build_runtime(settings, queues=queues, transport=transport, clock=clock)
     use_runtime(runtime)
     with write_transaction(runtime.engine) as conn:
         sync_tenants(conn, tenants)

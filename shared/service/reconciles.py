@@ -103,7 +103,7 @@ async def reconcile_step(rt: Runtime, text: str, *, redelivered: bool = False, l
     try:
         silence = silence_check(tenant, rt.settings.webhook_silent_grace, rt.clock())
         finished = await run(rt.engine, client, tenant, lease, deadline=deadline, only=message.types,
-                             since=message.since, silence=silence)
+                             since=message.since, silence=silence, now=rt.clock)
     except LeaseLost:
         return "superseded"
     except SourceError as exc:
