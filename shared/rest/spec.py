@@ -200,7 +200,8 @@ def _known_zone(value: str) -> str:
 
 class DeclaredTable(Strict):
     """A table of the spec's own: created and extended by ``migrate`` (columns are added, never
-    dropped); ``unique`` columns must not repeat among a tenant's live rows (a listing that
+    dropped). ``unique``: columns that must not repeat among a tenant's live rows (HIE's facility
+    codes) — validated here, not yet enforced by the reconcile (to be built: a listing that
     repeats one fails the run and alerts)."""
 
     name: Name
