@@ -16,8 +16,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_migrated_schema_matches_the_tables_in_code(engine: Engine) -> None:
+    # Tables REST specs declare are migrate's own (shared/store/declared.py), not alembic's: left out.
+    only_ours = {"include_name": lambda name, kind, _parent: kind != "table" or name in metadata.tables}
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        diff = compare_metadata(MigrationContext.configure(conn, opts=only_ours), metadata)
     assert diff == [], f"schema.py and the migrations disagree: {diff}"
 
 
