@@ -128,6 +128,27 @@ def _number(spec: dict[str, Any], name: str, kind: type, default: Any) -> Any:
         raise BadRequest(f"{name}: expected a number") from None
 
 
+def fault_settings(sandbox: Any, spec: dict[str, Any] | None) -> dict[str, Any]:
+    """``/_sandbox/faults`` of any sandbox (its ``config.faults``, ``config.rate_limit``, ``limiter``,
+    ``requests``): change them from ``spec`` when given, then report them."""
+    faults = sandbox.config.faults
+    if spec is not None:
+        # Parse everything before changing anything: a bad value leaves all as it was.
+        error_rate = _number(spec, "fault_rate", float, faults.error_rate)
+        drop_rate = _number(spec, "drop_rate", float, faults.drop_rate)
+        latency_ms = _number(spec, "latency_ms", int, faults.latency_ms)
+        hang_rate = _number(spec, "hang_rate", float, faults.hang_rate)
+        hang_ms = _number(spec, "hang_ms", int, faults.hang_ms)
+        rate_limit = _number(spec, "rate_limit", int, sandbox.config.rate_limit)
+        if not (0 <= error_rate <= 1 and 0 <= drop_rate <= 1 and 0 <= hang_rate <= 1
+                and latency_ms >= 0 and hang_ms >= 0 and rate_limit >= 0):
+            raise BadRequest("rates are shares between 0 and 1; latency and limit are not negative")
+        faults.error_rate, faults.drop_rate, faults.latency_ms = error_rate, drop_rate, latency_ms
+        faults.hang_rate, faults.hang_ms = hang_rate, hang_ms
+        sandbox.config.rate_limit = sandbox.limiter.limit = rate_limit
+    return {**faults.settings(), "rate_limit": sandbox.config.rate_limit, "requests": sandbox.requests}
+
+
 class _Handler(BaseHTTPRequestHandler):
     sandbox: Sandbox
     protocol_version = "HTTP/1.1"
@@ -335,23 +356,7 @@ class _Handler(BaseHTTPRequestHandler):
             log = sandbox.notifier.deliveries() if sandbox.notifier else []
             self._send(200, log, content_type="application/json")
         elif parts == ["faults"]:
-            faults = sandbox.config.faults
-            if method == "POST":
-                spec = self._json_object()
-                # Parse everything before changing anything: a bad value leaves all as it was.
-                error_rate = _number(spec, "fault_rate", float, faults.error_rate)
-                drop_rate = _number(spec, "drop_rate", float, faults.drop_rate)
-                latency_ms = _number(spec, "latency_ms", int, faults.latency_ms)
-                hang_rate = _number(spec, "hang_rate", float, faults.hang_rate)
-                hang_ms = _number(spec, "hang_ms", int, faults.hang_ms)
-                rate_limit = _number(spec, "rate_limit", int, sandbox.config.rate_limit)
-                if not (0 <= error_rate <= 1 and 0 <= drop_rate <= 1 and 0 <= hang_rate <= 1
-                        and latency_ms >= 0 and hang_ms >= 0 and rate_limit >= 0):
-                    raise BadRequest("rates are shares between 0 and 1; latency and limit are not negative")
-                faults.error_rate, faults.drop_rate, faults.latency_ms = error_rate, drop_rate, latency_ms
-                faults.hang_rate, faults.hang_ms = hang_rate, hang_ms
-                sandbox.config.rate_limit = sandbox.limiter.limit = rate_limit
-            self._send(200, {**faults.settings(), "rate_limit": sandbox.config.rate_limit,
-                             "requests": sandbox.requests}, content_type="application/json")
+            self._send(200, fault_settings(sandbox, self._json_object() if method == "POST" else None),
+                       content_type="application/json")
         else:
             self._send(404, outcome("not-found", "unknown sandbox endpoint"))

@@ -106,3 +106,12 @@ def test_a_rest_source_is_mirrored_through_full_churn_incremental_and_full(engin
     assert compare(rest_mirrored(engine, tenant), rest_truth(box.api, tenant)).summary() == EQUAL
     assert (third.status, third.errored, third.inserted + third.updated, third.deleted) == (
         "completed", 0, 0, len(difference.unexpected))
+
+
+def test_a_rest_sandbox_takes_its_faults_at_run_time_and_refuses_bad_ones(box: RestSandbox) -> None:
+    faults = f"{box.base_url}/_sandbox/faults"
+    changed = httpx.post(faults, json={"fault_rate": 0.5, "rate_limit": 7})
+    refused = httpx.post(faults, json={"fault_rate": 2, "rate_limit": 1})
+    now = httpx.get(faults).json()
+    assert changed.status_code == 200 and refused.status_code == 400
+    assert (now["rate_limit"], box.limiter.limit, box.config.faults.error_rate) == (7, 7, 0.5)

@@ -23,7 +23,7 @@ from devtools.sandbox.rest.apis import Api, Req
 from devtools.sandbox.rest.hooks import EventSender
 from devtools.sandbox.rest.store import Change
 from devtools.sandbox.search import BadRequest
-from devtools.sandbox.server import _Handler, _number, _Server, log
+from devtools.sandbox.server import _Handler, _number, _Server, fault_settings, log
 
 
 @dataclass
@@ -150,22 +150,7 @@ class _RestHandler(_Handler):
         elif method == "GET" and parts == ["deliveries"]:
             self._send(200, sandbox.sender.deliveries() if sandbox.sender else [], content_type="application/json")
         elif parts == ["faults"]:
-            faults = sandbox.config.faults
-            if method == "POST":
-                spec = self._json_object()
-                error_rate = _number(spec, "fault_rate", float, faults.error_rate)
-                drop_rate = _number(spec, "drop_rate", float, faults.drop_rate)
-                latency_ms = _number(spec, "latency_ms", int, faults.latency_ms)
-                hang_rate = _number(spec, "hang_rate", float, faults.hang_rate)
-                hang_ms = _number(spec, "hang_ms", int, faults.hang_ms)
-                rate_limit = _number(spec, "rate_limit", int, sandbox.config.rate_limit)
-                if not (0 <= error_rate <= 1 and 0 <= drop_rate <= 1 and 0 <= hang_rate <= 1
-                        and latency_ms >= 0 and hang_ms >= 0 and rate_limit >= 0):
-                    raise BadRequest("rates are shares between 0 and 1; latency and limit are not negative")
-                faults.error_rate, faults.drop_rate, faults.latency_ms = error_rate, drop_rate, latency_ms
-                faults.hang_rate, faults.hang_ms = hang_rate, hang_ms
-                sandbox.config.rate_limit = sandbox.limiter.limit = rate_limit
-            self._send(200, {**faults.settings(), "rate_limit": sandbox.config.rate_limit,
-                             "requests": sandbox.requests}, content_type="application/json")
+            self._send(200, fault_settings(sandbox, self._json_object() if method == "POST" else None),
+                       content_type="application/json")
         else:
             self._send(404, {"error": "unknown sandbox endpoint"}, content_type="application/json")
