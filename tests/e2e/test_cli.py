@@ -343,3 +343,23 @@ def test_bad_specs_and_rest_tenants_fail_at_start_up_one_line_per_problem(tmp_pa
                    for line in lines), lines
         assert any("tenants[2](id=halaxy): api_key: only for a rest tenant" in line for line in lines), lines
         assert "stray" not in done.stderr
+
+
+def test_rest_sandbox_flags_that_cannot_apply_are_refused_with_one_line() -> None:
+    hooks = cli("sandbox", "--api", "cliniko", "--port", "0", "--webhook-url", "http://127.0.0.1:9/x",
+                "--webhook-secret", "s")
+    orgs = cli("sandbox", "--api", "pems", "--port", "0", "--organizations", "0")
+    assert (hooks.returncode, orgs.returncode) == (2, 2)
+    assert "--webhook-url: cliniko sends no webhooks (HIE and PPB do)" in hooks.stderr
+    assert "--organizations must be between 1 and 100" in orgs.stderr
+
+
+def test_a_pems_sandbox_spreads_its_records_over_the_organizations_asked_for() -> None:
+    box = Running("sandbox", "--api", "pems", "--port", "0", "--records", "6", "--organizations", "3")
+    try:
+        base = box.wait_for(r"serving on (http://127\.0\.0\.1:\d+)").group(1)
+        counts = [len(httpx.get(f"{base}/api/v1/organizations/org-{n}/pfa-records",
+                                headers={"Authorization": "Bearer sandbox-client"}).json()["data"]) for n in (1, 2, 3, 4)]
+        assert counts == [2, 2, 2, 0]
+    finally:
+        box.stop()
