@@ -12,12 +12,23 @@ from urllib.parse import urlsplit
 from sqlalchemy import select, text
 
 from bench.faults.host import SENT_INSIDE
-from bench.faults.parts import BREAKER_COOLDOWN, BREAKER_FAILURES, SCHEMES, Fault, Hook, Run, notifier, tail
+from bench.faults.parts import (
+    BREAKER_COOLDOWN,
+    BREAKER_FAILURES,
+    SCHEMES,
+    Fault,
+    Hook,
+    RoundHook,
+    Run,
+    notifier,
+    tail,
+)
 from bench.faults.run import drain
 from devtools.localhost.azurite import start_azurite_queue, stop
 from devtools.sandbox.notify import BACKPORT_STATUS_PROFILE
 from shared.fhir.transform import TABLE_FOR_TYPE
 from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ChangeMessage, ReconcileMessage, encode
+from shared.store.declared import declare, find_table
 from shared.store.schema import MIRRORED_TABLES
 from shared.webhooks.signatures import standard_webhooks_signature
 
@@ -76,7 +87,8 @@ def _storm(on: bool) -> Hook:
             refused = run.counters.get(f"429s {tenant.id}", 0)
             # The silent sources must refuse some (the app learns their limit no other way); t0's
             # may refuse none: the app can pace itself by the budget it advertises from the start.
-            if index > 0 and not refused:
+            # An unpaged REST source (HIE: a listing is one request) is asked too little to be refused.
+            if index > 0 and not refused and (not tenant.rest or tenant.page_size):
                 run.violations.append(f"{tenant.id}: no request was answered 429: the storm did not bite")
             # Every worker in flight may meet the first 429 (a batch of 16 + 8); after that the
             # Retry-After is shared through the database (a process's copy is ≤ 1 s old), so a
@@ -119,19 +131,44 @@ def _watching(run: Run, tenant_id: str) -> Callable[[str, float, tuple[bool, int
     return watched
 
 
+def _rest_reconciles(rounds: tuple[int, ...]) -> RoundHook:
+    """Full reconciles of the REST tenants in these rounds: their webhooks carry the record, so
+    only a listing asks their source anything (and meets its trouble or its rate limit)."""
+    def hook(run: Run, round_: int, rounds_: int) -> None:
+        if round_ in rounds:
+            for tenant in run.tenants:
+                if tenant.rest:
+                    run.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant.id, reconcile="full")))
+    return hook
+
+
+def _both(*hooks: RoundHook) -> RoundHook:
+    def hook(run: Run, round_: int, rounds: int) -> None:
+        for each in hooks:
+            each(run, round_, rounds)
+    return hook
+
+
 def _trouble(on: bool) -> Hook:
     def hook(run: Run) -> None:
         box = run.tenants[0].sandbox
-        faults = box.config.faults
+        rest = [t.sandbox for t in run.tenants if t.rest]  # flaky too (not down), listed by the reconciles
         if on:  # 10% held for 3 s and dropped unanswered: past the app's 1 s timeout (SYNC_SOURCE_TIMEOUT)
-            faults.error_rate, faults.drop_rate, faults.latency_ms, faults.hang_rate, faults.hang_ms = 0.2, 0.1, 300, 0.1, 3000
+            for each in (box, *rest):
+                flaky = each.config.faults
+                flaky.error_rate, flaky.drop_rate, flaky.latency_ms, flaky.hang_rate, flaky.hang_ms = 0.2, 0.1, 300, 0.1, 3000
         else:
             # The reconciles queued during the rounds page through the flaky source first.
             deadline = time.monotonic() + 45
             while time.monotonic() < deadline and run.queues.count(RECONCILE_QUEUE):
                 run.host.check()
                 time.sleep(0.5)
-            faults.error_rate, faults.drop_rate, faults.latency_ms, faults.hang_rate = 0.0, 0.0, 0, 0.0
+            for each in (box, *rest):
+                flaky = each.config.faults
+                flaky.error_rate, flaky.drop_rate, flaky.latency_ms, flaky.hang_rate = 0.0, 0.0, 0, 0.0
+            if rest:
+                run.count("requests to the flaky REST sources", sum(each.requests for each in rest))
+                run.count("timed-out REST requests", sum(each.hangs for each in rest))
             run.count("requests to the flaky source", box.requests)
             run.count("timed-out requests", box.hangs)
             if not box.hangs:
@@ -295,9 +332,9 @@ def _oversized(run: Run, round_: int, rounds: int) -> None:
 
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (
-    Fault("none", "no fault: the control"),
+    Fault("none", "no fault: the control", rest=True),
     Fault("duplicates", "every webhook sent 2 to 10 times (2 + seed mod 9)",
-          notifier=lambda seed: {"repeat": 2 + seed % 9}),
+          notifier=lambda seed: {"repeat": 2 + seed % 9}, rest=True),
     Fault("shuffled", "webhooks of each round sent in shuffled order from 4 threads",
           notifier={"shuffle": True, "senders": 4}),
     Fault("dropped-webhooks", "1% of webhooks never sent; the next reconcile repairs them",
@@ -308,10 +345,11 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           poison=lambda run: POISON_PER_RUN),
     Fault("rate-limit-storm", "the sources answer 429 with Retry-After beyond 30 requests a minute; two of "
           "the three do not advertise their limit",
-          before=_storm(True), after=_storm(False)),
+          before=_storm(True), during=_rest_reconciles((2, 8, 14)), after=_storm(False), rest=True),
     Fault("source-trouble", "one source: 20% 5xx, 10% dropped connections, 10% timeouts, 300 ms latency; "
-          "down for 4 rounds", before=_trouble(True), during=_outage, after=_trouble(False),
-          env={"SYNC_SOURCE_TIMEOUT": "1"}),
+          "down for 4 rounds; the REST sources flaky too", before=_trouble(True),
+          during=_both(_outage, _rest_reconciles((1, 4, 13, 16))), after=_trouble(False),
+          env={"SYNC_SOURCE_TIMEOUT": "1"}, rest=True),
     Fault("token-expiry", "tokens die after 2 s, mid-reconcile and mid-apply", sandbox={"token_ttl": 2.0},
           during=_overlapping_reconcile, after=_tokens_expired),
     Fault("overlapping-reconciles", "incremental, full and hot reconciles while webhooks flow",
@@ -328,9 +366,9 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("oversized-notification", "notifications of 40 events, and past the 256 KiB limit",
           during=_oversized),
     Fault("crash-after-commit", "the worker dies after committing a change, before deleting its message",
-          failpoints="apply.after_commit=crash:0.01"),
+          failpoints="apply.after_commit=crash:0.01", rest=True),
     Fault("crash-after-enqueue", "the host dies after enqueuing a webhook, before answering it",
-          failpoints="webhook.after_enqueue=crash:0.01"),
+          failpoints="webhook.after_enqueue=crash:0.01", rest=True),
 )}
 
 
@@ -360,6 +398,17 @@ def _sabotage(run: Run) -> None:
             patients.c.tenant_id == tenant.id, patients.c.deleted_at.is_(None)).limit(1)).one()
         conn.execute(patients.update().where((patients.c.tenant_id == tenant.id) & (patients.c.source_id == crossed))
                      .values(source_updated_at=at + timedelta(days=1)))
+    # A REST tenant's record an acknowledged event wrote, given other content at the same version.
+    rest = next(t for t in run.tenants if t.rest)
+    notifier(rest).drain(60)
+    entity = rest.settings().rest_spec().entities[0]
+    declare([rest.settings().rest_spec()])
+    facilities = find_table(entity.table_name)
+    victim = [d for d in notifier(rest).deliveries() if d["status"] == "delivered" and d["action"] == "updated"][-1]["id"]
+    with run.engine.begin() as conn:
+        conn.execute(facilities.update().where((facilities.c.tenant_id == rest.id) & (facilities.c.source_id == victim))
+                     .values(record=json.dumps({"sabotaged": True})))
 
 
-SABOTAGE = Fault("sabotage", "the harness's own check: the mirror is damaged behind the app's back", after=_sabotage)
+SABOTAGE = Fault("sabotage", "the harness's own check: the mirror is damaged behind the app's back", after=_sabotage,
+                 rest=True)

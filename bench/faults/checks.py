@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 
-from bench.faults.parts import Run, Tenant, notifier
+from bench.faults.parts import Run, Tenant, mirrored_tables, notifier
+from devtools.compare import record_digest
 from shared.fhir.transform import TABLE_FOR_TYPE
+from shared.store.declared import declare, find_table
 from shared.store.schema import MIRRORED_TABLES, sync_runs
 
 
@@ -18,6 +21,8 @@ def acknowledged_but_missing(run: Run) -> int:
 
 
 def missing_deliveries(run: Run, tenant: Tenant, *, note: bool = True) -> int:
+    if tenant.rest:
+        return missing_rest_deliveries(run, tenant, note=note)
     rows: dict[tuple[str, str], tuple[int, bool]] = {}
     with run.engine.connect() as conn:
         for kind, name in TABLE_FOR_TYPE.items():
@@ -39,6 +44,39 @@ def missing_deliveries(run: Run, tenant: Tenant, *, note: bool = True) -> int:
             if note and len(run.notes) < 8:
                 run.notes.append(f"acknowledged, not applied: {tenant.id} {delivery['type']}/{delivery['id']} "
                                  f"v{delivery['version']} {delivery['action']}")
+    return missing
+
+
+def missing_rest_deliveries(run: Run, tenant: Tenant, *, note: bool = True) -> int:
+    """A REST tenant's events carry the record, and some sources state no version: so per record,
+    the mirror must hold the content of the last acknowledged event or of a change after it (a
+    reconcile may have brought a later one), or be deleted if that change was a deletion."""
+    settings = tenant.settings()
+    declare([settings.rest_spec()])
+    held: dict[tuple[str, str], str | None] = {}  # (entity, id) -> digest of the live record, None if deleted
+    with run.engine.connect() as conn:
+        for entity in settings.rest_spec().entities:
+            t = find_table(entity.table_name)
+            for sid, record, deleted in conn.execute(select(t.c.source_id, t.c.record, t.c.deleted_at.is_not(None))
+                                                     .where(t.c.tenant_id == tenant.id)):
+                held[(entity.name, sid)] = None if deleted else record_digest(json.loads(record))
+    since: dict[tuple[str, str], list[str | None]] = {}  # per record: its states from the last acknowledged event on
+    for delivery, change in tenant.sandbox.sender.deliveries_with_changes():
+        key = (change.entity, change.id)
+        state = None if change.action == "deleted" else record_digest(change.record)
+        if delivery["status"] == "delivered":
+            since[key] = [state]
+        elif key in since:
+            since[key].append(state)
+    missing = 0
+    for key, states in since.items():
+        if held.get(key) not in states:  # a record never written counts as deleted only if it is one
+            if key not in held and None in states:
+                continue
+            missing += 1
+            if note and len(run.notes) < 8:
+                run.notes.append(f"acknowledged, not applied: {tenant.id} {key[0]}/{key[1]} "
+                                 f"({'absent' if key not in held else 'deleted' if held[key] is None else 'other content'})")
     return missing
 
 
@@ -79,6 +117,8 @@ def crossed_rows(run: Run, tenant: Tenant, snapshot: list[dict[str, Any]]) -> in
 
 def foreign_rows(run: Run) -> int:
     ours = [t.id for t in run.tenants]
+    tables = mirrored_tables([t.settings() for t in run.tenants])
     with run.engine.connect() as conn:
-        return sum(conn.execute(select(func.count()).select_from(t).where(t.c.tenant_id.not_in(ours))).scalar_one()
-                   for t in MIRRORED_TABLES.values())
+        return sum(conn.execute(select(func.count()).select_from(find_table(name))
+                                .where(find_table(name).c.tenant_id.not_in(ours))).scalar_one()
+                   for name in tables)

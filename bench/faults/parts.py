@@ -3,6 +3,7 @@ tenants and their sandboxes, a run's state, a fault, an outcome."""
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import signal
 import subprocess
@@ -20,10 +21,9 @@ from sqlalchemy import Engine, text
 
 from bench.common import postgres_database, wait_for
 from devtools.sandbox.notify import Notifier
-from devtools.sandbox.server import Sandbox
 from shared.failpoints import CRASH_EXIT_CODE
 from shared.queues.azure import AzureQueues
-from shared.settings import load_settings
+from shared.settings import TenantConfig, load_settings, parse_tenants
 from shared.store.engine import create_store_engine
 from shared.store.migrate import migrate
 from shared.store.schema import MIRRORED_TABLES
@@ -142,10 +142,16 @@ _OLDER = ("NEW.source_updated_at < OLD.source_updated_at OR (NEW.source_updated_
           "AND COALESCE(NEW.source_version_seq, 0) < COALESCE(OLD.source_version_seq, 0))")
 
 
-def install_regression_log(engine: Engine) -> None:
+def mirrored_tables(tenants: list[TenantConfig]) -> list[str]:
+    """The built-in mirrored tables and those the REST tenants' specs declare."""
+    declared = {entity.table_name for t in tenants if not t.is_fhir for entity in t.rest_spec().entities}
+    return [*MIRRORED_TABLES, *sorted(declared - set(MIRRORED_TABLES))]
+
+
+def install_regression_log(engine: Engine, tables: list[str]) -> None:
     with engine.begin() as conn:
         conn.execute(text(_REGRESSION_LOG))
-        for table in MIRRORED_TABLES:
+        for table in tables:
             insert = (f"INSERT INTO fault_regressions VALUES ('{table}', NEW.tenant_id, NEW.source_id, "
                       "OLD.source_version, NEW.source_version)")
             if engine.dialect.name == "sqlite":
@@ -159,40 +165,81 @@ def install_regression_log(engine: Engine) -> None:
 
 
 @contextmanager
-def fresh_database(kind: str, folder: Path, name: str, postgres_url: str) -> Iterator[str]:
-    """A migrated, empty database with the regression log; its URL."""
+def fresh_database(kind: str, folder: Path, name: str, postgres_url: str,
+                   tenants: list[TenantConfig]) -> Iterator[str]:
+    """A migrated, empty database (the REST tenants' declared tables too) with the regression
+    log on every mirrored table; its URL."""
     with contextlib.ExitStack() as stack:
         url = (f"sqlite:///{folder / 'mirror.db'}" if kind == "sqlite"
                else stack.enter_context(postgres_database(postgres_url, name)))
         settings = load_settings(database_url=url)
-        migrate(settings)
+        migrate(settings, tenants=tenants, report=lambda line: None)
         engine = create_store_engine(settings)
-        install_regression_log(engine)
+        install_regression_log(engine, mirrored_tables(tenants))
         engine.dispose()
         yield url
+
+
+# The REST tenants of the faults that have them (Fault.rest): their API, its records, and the
+# page size their tenant asks for (PPB's small pages make a full listing 20 requests, so the
+# rate-limit storm bites; HIE's registry is unpaged: one request a listing).
+REST_APIS = (("hie-facilities", 1000, None), ("ppb-premises", 1000, 50))
 
 
 @dataclass
 class Tenant:
     id: str
-    sandbox: Sandbox
+    sandbox: Any  # Sandbox (FHIR) or RestSandbox
     secret: str
     scheme: str
     client_secret: str = "sandbox-secret"
     syncs: bool = True  # False: its credentials are wrong on purpose
+    api: str = ""  # a REST tenant's API (its bundled spec); "" for the FHIR tenants
+    page_size: int | None = None
+
+    @property
+    def rest(self) -> bool:
+        return bool(self.api)
 
     def config(self) -> dict[str, Any]:
+        if self.rest:
+            return {"id": self.id, "name": self.id, "timezone": "Africa/Nairobi", "source": "rest", "spec": self.api,
+                    "base_url": self.sandbox.base_url, **rest_credentials(self.api, self.sandbox.base_url,
+                                                                          self.client_secret),
+                    "webhook_secrets": [self.secret], **({"page_size": self.page_size} if self.page_size else {}),
+                    "schedule": NEVER, "full_schedule": NEVER}
         header = dict(SCHEMES)[self.scheme]
         return {"id": self.id, "name": self.id, "timezone": "Australia/Sydney", "fhir_base_url": self.sandbox.base_url,
                 "client_id": "sandbox-client", "client_secret": self.client_secret, "webhook_scheme": self.scheme,
                 "webhook_secrets": [self.secret], **({"webhook_header": header} if header else {}),
                 "schedule": NEVER, "hot_schedule": NEVER, "full_schedule": NEVER}
 
+    def settings(self) -> TenantConfig:
+        return parse_tenants(json.dumps([self.config()]), source=f"the fault matrix's tenant {self.id}")[0]
+
+    def churn(self, creates: int, updates: int, deletes: int) -> int:
+        """Change records at the source; its webhooks go out on the sandbox's notifier."""
+        if self.rest:
+            return len(self.sandbox.churn(creates, updates, deletes))
+        changes = self.sandbox.data.churn(creates=creates, updates=updates, deletes=deletes)
+        notifier(self).notify(changes)
+        return len(changes)
+
+
+def rest_credentials(api: str, base_url: str, secret: str) -> dict[str, str]:
+    """As samples/tenants.NAME.json has them for that sandbox."""
+    if api == "hie-facilities":
+        return {"token_url": f"{base_url}/oauth2/token", "client_id": "sandbox-client", "client_secret": secret}
+    if api == "ppb-premises":
+        return {"username": "sandbox-client", "password": secret}
+    raise ValueError(f"the fault matrix has no REST tenant for {api!r}")
+
 
 def notifier(tenant: Tenant) -> Notifier:
     """The tenant's sandbox notifier: every tenant of the matrix has webhooks configured."""
-    assert tenant.sandbox.notifier is not None
-    return tenant.sandbox.notifier
+    sender = tenant.sandbox.sender if tenant.rest else tenant.sandbox.notifier
+    assert sender is not None
+    return sender
 
 
 @dataclass
@@ -252,6 +299,7 @@ class Fault:
     databases: tuple[str, ...] = ("sqlite", "postgresql")
     env: dict[str, str] = field(default_factory=dict)  # app settings for this fault
     bad_tenant: bool = False  # the third tenant's client secret is wrong
+    rest: bool = False  # two REST tenants besides the three FHIR ones (REST_APIS)
     before: Hook | None = None  # after the initial load, before the churn
     during: RoundHook | None = None  # after each churn round
     after: Hook | None = None  # after the churn, before the drain

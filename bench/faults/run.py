@@ -30,6 +30,7 @@ from bench.faults.parts import (
     DRAIN_LIMIT,
     DRAIN_TIMEOUT,
     NEVER,
+    REST_APIS,
     ROOT,
     SCHEMES,
     Fault,
@@ -41,17 +42,19 @@ from bench.faults.parts import (
     notifier,
     tail,
 )
-from devtools.compare import compare, live_in_snapshot, mirrored
+from devtools.compare import compare, live_in_snapshot, mirrored, rest_mirrored, rest_truth
 from devtools.localhost.azurite import free_port, start_azurite_queue, stop
 from devtools.sandbox.data import SandboxData
 from devtools.sandbox.notify import WebhookConfig
+from devtools.sandbox.rest.apis import build_api
+from devtools.sandbox.rest.server import RestConfig, RestSandbox
 from devtools.sandbox.server import Sandbox, SandboxConfig
 from devtools.synthetic import SyntheticCounts
 from shared.bootstrap import azurite_connection_string
 from shared.queues.azure import AzureQueues
 from shared.queues.messages import CHANGES_QUEUE, RECONCILE_QUEUE, ReconcileMessage, encode
 from shared.queues.port import poison_name
-from shared.settings import load_settings
+from shared.settings import load_settings, parse_tenants
 from shared.store.engine import create_store_engine
 from shared.store.schema import sync_runs
 
@@ -72,22 +75,30 @@ def run_case(fault: Fault, seed: int, events: int, database: str, postgres_url: 
         try:
             # The process id too: two harnesses on one server (the matrix and make test) never share one.
             name = f"fault_{fault.name.replace('-', '_')}_{seed}_{os.getpid()}"
-            with fresh_database(database, tmp, name, postgres_url) as url:
-                host_port = free_port()
-                for n, (scheme, header) in enumerate(SCHEMES):
-                    secret = (f"whsec_{base64.b64encode(secrets.token_bytes(24)).decode()}"
-                              if scheme == "standard-webhooks" else secrets.token_urlsafe(24))
-                    hook = WebhookConfig(url=f"http://127.0.0.1:{host_port}/api/webhooks/t{n}/{{event}}",
-                                         scheme=scheme, secret=secret, header=header, backoff=0.05, max_attempts=8,
-                                         seed=seed * 10 + n, **{"senders": 2, **sending})
-                    # Big enough that a run's deletions stay under the full reconcile's mass-deletion
-                    # cap (5% of a table): above it, deletes are refused by design and show as unexpected.
-                    data = SandboxData(SyntheticCounts(2, 400, 1200, 300), seed=seed * 10 + n,
-                                       anchor=datetime.now(UTC))
-                    box = Sandbox(data, SandboxConfig(rate_limit=0, webhook=hook, **fault.sandbox)).start()
-                    tenants.append(Tenant(f"t{n}", box, secret, scheme))
-                if fault.bad_tenant:
-                    tenants[2].client_secret, tenants[2].syncs = "wrong-secret", False
+            host_port = free_port()
+            for n, (scheme, header) in enumerate(SCHEMES):
+                secret = (f"whsec_{base64.b64encode(secrets.token_bytes(24)).decode()}"
+                          if scheme == "standard-webhooks" else secrets.token_urlsafe(24))
+                hook = WebhookConfig(url=f"http://127.0.0.1:{host_port}/api/webhooks/t{n}/{{event}}",
+                                     scheme=scheme, secret=secret, header=header, backoff=0.05, max_attempts=8,
+                                     seed=seed * 10 + n, **{"senders": 2, **sending})
+                # Big enough that a run's deletions stay under the full reconcile's mass-deletion
+                # cap (5% of a table): above it, deletes are refused by design and show as unexpected.
+                data = SandboxData(SyntheticCounts(2, 400, 1200, 300), seed=seed * 10 + n,
+                                   anchor=datetime.now(UTC))
+                box = Sandbox(data, SandboxConfig(rate_limit=0, webhook=hook, **fault.sandbox)).start()
+                tenants.append(Tenant(f"t{n}", box, secret, scheme))
+            for n, (api, records, page_size) in enumerate(REST_APIS if fault.rest else (), start=len(tenants)):
+                secret = secrets.token_urlsafe(24)
+                options = {"backoff": 0.05, "max_attempts": 8, "seed": seed * 10 + n, "senders": 2, **sending}
+                config = RestConfig(rate_limit=0, webhook_url=f"http://127.0.0.1:{host_port}/api/webhooks/t{n}/events",
+                                    webhook_secret=secret, webhook_options=options, **fault.sandbox)
+                rest_box = RestSandbox(build_api(api, seed=seed * 10 + n, records=records), config).start()
+                tenants.append(Tenant(f"t{n}", rest_box, secret, "hmac-sha256", api=api, page_size=page_size))
+            if fault.bad_tenant:
+                tenants[2].client_secret, tenants[2].syncs = "wrong-secret", False
+            configs = parse_tenants(json.dumps([t.config() for t in tenants]), source="the fault matrix's tenants")
+            with fresh_database(database, tmp, name, postgres_url, configs) as url:
                 env = {**os.environ, "PYTHONPATH": str(ROOT), "SYNC_DATABASE_URL": url,
                        "SYNC_TENANTS_JSON": json.dumps([t.config() for t in tenants]),
                        "AzureWebJobsStorage": azurite_connection_string(queue_url), "SYNC_FANOUT_SCHEDULE": NEVER,
@@ -136,9 +147,7 @@ def _run(run: Run, events: int, started: float, env: dict[str, str], say: Callab
         for n, tenant in enumerate(tenants):
             size = share // len(tenants) + (1 if n < share % len(tenants) else 0)
             creates, deletes = size // 5, size // 20
-            changes = tenant.sandbox.data.churn(creates=creates, updates=size - creates - deletes, deletes=deletes)
-            made += len(changes)
-            notifier(tenant).notify(changes)
+            made += tenant.churn(creates, size - creates - deletes, deletes)
         if fault.during:
             fault.during(run, round_, rounds)
         time.sleep(0.25)
@@ -158,12 +167,21 @@ def _run(run: Run, events: int, started: float, env: dict[str, str], say: Callab
         if not drained:
             run.violations.append(f"the queues did not drain within {DRAIN_LIMIT:.0f} s")
     lost = acknowledged_but_missing(run)
+    for tenant in tenants:
+        if tenant.rest:
+            run.count(f"{tenant.id} ({tenant.api}) events acknowledged",
+                      sum(d["status"] == "delivered" for d in notifier(tenant).deliveries()))
     reconcile_all(run, "full", tenants)
     for tenant in tenants:
-        snapshot = tenant.sandbox.data.snapshot()
-        difference = compare(mirrored(run.engine, tenant.id), live_in_snapshot(snapshot))
+        if tenant.rest:
+            settings = tenant.settings()
+            difference = compare(rest_mirrored(run.engine, settings), rest_truth(tenant.sandbox.api, settings))
+        else:
+            snapshot = tenant.sandbox.data.snapshot()
+            difference = compare(mirrored(run.engine, tenant.id), live_in_snapshot(snapshot))
+            unexpected += crossed_rows(run, tenant, snapshot)
         lost += len(difference.lost)
-        unexpected += len(difference.unexpected) + crossed_rows(run, tenant, snapshot)
+        unexpected += len(difference.unexpected)
         if not difference.equal:
             run.notes.append(f"{tenant.id}: {difference.summary(3)}")
     unexpected += foreign_rows(run)

@@ -34,6 +34,7 @@ class RestConfig:
     faults: Faults = field(default_factory=Faults)
     webhook_url: str | None = None  # where HIE and PPB send their events (loopback only)
     webhook_secret: str = ""
+    webhook_options: dict[str, Any] = field(default_factory=dict)  # EventSender's (the fault harness)
 
 
 class RestSandbox:
@@ -46,7 +47,8 @@ class RestSandbox:
         self._lock = threading.Lock()
         self.httpd = _Server((host, port), type("RestHandler", (_RestHandler,), {"sandbox": self}))
         self._thread: threading.Thread | None = None
-        self.sender = (EventSender(config.webhook_url, config.webhook_secret, api.webhook_header)
+        self.sender = (EventSender(config.webhook_url, config.webhook_secret, api.webhook_header,
+                                   **config.webhook_options)
                        if config.webhook_url and api.webhook_header else None)
 
     @property
