@@ -60,6 +60,7 @@ bench: $(VENV)/.dev azurite
 	$(PY) -m bench.load_memory
 	$(PY) -m bench.sandbox
 	$(PY) -m bench.reconcile
+	$(PY) -m bench.rest
 	$(PY) -m bench.webhooks
 	$(PY) -m bench.notification
 	$(PY) -m bench.dashboard
