@@ -200,9 +200,10 @@ def _known_zone(value: str) -> str:
 
 class DeclaredTable(Strict):
     """A table of the spec's own: created and extended by ``migrate`` (columns are added, never
-    dropped). ``unique``: columns that must not repeat among a tenant's live rows (HIE's facility
-    codes) — validated here, not yet enforced by the reconcile (to be built: a listing that
-    repeats one fails the run and alerts)."""
+    dropped). ``unique``: columns whose values together must not repeat among a tenant's live rows
+    (HIE's facility codes). A listing page or an event that would repeat them writes nothing: the
+    run fails naming the values and records (the sync stays blocked, and alerts, until the source
+    fixes them); an event is refused (docs/sources.md, "Unique columns")."""
 
     name: Name
     unique: list[Name] = Field(default_factory=list)
@@ -243,6 +244,10 @@ class Entity(Strict):
     @property
     def table_name(self) -> str:
         return self.table if isinstance(self.table, str) else self.table.name
+
+    @property
+    def unique(self) -> tuple[str, ...]:
+        return () if isinstance(self.table, str) else tuple(self.table.unique)
 
 
 

@@ -26,7 +26,7 @@ from shared.queues.messages import (
 from shared.queues.port import poison_name
 from shared.reads.health import tenant_health
 from shared.settings import TenantConfig
-from shared.source.errors import SourceError
+from shared.source.errors import DuplicateKeys, SourceError
 from shared.store.engine import write_transaction
 from shared.store.inbox import forget_expired
 from shared.store.runs import (
@@ -106,6 +106,13 @@ async def reconcile_step(rt: Runtime, text: str, *, redelivered: bool = False, l
                              since=message.since, silence=silence, now=rt.clock)
     except LeaseLost:
         return "superseded"
+    except DuplicateKeys:
+        # The source's data breaks its spec: recorded on the run (with the values) by
+        # run_reconcile; an error here for the alert, without the values (they may be personal).
+        log.error("reconcile tenant=%s run=%s outcome=blocked reason=DuplicateKeys: records repeat columns "
+                  "their spec says are unique; nothing of them written (the run's error names them)", tenant.id,
+                  lease.run_id)
+        outcome = "failed"
     except SourceError as exc:
         # Recorded on the run by run_reconcile; the next scheduled run tries again.
         log.warning("reconcile tenant=%s run=%s outcome=failed reason=%s", tenant.id, lease.run_id, exc.__class__.__name__)

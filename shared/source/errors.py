@@ -55,6 +55,11 @@ class BadResponse(SourceError):
     """The answer is not what FHIR promises (not JSON, wrong type, too large, redirected away)."""
 
 
+class DuplicateKeys(BadResponse):
+    """Records the source sent repeat values of columns its spec says are unique (HIE's facility
+    codes): nothing of them was written, and the sync stays blocked until the source fixes them."""
+
+
 class TransientError(SourceError):
     """429, 5xx, timeouts and connection errors: worth retrying later."""
 

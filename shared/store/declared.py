@@ -19,6 +19,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     Date,
     Engine,
     MetaData,
@@ -27,10 +28,14 @@ from sqlalchemy import (
     Unicode,
     UnicodeText,
     inspect,
+    select,
+    tuple_,
 )
 
+from shared.records import MirrorRow
 from shared.rest.spec import ColumnMap, DeclaredTable, SourceSpec
 from shared.settings_errors import SettingsError
+from shared.source.errors import DuplicateKeys
 from shared.store.schema import ID, MIRRORED_TABLES, metadata, mirrored_table
 from shared.store.types import UTCDateTime
 
@@ -144,3 +149,51 @@ def _family(column_type: Any) -> str:
         return str(column_type.python_type.__name__)
     except NotImplementedError:
         return type(column_type).__name__
+
+
+def repeated_keys(conn: Connection, tenant_id: str, rows: list[MirrorRow], columns: tuple[str, ...],
+                  limit: int = 5) -> tuple[int, list[str]]:
+    """Values of ``columns`` that ``rows`` would make repeat among the tenant's live rows: two
+    live rows of the batch, or one of them and a stored live row of another record (a record of
+    the batch is judged by its new values, so a code moving between two records of one batch is
+    not a repeat). Rows missing a value are not constrained (as SQL's UNIQUE). Returns how many
+    values repeat and up to ``limit`` descriptions (values and source ids)."""
+    if not columns or not rows:
+        return 0, []
+    table = find_table(rows[0].table)
+    batch = {row.source_id for row in rows}
+    holders: dict[tuple[Any, ...], set[str]] = {}
+    for row in rows:
+        key = tuple(row.content.get(column) for column in columns)
+        if not row.is_tombstone and None not in key:
+            holders.setdefault(key, set()).add(row.source_id)
+    keys = list(holders)
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        match = (table.c[columns[0]].in_([k[0] for k in chunk]) if len(columns) == 1
+                 else tuple_(*(table.c[c] for c in columns)).in_(chunk))
+        for source_id, *values in conn.execute(select(table.c.source_id, *(table.c[c] for c in columns)).where(
+                table.c.tenant_id == tenant_id, table.c.deleted_at.is_(None), match)):
+            key = tuple(values)
+            if source_id not in batch and key in holders:
+                holders[key].add(source_id)
+    repeated = sorted((key, sorted(ids)) for key, ids in holders.items() if len(ids) > 1)
+    return len(repeated), [", ".join(f"{c}={v!r}" for c, v in zip(columns, key, strict=True)) + " on "
+                           + " and ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+                           for key, ids in repeated[:limit]]
+
+
+def unique_columns(tenant: Any, entity: str) -> tuple[str, ...]:
+    """The columns a REST tenant's spec says must not repeat in ``entity``'s table."""
+    return () if tenant.is_fhir else tenant.rest_spec().entity(entity).unique
+
+
+def refuse_repeats(conn: Connection, tenant_id: str, entity: str, rows: list[MirrorRow], columns: tuple[str, ...],
+                   consequence: str) -> None:
+    """Raise DuplicateKeys when ``rows`` would repeat ``columns`` (repeated_keys)."""
+    count, examples = repeated_keys(conn, tenant_id, rows, columns)
+    if count:
+        raise DuplicateKeys(tenant_id, f"{entity}: {count} value{'s' if count > 1 else ''} of {', '.join(columns)} "
+                            f"(unique in the spec) on more than one record: {'; '.join(examples)}"
+                            f"{'; …' if count > len(examples) else ''}. {consequence}; the sync stays blocked "
+                            "until the source fixes them")

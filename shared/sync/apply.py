@@ -23,7 +23,9 @@ from sqlalchemy import Engine
 from shared.queues.messages import ChangeMessage
 from shared.records import MirrorRow
 from shared.source.budget import REALTIME
+from shared.source.errors import DuplicateKeys
 from shared.source.protocol import Source, Unmappable
+from shared.store.declared import refuse_repeats, unique_columns
 from shared.store.engine import write_transaction
 from shared.store.guard import UpsertCounts
 from shared.store.mirror import write_rows
@@ -58,10 +60,16 @@ async def apply_change(engine: Engine, client: Source, message: ChangeMessage, *
         row, outcome = found, "applied"
     # On a worker thread: the event loop keeps serving other changes while this one waits for
     # its commit (a synchronous commit here made every apply in the process wait in line).
-    counts = await asyncio.to_thread(_write, engine, message.tenant, row)
+    unique = unique_columns(client.tenant, message.type)
+    try:
+        counts = await asyncio.to_thread(_write, engine, message.tenant, row, message.type, unique)
+    except DuplicateKeys as exc:
+        return ApplyResult("duplicate-key", UpsertCounts(), str(exc))
     return ApplyResult(outcome, counts)
 
 
-def _write(engine: Engine, tenant_id: str, row: MirrorRow) -> UpsertCounts:
+def _write(engine: Engine, tenant_id: str, row: MirrorRow, entity: str, unique: tuple[str, ...]) -> UpsertCounts:
     with write_transaction(engine) as conn:
+        if unique:
+            refuse_repeats(conn, tenant_id, entity, [row], unique, "the event was not applied")
         return write_rows(conn, tenant_id, [row])

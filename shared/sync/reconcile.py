@@ -30,6 +30,7 @@ from shared.settings import TenantConfig
 from shared.source.budget import BULK
 from shared.source.protocol import Mapped, Page, Source, Window
 from shared.store import cursors
+from shared.store.declared import refuse_repeats, unique_columns
 from shared.store.engine import write_transaction
 from shared.store.guard import UpsertCounts
 from shared.store.mirror import write_rows
@@ -241,7 +242,10 @@ def _commit_page(engine: Engine, tenant: TenantConfig, lease: RunLease, resource
     written: list[tuple[str, str, datetime]] | None = (
         [] if silence is not None and resource_type in silence.types else None)
     missed = 0
+    unique = unique_columns(tenant, resource_type)
     with write_transaction(engine) as conn:
+        if unique:  # before any write: a page that repeats them is rolled back whole
+            refuse_repeats(conn, tenant.id, resource_type, rows, unique, "nothing from this page was written")
         since = cursors.watermark(conn, tenant.id, resource_type) if written is not None else None
         page = UpsertCounts()
         for start in range(0, len(rows), WRITE_BATCH):  # a 10,000-record page (PEMS) in statements of 1,000

@@ -253,6 +253,29 @@ def test_a_reconcile_message_failing_its_last_attempt_fails_its_run_and_frees_th
             ("failed", "gave up after 5 attempts: ZeroDivisionError")]
 
 
+def test_a_reconcile_blocked_by_repeated_unique_values_logs_an_error_without_the_values(
+        setup: tuple[Sandbox, InMemoryQueues], caplog: pytest.LogCaptureFixture) -> None:
+    """docs/sources.md, "Unique columns": the run fails with the values; the log line for the
+    alert names the tenant and run but not the values (a unique column may be personal data)."""
+    from shared.bootstrap import runtime
+    from shared.service.reconciles import reconcile_step
+    from shared.source.errors import DuplicateKeys
+    from shared.store.runs import finish
+
+    async def repeats(engine: Any, client: Any, tenant: Any, lease: Any, **_kwargs: Any) -> Any:
+        error = DuplicateKeys(tenant.id, "facilities: facility_code='SECRET-CODE' on fac-1 and fac-2")
+        with engine.begin() as conn:
+            finish(conn, lease, "failed", error=str(error))  # as run_reconcile records it
+        raise error
+
+    text = encode(ReconcileMessage(tenant="demo", reconcile="full"))
+    with caplog.at_level("INFO"):
+        assert asyncio.run(reconcile_step(runtime(), text, run=repeats)) == "failed"
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "tenant=demo" in errors[0] and "outcome=blocked reason=DuplicateKeys" in errors[0]
+    assert "SECRET-CODE" not in caplog.text
+
+
 def test_the_redelivered_reconcile_message_of_a_crashed_worker_resumes_its_run(
         setup: tuple[Sandbox, InMemoryQueues]) -> None:
     """A worker killed mid-reconcile (the fault matrix's crash faults) leaves its run "running";
