@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--page-size", type=int, default=None,
                            help="records per page (default: the tenant's page_size, else 100 for FHIR or the "
                                 "spec's default; FHIR at most 1000, REST at most the spec's max)")
+    reconcile.add_argument("--mode", help="one of the tenant's sync modes (its entities only; with --kind incremental)")
 
     commands.add_parser("tenants", help="validate the tenants configuration and list tenants (no secrets)")
     tools = dev_tools()
@@ -208,6 +209,12 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from shared.sync.reconcile import run_reconcile
 
     tenant = _find_tenant(settings, args.tenant)
+    mode = tenant.mode(args.mode) if args.mode else None
+    if args.mode and mode is None:
+        raise CliError(f"--mode {args.mode!r}: tenant {tenant.id} has no such sync mode "
+                       f"({', '.join(m.name for m in tenant.modes) or 'it has none'})")
+    if mode is not None and args.kind != "incremental":
+        raise CliError(f"--mode {mode.name}: a sync mode is an incremental run (--kind incremental)")
     largest = 1000 if tenant.is_fhir else tenant.rest_spec().page_size.max
     if args.page_size is not None and not 1 <= args.page_size <= largest:
         raise CliError(f"--page-size must be between 1 and {largest:,} for tenant {tenant.id}")
@@ -220,7 +227,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
             sync_tenants(conn, [tenant])
             reap_stale(conn, older_than=timedelta(minutes=15))
             try:
-                lease = start_run(conn, tenant.id, args.kind)
+                lease = start_run(conn, tenant.id, args.kind, mode=args.mode)
             except RunActive as exc:
                 raise CliError(f"{exc}: wait for it to finish, or let the reaper fail it after 15 minutes "
                                "without a heartbeat") from None
@@ -230,6 +237,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
                 client = SourceRegistry(http, DatabaseBreakerStore(engine),
                                         **source_options(settings)).source(tenant)
                 await run_reconcile(engine, client, tenant, lease, page_size=args.page_size,
+                                    only=mode.entities if mode else None,
                                     on_progress=lambda p: progress.update(p.done, p.total, p.step))
 
         try:

@@ -46,6 +46,17 @@ def _valid_schedule(value: str) -> str:
 Schedule = Annotated[str, AfterValidator(_valid_schedule)]
 
 
+class SyncMode(BaseModel):
+    """A named subset of the tenant's entities reconciled incrementally on its own schedule
+    (Cliniko's patients-only), besides the runs of everything."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+    entities: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(min_length=1, max_length=64)]
+    schedule: Schedule
+
+
 class TenantConfig(BaseModel):
     """One practice: its source, credentials, webhook authentication and schedule."""
 
@@ -80,6 +91,9 @@ class TenantConfig(BaseModel):
     schedule: Schedule = "0 */15 * * * *"
     hot_schedule: Schedule = "0 */5 * * * *"
     full_schedule: Schedule = "0 0 3 * * *"
+    # Sync modes: a named subset of entities with its own incremental schedule (Cliniko's
+    # patients-only); triggered by the fan-out, or by name through the sync route.
+    modes: list[SyncMode] = Field(default_factory=list)
     # halaxy: the header carrying the static secret; hmac-sha256: the header carrying the hex HMAC.
     webhook_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")] | None = None
     # Types whose creates and updates the source announces by webhook (Halaxy: patients,
@@ -97,6 +111,9 @@ class TenantConfig(BaseModel):
         if kind == "hot" and not self.is_fhir:
             return None
         return {"incremental": self.schedule, "hot": self.hot_schedule, "full": self.full_schedule}[kind]
+
+    def mode(self, name: str) -> SyncMode | None:
+        return next((m for m in self.modes if m.name == name), None)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -131,6 +148,9 @@ class TenantConfig(BaseModel):
             if stray or self.variables:
                 raise PydanticCustomError("rest_only", f"{', '.join(stray or ['variables'])}: only for a rest tenant; "
                                           'add "source": "rest" and a "spec", or remove them')
+            problems = _mode_problems(self.modes, self.entities())
+            if problems:
+                raise PydanticCustomError("modes", "; ".join(problems))
         elif self.spec is None:
             raise PydanticCustomError("missing", 'spec: Field required (a rest tenant names a bundled spec or a '
                                       "spec file)")
@@ -359,6 +379,22 @@ def _against_spec(tenant: TenantConfig, spec: SourceSpec) -> list[str]:
         problems.append(f"token_url: the spec's auth ({spec.auth.kind}) uses no token")
     if tenant.page_size is not None and tenant.page_size > spec.page_size.max:
         problems.append(f"page_size: at most {spec.page_size.max} for this source")
+    problems += _mode_problems(tenant.modes, tuple(e.name for e in spec.entities))
+    return problems
+
+
+def _mode_problems(modes: list[SyncMode], entities: tuple[str, ...]) -> list[str]:
+    """Sync modes against the source's entities: known names, each mode named once."""
+    problems = []
+    seen: set[str] = set()
+    for n, mode in enumerate(modes):
+        if mode.name in seen:
+            problems.append(f"modes[{n}].name: {mode.name!r} is named twice")
+        seen.add(mode.name)
+        unknown = [e for e in mode.entities if e not in entities]
+        if unknown:
+            problems.append(f"modes[{n}].entities: {', '.join(unknown)}: not the source's (it has "
+                            f"{', '.join(entities)})")
     return problems
 
 

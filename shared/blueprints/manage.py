@@ -32,6 +32,7 @@ _RUN_ID = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 class SyncRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["full", "incremental", "hot"]
+    mode: str | None = None  # one of the tenant's sync modes (kind incremental): its entities only
 
 
 @bp.function_name("trigger_sync")
@@ -40,9 +41,15 @@ class SyncRequest(BaseModel):
 def trigger_sync(rt: Runtime, req: func.HttpRequest) -> func.HttpResponse:
     """202 with the queued run's id; 409 naming the active run of that kind."""
     tenant = route_tenant(rt, req)
-    kind = json_body(req, SyncRequest).kind
-    run_id = queue(rt, tenant, ReconcileMessage(tenant=tenant.id, reconcile=kind))
-    return answer(202, {"runId": run_id, "tenant": tenant.id, "kind": kind, "status": "queued"},
+    body = json_body(req, SyncRequest)
+    kind, mode = body.kind, tenant.mode(body.mode) if body.mode is not None else None
+    if body.mode is not None and mode is None:
+        raise Refused(400, "unknown-mode", mode=body.mode, modes=[m.name for m in tenant.modes])
+    if mode is not None and kind != "incremental":
+        raise Refused(400, "mode-needs-incremental", mode=mode.name)
+    run_id = queue(rt, tenant, ReconcileMessage(tenant=tenant.id, reconcile=kind, mode=body.mode))
+    return answer(202, {"runId": run_id, "tenant": tenant.id, "kind": kind, "status": "queued",
+                        **({"mode": mode.name, "entities": mode.entities} if mode else {})},
                   {"Location": f"/api/tenants/{tenant.id}/sync/runs/{run_id}"})
 
 

@@ -91,6 +91,8 @@ class ReconcileMessage(Message):
     types: Annotated[list[Entity], Field(min_length=1, max_length=64)] | None = None
     # A replay: an incremental run whose windows start here, not at the watermarks.
     since: Instant | None = None
+    # A sync mode of the tenant (an incremental run of its entities): checked when the run starts.
+    mode: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")] | None = None
 
 
 class InvalidMessage(ValueError):

@@ -44,7 +44,9 @@ def _op(summary: str, answers: dict[str, Any], *, params: list[dict[str, Any]] |
 
 def document() -> dict[str, Any]:
     sync_body = {"type": "object", "additionalProperties": False, "required": ["kind"],
-                 "properties": {"kind": {"enum": ["full", "incremental", "hot"]}}}
+                 "properties": {"kind": {"enum": ["full", "incremental", "hot"]},
+                                "mode": {"type": "string", "maxLength": 32,
+                                         "description": "one of the tenant's sync modes (with kind incremental)"}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "FHIR mirror sync service", "version": "1"},

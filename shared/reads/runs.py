@@ -24,7 +24,7 @@ def run_view(row: AnyRow, now: datetime) -> dict[str, Any]:
         elapsed = (now - row.started_at).total_seconds()
         estimate = now + timedelta(seconds=elapsed / done * (total - done))
     return {
-        "runId": row.id, "tenant": row.tenant_id, "kind": row.kind, "status": row.status,
+        "runId": row.id, "tenant": row.tenant_id, "kind": row.kind, "mode": row.mode, "status": row.status,
         "percentage": percentage, "step": row.step,
         "records": {"processed": done, "total": total},
         "counts": {name: getattr(row, name) for name in COUNTS},

@@ -45,7 +45,7 @@ from shared.store.runs import (
 )
 from shared.store.webhook_events import settle_gaps
 from shared.sync.reconcile import TYPE_ORDER, run_reconcile
-from shared.sync.schedule import due_runs
+from shared.sync.schedule import due_modes, due_runs
 from shared.sync.silence import silence_check
 from shared.telemetry import telemetry
 
@@ -65,7 +65,7 @@ def queue_reconcile(rt: Runtime, tenant: TenantConfig, message: ReconcileMessage
     if not tenant.enabled:
         raise TenantDisabled(tenant.id)
     with write_transaction(rt.engine) as conn:
-        run_id = queue_run(conn, tenant.id, message.reconcile)
+        run_id = queue_run(conn, tenant.id, message.reconcile, mode=message.mode)
     try:
         rt.queues.send(RECONCILE_QUEUE, encode(message.model_copy(update={"run_id": run_id})))
     except Exception:
@@ -88,11 +88,16 @@ async def reconcile_step(rt: Runtime, text: str, *, redelivered: bool = False, l
     unknown = sorted(set(message.types or ()) - set(tenant.entities()))
     if unknown:
         raise InvalidMessage(f"not a ReconcileMessage for tenant {tenant.id}: its source has no {', '.join(unknown)}")
+    mode = tenant.mode(message.mode) if message.mode else None
+    if message.mode and (mode is None or message.reconcile != "incremental"):
+        raise InvalidMessage(f"not a ReconcileMessage for tenant {tenant.id}: no incremental sync mode "
+                             f"{message.mode!r} (a settings change since it was queued?)")
+    only = message.types or (mode.entities if mode else None)
     try:
         with write_transaction(rt.engine) as conn:
             lease = claim(conn, message.run_id) if message.run_id else start_or_resume(
                 conn, tenant.id, message.reconcile, stale_after=timedelta(seconds=rt.settings.run_stale_after),
-                take_over=redelivered)
+                take_over=redelivered, mode=message.mode)
     except RunActive as exc:
         log.info("reconcile tenant=%s kind=%s outcome=already-running run=%s", tenant.id, message.reconcile, exc.run_id)
         return "already-running"
@@ -102,7 +107,7 @@ async def reconcile_step(rt: Runtime, text: str, *, redelivered: bool = False, l
     deadline = time.monotonic() + rt.settings.reconcile_time_budget
     try:
         silence = silence_check(tenant, rt.settings.webhook_silent_grace, rt.clock())
-        finished = await run(rt.engine, client, tenant, lease, deadline=deadline, only=message.types,
+        finished = await run(rt.engine, client, tenant, lease, deadline=deadline, only=only,
                              since=message.since, silence=silence, now=rt.clock)
     except LeaseLost:
         return "superseded"
@@ -173,6 +178,9 @@ def fan_out(rt: Runtime, now: datetime | None = None) -> list[tuple[str, str]]:
     due = due_runs(rt.tenants.values(), last, now, loaded)
     for tenant_id, kind in due:
         rt.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile=kind)))
+    for tenant_id, mode in due_modes(rt.tenants.values(), last, now, loaded):
+        rt.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile="incremental", mode=mode)))
+        due.append((tenant_id, f"incremental/{mode}"))
     fanout_log.info("fan-out due=%d runs=%s", len(due), ",".join(f"{t}:{k}" for t, k in due))
     for tenant in rt.tenants.values():
         if tenant.enabled:

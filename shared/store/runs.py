@@ -73,24 +73,27 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def start_run(conn: Connection, tenant_id: str, kind: str, *, now: datetime | None = None) -> RunLease:
-    return RunLease(_insert_run(conn, tenant_id, kind, "running", now or _now()), tenant_id, kind, 1)
+def start_run(conn: Connection, tenant_id: str, kind: str, *, now: datetime | None = None,
+              mode: str | None = None) -> RunLease:
+    return RunLease(_insert_run(conn, tenant_id, kind, "running", now or _now(), mode), tenant_id, kind, 1)
 
 
-def queue_run(conn: Connection, tenant_id: str, kind: str, *, now: datetime | None = None) -> str:
+def queue_run(conn: Connection, tenant_id: str, kind: str, *, now: datetime | None = None,
+              mode: str | None = None) -> str:
     """A run an operator asked for: ``queued`` (holding the tenant's slot for that kind) until a
     worker claims it from its message. Raises RunActive naming the active run."""
-    return _insert_run(conn, tenant_id, kind, "queued", now or _now())
+    return _insert_run(conn, tenant_id, kind, "queued", now or _now(), mode)
 
 
-def _insert_run(conn: Connection, tenant_id: str, kind: str, status: str, now: datetime) -> str:
+def _insert_run(conn: Connection, tenant_id: str, kind: str, status: str, now: datetime,
+                mode: str | None = None) -> str:
     """A new active run (running: fencing token 1, held by the caller; queued: 0, held by none)."""
     if kind not in KINDS:
         raise ValueError(f"unknown reconcile kind {kind!r}; one of {', '.join(KINDS)}")
     run_id = str(uuid.uuid4())
     savepoint = conn.begin_nested()
     try:
-        conn.execute(insert(sync_runs).values(id=run_id, tenant_id=tenant_id, kind=kind, status=status,
+        conn.execute(insert(sync_runs).values(id=run_id, tenant_id=tenant_id, kind=kind, mode=mode, status=status,
                                               fencing_token=1 if status == "running" else 0, started_at=now,
                                               heartbeat_at=now, step="queued" if status == "queued" else None))
         savepoint.commit()
@@ -116,7 +119,7 @@ def end_run(conn: Connection, tenant_id: str, run_id: str, *, status: str = "can
 
 
 def start_or_resume(conn: Connection, tenant_id: str, kind: str, *, stale_after: timedelta,
-                    now: datetime | None = None, take_over: bool = False) -> RunLease:
+                    now: datetime | None = None, take_over: bool = False, mode: str | None = None) -> RunLease:
     """Start a run, or take over the active one when its worker went silent (crashed, killed)
     for ``stale_after``: the taker resumes from the checkpoint. A live run raises RunActive.
 
@@ -126,7 +129,7 @@ def start_or_resume(conn: Connection, tenant_id: str, kind: str, *, stale_after:
     after all, the fencing token shuts it out at its next checkpoint."""
     now = now or _now()
     try:
-        return start_run(conn, tenant_id, kind, now=now)
+        return start_run(conn, tenant_id, kind, now=now, mode=mode)
     except RunActive as exc:
         c = sync_runs.c
         heartbeat = conn.execute(select(c.heartbeat_at).where(c.id == exc.run_id)).scalar()
@@ -213,10 +216,12 @@ def reap_stale(conn: Connection, *, older_than: timedelta, now: datetime | None 
 
 
 def last_started(conn: Connection) -> dict[tuple[str, str], datetime]:
-    """When each (tenant, kind) last started a run: what the fan-out measures schedules from."""
+    """When each (tenant, kind) last started a run: what the fan-out measures schedules from. A
+    sync mode's runs count as (tenant, "mode:NAME"), not as their kind's: a patients-only run does
+    not put off the tenant's incremental run of everything."""
     c = sync_runs.c
-    return {(tenant, kind): started for tenant, kind, started in conn.execute(
-        select(c.tenant_id, c.kind, func.max(c.started_at)).group_by(c.tenant_id, c.kind))}
+    return {(tenant, kind if mode is None else f"mode:{mode}"): started for tenant, kind, mode, started in conn.execute(
+        select(c.tenant_id, c.kind, c.mode, func.max(c.started_at)).group_by(c.tenant_id, c.kind, c.mode))}
 
 
 def fully_loaded(conn: Connection) -> set[str]:

@@ -180,6 +180,7 @@ sync_runs = Table(
     Column("id", String(36), primary_key=True),
     Column("tenant_id", ID, nullable=False),
     Column("kind", String(16), nullable=False),
+    Column("mode", String(32)),  # a tenant's sync mode (its named subset of entities); NULL: all of them
     Column("status", String(16), nullable=False),
     Column("step", Unicode(200)),
     Column("records_total", Integer),

@@ -51,7 +51,7 @@ def last_success(conn: Connection, tenant_id: str, kinds: tuple[str, ...]) -> da
 
 def _run_columns() -> list[Any]:
     c = sync_runs.c
-    return [c.id, c.tenant_id, c.kind, c.status, c.step, c.records_total, c.processed, c.error, c.started_at,
+    return [c.id, c.tenant_id, c.kind, c.mode, c.status, c.step, c.records_total, c.processed, c.error, c.started_at,
             c.heartbeat_at, c.finished_at, *(c[name] for name in RUN_COUNTS)]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -70,6 +70,20 @@ def due_runs(tenants: Iterable[Scheduled], last_started: Mapping[tuple[str, str]
                     if due(tenant.schedule_for(kind), last_started.get((tenant.id, kind)), local)]
         elif any(due(tenant.schedule_for(kind), last_started.get((tenant.id, "full")), local) for kind in KINDS):
             out.append((tenant.id, "full"))
+    return out
+
+
+def due_modes(tenants: Iterable[Any], last_started: Mapping[tuple[str, str], datetime], now: datetime,
+              loaded: Collection[str] | None = None) -> list[tuple[str, str]]:
+    """(tenant id, mode name) for every sync mode whose schedule fired since that mode last
+    started (``last_started`` keys modes as "mode:NAME"); none for a tenant not yet fully loaded."""
+    out = []
+    for tenant in tenants:
+        if not tenant.enabled or not tenant.modes or (loaded is not None and tenant.id not in loaded):
+            continue
+        local = now.astimezone(ZoneInfo(tenant.timezone))
+        out += [(tenant.id, mode.name) for mode in tenant.modes
+                if due(mode.schedule, last_started.get((tenant.id, f"mode:{mode.name}")), local)]
     return out
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from devtools.compare import compare, live_in_snapshot, mirrored, rest_mirrored
 from shared.settings import load_settings
@@ -302,6 +303,45 @@ def test_each_rest_sandbox_and_its_sample_tenants_file_mirror_from_the_command_l
             assert stated <= times, step  # versions agree where the source states them
             if api == "ppb-premises":  # it states none: the snapshot says null, the mirror kept each record
                 assert not stated and all(len(version) == len(record_digest({})) for _, _, version in mirror)
+    finally:
+        box.stop()
+
+
+def test_reconcile_runs_a_sync_mode_by_name_and_refuses_unknown_ones(tmp_path: Path) -> None:
+    """`reconcile --kind incremental --mode patients-only` (samples/tenants.cliniko.json's mode)
+    reads patients only: only their watermark moves. Unknown modes and a mode with another kind
+    exit 2 naming what to do."""
+    from shared.store import cursors
+
+    box = Running("sandbox", "--api", "cliniko", "--port", "0", "--patients", "20", "--appointments", "40")
+    try:
+        port = box.wait_for(r"serving on http://127\.0\.0\.1:(\d+)").group(1)
+        tenants = tmp_path / "tenants.json"
+        tenants.write_text((ROOT / "samples" / "tenants.cliniko.json").read_text().replace("127.0.0.1:7072",
+                                                                                          f"127.0.0.1:{port}"))
+        db = f"sqlite:///{tmp_path / 'modes.db'}"
+        args = ("--database-url", db, "--tenants-file", str(tenants))
+        assert cli(*args, "migrate").returncode == 0
+        assert cli(*args, "reconcile", "--tenant", "cliniko", "--kind", "full").returncode == 0
+        unknown = cli(*args, "reconcile", "--tenant", "cliniko", "--mode", "everything")
+        assert unknown.returncode == 2
+        assert "--mode 'everything': tenant cliniko has no such sync mode (patients-only)" in unknown.stderr
+        full = cli(*args, "reconcile", "--tenant", "cliniko", "--kind", "full", "--mode", "patients-only")
+        assert full.returncode == 2 and "a sync mode is an incremental run (--kind incremental)" in full.stderr
+        engine = create_store_engine(load_settings(database_url=db))
+        try:
+            with engine.connect() as conn:
+                before = {e: cursors.watermark(conn, "cliniko", e) for e in ("patients", "appointments")}
+            done = cli(*args, "reconcile", "--tenant", "cliniko", "--kind", "incremental", "--mode", "patients-only")
+            assert done.returncode == 0 and "tenant cliniko: incremental reconcile completed" in done.stdout, done.stderr
+            with engine.connect() as conn:
+                after = {e: cursors.watermark(conn, "cliniko", e) for e in ("patients", "appointments")}
+                mode = conn.execute(text("SELECT mode FROM sync_runs ORDER BY started_at DESC")).scalar()
+        finally:
+            engine.dispose()
+        assert None not in (*before.values(), *after.values()), (before, after)
+        assert after["patients"] > before["patients"] and after["appointments"] == before["appointments"]  # type: ignore[operator]
+        assert mode == "patients-only"
     finally:
         box.stop()
 
