@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.records import RESOURCE_TYPES, ResourceType
 from shared.rest.load import load_spec, spec_path
-from shared.rest.spec import AUTH_CREDENTIALS, SourceSpec
+from shared.rest.spec import AUTH_CREDENTIALS, Freshness, SourceSpec
 from shared.settings_errors import SettingsError, describe_validation_error, validation_problems
 from shared.sync.schedule import is_valid
 
@@ -94,6 +94,9 @@ class TenantConfig(BaseModel):
     # Sync modes: a named subset of entities with its own incremental schedule (Cliniko's
     # patients-only); triggered by the fan-out, or by name through the sync route.
     modes: list[SyncMode] = Field(default_factory=list)
+    # Health thresholds ({"on_time_minutes", "error_after_minutes"}); unset: the spec's, else one
+    # and two intervals of ``schedule`` (docs/api.md, /api/health).
+    freshness: Freshness | None = None
     # halaxy: the header carrying the static secret; hmac-sha256: the header carrying the hex HMAC.
     webhook_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")] | None = None
     # Types whose creates and updates the source announces by webhook (Halaxy: patients,
@@ -111,6 +114,10 @@ class TenantConfig(BaseModel):
         if kind == "hot" and not self.is_fhir:
             return None
         return {"incremental": self.schedule, "hot": self.hot_schedule, "full": self.full_schedule}[kind]
+
+    def freshness_thresholds(self) -> Freshness | None:
+        """The health thresholds set for this tenant, else by its spec; None: its schedule's."""
+        return self.freshness or (None if self.is_fhir else self.rest_spec().freshness)
 
     def mode(self, name: str) -> SyncMode | None:
         return next((m for m in self.modes if m.name == name), None)

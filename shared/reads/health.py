@@ -1,7 +1,8 @@
 """Per-tenant sync health: how fresh the mirror is against the tenant's own schedule.
 
 ``on_time`` while the last successful incremental or full run finished within one interval of
-the tenant's incremental schedule, ``delayed`` within two, ``error`` beyond two or after
+the tenant's incremental schedule, ``delayed`` within two, ``error`` beyond two (or the tenant's
+or its spec's ``freshness`` thresholds: HIE on time within 3.5 h, error after 6 h) or after
 FAILURE_STREAK consecutive failed runs. A tenant never synced is ``delayed`` until it has
 failed FAILURE_STREAK times; a disabled tenant is ``disabled`` (it never makes /api/health 503).
 """
@@ -32,12 +33,14 @@ class TenantHealth:
     freshness_seconds: float | None
     interval_seconds: float
     failure_streak: int
+    error_after_seconds: float  # freshness beyond this is an error (two intervals, or the thresholds set)
 
     def as_dict(self) -> dict[str, object]:
         return {"tenant": self.tenant_id, "status": self.status, "reason": self.reason,
                 "lastSuccessAt": self.last_success_at.isoformat() if self.last_success_at else None,
                 "freshnessSeconds": round(self.freshness_seconds) if self.freshness_seconds is not None else None,
-                "intervalSeconds": round(self.interval_seconds), "failureStreak": self.failure_streak}
+                "intervalSeconds": round(self.interval_seconds), "errorAfterSeconds": round(self.error_after_seconds),
+                "failureStreak": self.failure_streak}
 
 
 def schedule_interval(schedule: str, now: datetime) -> float:
@@ -69,6 +72,9 @@ def last_success(conn: Connection, tenant_id: str) -> datetime | None:
 def tenant_health(conn: Connection, tenant: TenantConfig, now: datetime) -> TenantHealth:
     local_now = now.astimezone(tenant.zone)
     interval = schedule_interval(tenant.schedule, local_now)
+    stated = tenant.freshness_thresholds()
+    on_time, error_after = ((stated.on_time_minutes * 60.0, stated.error_after_minutes * 60.0) if stated
+                            else (interval, 2 * interval))
     success, streak = last_success(conn, tenant.id), failure_streak(conn, tenant.id)
     age = (now - success).total_seconds() if success else None
     if not tenant.enabled:
@@ -77,10 +83,18 @@ def tenant_health(conn: Connection, tenant: TenantConfig, now: datetime) -> Tena
         status, reason = "error", f"the last {streak} runs failed"
     elif age is None:
         status, reason = "delayed", "never synced yet"
-    elif age > 2 * interval:
-        status, reason = "error", "no successful sync for over two schedule intervals"
-    elif age > interval:
-        status, reason = "delayed", "no successful sync for over one schedule interval"
+    elif age > error_after:
+        status, reason = "error", (f"no successful sync for over {_span(error_after)}" if stated
+                                   else "no successful sync for over two schedule intervals")
+    elif age > on_time:
+        status, reason = "delayed", (f"no successful sync for over {_span(on_time)}" if stated
+                                     else "no successful sync for over one schedule interval")
     else:
-        status, reason = "on_time", "synced within one schedule interval"
-    return TenantHealth(tenant.id, status, reason, success, age, interval, streak)
+        status, reason = "on_time", (f"synced within {_span(on_time)}" if stated
+                                     else "synced within one schedule interval")
+    return TenantHealth(tenant.id, status, reason, success, age, interval, streak, error_after)
+
+
+def _span(seconds: float) -> str:
+    hours = seconds / 3600
+    return f"{hours:g} h" if hours >= 1 else f"{seconds / 60:g} min"

@@ -281,6 +281,22 @@ class Webhook(Strict):
     replay_window_hours: Annotated[int, Field(ge=1, le=720)] = 24
 
 
+class Freshness(Strict):
+    """How fresh a tenant's mirror must be for its health: ``on_time`` while the last successful
+    sync is at most ``on_time_minutes`` old, ``delayed`` up to ``error_after_minutes``, ``error``
+    beyond (HIE's registry: 210 and 360, for a sync every 3 hours). Unset: one and two intervals
+    of the tenant's incremental schedule."""
+
+    on_time_minutes: Annotated[int, Field(ge=1, le=525_600)]
+    error_after_minutes: Annotated[int, Field(ge=1, le=525_600)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Freshness:
+        if self.error_after_minutes < self.on_time_minutes:
+            raise ValueError("error_after_minutes must be at least on_time_minutes")
+        return self
+
+
 class SourceSpec(Strict):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
     description: str = ""
@@ -293,6 +309,7 @@ class SourceSpec(Strict):
     page_size: PageSize = Field(default_factory=PageSize)
     entities: list[Entity] = Field(min_length=1)
     webhook: Webhook | None = None
+    freshness: Freshness | None = None  # the health thresholds of its tenants, unless a tenant sets its own
 
     def entity(self, name: str) -> Entity:
         for entity in self.entities:

@@ -199,7 +199,7 @@ def observe(rt: Runtime, now: datetime) -> None:
             for tenant in rt.tenants.values():
                 if tenant.enabled:
                     health = tenant_health(conn, tenant, now)
-                    instruments.freshness(tenant.id, health.freshness_seconds, 2 * health.interval_seconds,
+                    instruments.freshness(tenant.id, health.freshness_seconds, health.error_after_seconds,
                                           health.failure_streak)
         for queue in (CHANGES_QUEUE, RECONCILE_QUEUE):
             instruments.queue(queue, rt.queues.count(queue), rt.queues.oldest_age(queue))

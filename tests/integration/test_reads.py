@@ -229,3 +229,26 @@ def test_the_status_page_escapes_what_it_shows(seeded: Engine) -> None:
     assert 'class="card delayed" data-tenant="syd"' in page and 'data-tenant="other"' in page
     assert page.count("0.0/min (last 15 min)") == 2  # the webhook rate of each tenant
     assert "Alice" not in page and "AB" not in page  # no client data on the operators' page
+
+
+def test_health_follows_the_freshness_thresholds_of_the_spec_or_the_tenant(database_url: str, tmp_path: Path) -> None:
+    """HIE's bundled spec: on time within 3.5 h, error after 6 h (its sync runs every 3 h, where
+    one interval would make 3 h 15 min 'delayed'); a tenant's own thresholds win over both."""
+    hie = json.loads((Path(__file__).resolve().parents[2] / "samples" / "tenants.hie-facilities.json").read_text())
+    own = {**TENANTS[1], "id": "own", "freshness": {"on_time_minutes": 60, "error_after_minutes": 120}}
+    with installed_runtime(database_url, tmp_path, [*hie["tenants"], own], InMemoryQueues()) as rt:
+        now = datetime.now(UTC)
+
+        def health(tenant: str, age: timedelta) -> dict[str, Any]:
+            with write_transaction(rt.engine) as conn:
+                conn.execute(sync_runs.delete().where(sync_runs.c.tenant_id == tenant))
+                run(conn, tenant, "incremental", "completed", now - age)
+            return next(t for t in get("health")[1]["tenants"] if t["tenant"] == tenant)
+
+        at = health("hie-facilities", timedelta(hours=3, minutes=15))
+        assert (at["status"], at["reason"], at["errorAfterSeconds"]) == ("on_time", "synced within 3.5 h", 21_600)
+        assert health("hie-facilities", timedelta(hours=5))["reason"] == "no successful sync for over 3.5 h"
+        assert health("hie-facilities", timedelta(hours=6, minutes=5))["status"] == "error"
+        mine = health("own", timedelta(minutes=90))  # two 15-minute intervals would say error
+        assert (mine["status"], mine["reason"]) == ("delayed", "no successful sync for over 1 h")
+        assert health("own", timedelta(minutes=121))["reason"] == "no successful sync for over 2 h"
