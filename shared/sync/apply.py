@@ -15,6 +15,7 @@ so duplicates, replays and out-of-order deliveries all converge on the source's 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,6 +29,7 @@ from shared.source.protocol import Source, Unmappable
 from shared.store.declared import refuse_repeats, unique_columns
 from shared.store.engine import write_transaction
 from shared.store.guard import UpsertCounts
+from shared.store.inbox import claim_delivery
 from shared.store.mirror import write_rows
 
 
@@ -42,7 +44,7 @@ async def apply_change(engine: Engine, client: Source, message: ChangeMessage, *
                        now: datetime | None = None) -> ApplyResult:
     if message.tenant != client.tenant.id:
         raise ValueError(f"message for tenant {message.tenant} given to the client of {client.tenant.id}")
-    now = now or datetime.now(UTC)
+    now = wall = now or datetime.now(UTC)
     try:
         if message.data is not None:  # the event carried the record: the source has no read
             # Its version is the event's time where the source states none (docs/sources.md).
@@ -61,15 +63,26 @@ async def apply_change(engine: Engine, client: Source, message: ChangeMessage, *
     # On a worker thread: the event loop keeps serving other changes while this one waits for
     # its commit (a synchronous commit here made every apply in the process wait in line).
     unique = unique_columns(client.tenant, message.type)
+    # A carried record is applied once per event: a message delivered again after its commit (the
+    # worker died before deleting it) must not put back an older record over a newer one of the
+    # same second (HIE's lastUpdated has no finer grain). Re-reads need no such care: they read
+    # the source's latest.
+    once = (f"applied:{hashlib.sha1(message.event_key.encode()).hexdigest()}"
+            if message.data is not None and message.event_key else None)
     try:
-        counts = await asyncio.to_thread(_write, engine, message.tenant, row, message.type, unique)
+        counts = await asyncio.to_thread(_write, engine, message.tenant, row, message.type, unique, once, wall)
     except DuplicateKeys as exc:
         return ApplyResult("duplicate-key", UpsertCounts(), str(exc))
+    if counts is None:
+        return ApplyResult("already-applied", UpsertCounts())
     return ApplyResult(outcome, counts)
 
 
-def _write(engine: Engine, tenant_id: str, row: MirrorRow, entity: str, unique: tuple[str, ...]) -> UpsertCounts:
+def _write(engine: Engine, tenant_id: str, row: MirrorRow, entity: str, unique: tuple[str, ...],
+           once: str | None, now: datetime) -> UpsertCounts | None:
     with write_transaction(engine) as conn:
+        if once is not None and not claim_delivery(conn, tenant_id, once, "apply", now):
+            return None
         if unique:
             refuse_repeats(conn, tenant_id, entity, [row], unique, "the event was not applied")
         return write_rows(conn, tenant_id, [row])

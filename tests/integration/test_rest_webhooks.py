@@ -101,6 +101,27 @@ def test_an_event_is_authenticated_claimed_once_and_applied_from_its_payload(eng
     assert stored(engine, "4242").deleted_at == datetime(2026, 12, 3, 9, 5, tzinfo=UTC)
 
 
+def test_a_message_delivered_again_after_its_commit_does_not_put_back_an_older_record(engine: Engine,
+                                                                                      box: RestSandbox) -> None:
+    """The fault matrix's crash-after-commit: the worker commits event A, dies before deleting its
+    message; event B (same record, same second at a source whose time has no finer grain) is
+    applied; A's message comes back. It must not be applied again (the version guard cannot tell
+    A from B at an equal time, and content differing applies)."""
+    tenant = ppb_tenant(box)
+    ensure_tables(engine, declare([tenant.rest_spec()]))
+    queues = InMemoryQueues()
+    at = "2026-12-03T09:00:00Z"
+    a = {"action": "updated", "timestamp": at, "webhookId": "a", "data": {"premiseid": 7, "premisename": "A"}}
+    b = {"action": "updated", "timestamp": at, "webhookId": "b", "data": {"premiseid": 7, "premisename": "B"}}
+    assert deliver(engine, queues, tenant, a).status == 202
+    (redelivered,) = queues.pending(CHANGES_QUEUE)  # the same message, as the queue hands it out again
+    assert apply_all(engine, queues, tenant) == ["applied"]
+    assert deliver(engine, queues, tenant, b).status == 202 and apply_all(engine, queues, tenant) == ["applied"]
+    queues.send(CHANGES_QUEUE, redelivered[0])
+    assert apply_all(engine, queues, tenant) == ["already-applied"]
+    assert stored(engine, "7").premise_name == "B"
+
+
 def test_the_allowlist_refuses_other_addresses_before_anything_else(engine: Engine, box: RestSandbox) -> None:
     tenant = ppb_tenant(box, webhook_allowed_ips=["10.0.0.0/8"])
     queues = InMemoryQueues()
