@@ -158,3 +158,52 @@ def test_an_answer_in_another_shape_fails_the_run_naming_the_path_and_writes_not
         stored = conn.execute(select(func.count()).select_from(table).where(table.c.tenant_id == "wards")).scalar()
     assert "'result.items'" in str(caught.value) and "'result.items'" in run.error
     assert (run.status, stored) == ("failed", 10)  # the two pages before it, committed with their checkpoint
+
+
+def test_an_event_for_an_entity_with_a_read_is_read_again_from_the_source(engine: Engine, server: ThreadingHTTPServer,
+                                                                          tmp_path: Path) -> None:
+    """docs/webhooks.md: an event of an entity the spec can read one by one is a notice, not the
+    truth — the record is read again (a stale payload is not written), and a record the source
+    no longer has (404) becomes a tombstone whatever the event's action said."""
+    from shared.metrics import Metrics
+    from shared.queues.memory import InMemoryQueues
+    from shared.queues.messages import CHANGES_QUEUE, ChangeMessage, decode
+    from shared.sync.apply import apply_change
+    from shared.webhooks.receive import receive_webhook
+    from shared.webhooks.signatures import hmac_sha256_hex
+
+    hooked = {**SPEC, "webhook": {"entity": "wards", "signature_header": "x-wards-signature", "event_id": "id",
+                                  "timestamp": "at", "data": "ward"}}
+    (tmp_path / "unseen.json").write_text(json.dumps(hooked))
+    (t,) = parse_tenants(json.dumps([{"id": "wards", "name": "County wards", "source": "rest", "spec": "unseen.json",
+                                      "base_url": f"http://127.0.0.1:{server.server_address[1]}/api",
+                                      "api_key": "unseen-key", "webhook_secrets": ["ward-secret"]}]),
+                         source="tenants.json", spec_folder=tmp_path)
+    ensure_tables(engine, declare([t.rest_spec()]))
+    assert full(engine, t).status == "completed"
+    saved = list(WARDS)
+    try:
+        WARDS[3] = {**WARDS[3], "title": "Ward 3 renamed", "meta": {"changed": "2026-12-01T10:00:00+03:00"}}
+        del WARDS[4]
+        queues = InMemoryQueues()
+        for n, (code, action) in enumerate((("W003", "updated"), ("W004", "updated"))):
+            body = json.dumps({"id": f"e{n}", "action": action, "at": "2026-12-01T07:00:01Z",
+                               "ward": {"wardCode": code, "title": "a stale payload"}}).encode()
+            answer = receive_webhook(engine, queues, t, "events", {"Content-Type": "application/json",
+                                     "x-wards-signature": hmac_sha256_hex("ward-secret", body)}, body,
+                                     datetime.now(UTC), Metrics())
+            assert answer.status == 202, answer.body
+        messages = [decode(text, ChangeMessage) for text, _ in queues.pending(CHANGES_QUEUE)]
+        assert [(m.id, m.data) for m in messages] == [("W003", None), ("W004", None)]  # notices: no payload kept
+
+        async def apply() -> list[str]:
+            async with httpx.AsyncClient() as http:
+                source = SourceRegistry(http, MemoryBreakerStore()).source(t)
+                return [(await apply_change(engine, source, m)).outcome for m in messages]
+        assert asyncio.run(apply()) == ["applied", "deleted"]
+        wards = rows(engine, "county_wards")
+        assert (wards["W003"].title, wards["W003"].source_updated_at) == ("Ward 3 renamed",
+                                                                          datetime(2026, 12, 1, 7, tzinfo=UTC))
+        assert wards["W004"].deleted_at is not None
+    finally:
+        WARDS[:] = saved
