@@ -44,6 +44,9 @@ def add_commands(commands: Any) -> None:
                          help="hie-facilities, ppb-premises, pems: records to start with (default 8000, 10000, 20000)")
     sandbox.add_argument("--organizations", type=int, default=1,
                          help="pems: organizations the records are spread over (org-1, org-2, ...; default 1)")
+    sandbox.add_argument("--updated-since", choices=("refused", "ignored", "supported"),
+                         help="ppb-premises: how the catalogue treats ?updatedSince= (default refused: 400, as "
+                              "today; ignored: the whole catalogue; supported: what changed since)")
     sandbox.add_argument("--port", type=int, default=7072)
     sandbox.add_argument("--seed", type=int, default=1)
     sandbox.add_argument("--practitioners", type=int, default=5)
@@ -199,10 +202,14 @@ def _rest_sandbox(args: argparse.Namespace) -> int:
         raise CliError(f"--webhook-url: {args.api} sends no webhooks (HIE and PPB do)")
     if args.webhook_url and not args.webhook_secret:
         raise CliError("--webhook-url needs --webhook-secret (the HMAC key)")
+    if args.updated_since and args.api != "ppb-premises":
+        raise CliError(f"--updated-since: only ppb-premises has it ({args.api} was given)")
     started = time.monotonic()
     api = build_api(args.api, seed=args.seed, records=args.records, anchor=_anchor(args.anchor),
                     counts=SyntheticCounts(args.practitioners, args.patients, args.appointments, args.invoices),
                     client_id=args.client_id, client_secret=args.client_secret, organizations=args.organizations)
+    if args.updated_since:
+        api.updated_since = args.updated_since  # type: ignore[attr-defined]  # PpbPremises
     if args.webhook_url:
         try:
             require_loopback(args.webhook_url)

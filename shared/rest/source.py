@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import logging
 import re
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
@@ -33,11 +34,14 @@ from shared.rest.spec import (
     SourceSpec,
 )
 from shared.source.budget import BULK, REALTIME
-from shared.source.errors import BadResponse, Gone, NotFound
+from shared.source.errors import BadResponse, Gone, NotFound, Rejected
 from shared.source.http import SourceHttp
 from shared.source.protocol import Mapped, Page, Unmappable, Unreadable, Window
 
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+log = logging.getLogger("shared.source")
+UNFILTERED = "unfiltered"  # in a listing's paging state: the source refused the change filter (fallback full)
 
 
 def render(template: Any, values: dict[str, str], *, path: bool = False) -> Any:
@@ -113,16 +117,27 @@ class RestSource(SourceHttp):
         state: dict[str, Any] = resume if isinstance(resume, dict) else first_state(e.paginator)
         while True:
             ask = request(e.paginator, state, page_size)
+            unfiltered = bool(state.get(UNFILTERED))  # the source refused the filter earlier in this listing
             if ask.url is not None:
                 self._require_same_origin(ask.url, "next link")
                 url, params = ask.url, None
             else:
                 url = self.base + render(e.listing.path, values, path=True)
                 params = [*render(e.listing.query, values).items(), *ask.params.items(),
-                          *self._filter(e, window)]
+                          *([] if unfiltered else self._filter(e, window))]
             observed = datetime.fromtimestamp(self.wall(), UTC)  # before asking: a later change is newer
-            answer = await self._request(e.listing.method, url, params, self._body(e.listing.body, values),
-                                         priority)
+            try:
+                answer = await self._request(e.listing.method, url, params, self._body(e.listing.body, values),
+                                             priority)
+            except Rejected as exc:
+                if (unfiltered or ask.url is not None or not self._filter(e, window) or e.incremental is None
+                        or e.incremental.fallback != "full" or exc.status not in (400, 422)):
+                    raise
+                # The source does not know the filter (yet): list this window in full instead.
+                log.info("source tenant=%s entity=%s: the change filter was refused (HTTP %s); listing in full",
+                         self.tenant.id, entity, exc.status)
+                state = {**state, UNFILTERED: True}
+                continue
             try:
                 records = extract_records(answer.body, e.records)
             except ShapeError as exc:
@@ -131,6 +146,8 @@ class RestSource(SourceHttp):
                                   path=e.listing.path) from None
             following = advance(e.paginator, state, body=answer.body, link_header=answer.headers.get("link"),
                                 count=len(records), page_size=page_size, url=answer.url)
+            if unfiltered and following is not None:
+                following = {**following, UNFILTERED: True}
             yield Page(functools.partial(map_records, self._mappers[entity], records, observed), following,
                        _total(e, answer.body))
             if following is None:

@@ -153,6 +153,10 @@ class Incremental(Strict):
     # The source filters with >= only: the watermark moves to the start of the listing, less
     # this overlap (clock skew between the source's stamps and ours).
     overlap_seconds: Annotated[int, Field(ge=0, le=86_400)] = 120
+    # "full": a source that may not know the filter yet (PPB's future updatedSince). A filtered
+    # listing answered 400 or 422 is listed again without it, in full (and diffed, for a source
+    # without an updated-at field); a source that ignores the filter answers in full anyway.
+    fallback: Literal["full"] | None = None
 
 
 Conversion = Literal["string", "integer", "decimal", "date", "datetime", "boolean", "initials", "enum", "link-id",

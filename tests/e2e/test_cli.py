@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -392,6 +392,28 @@ def test_rest_sandbox_flags_that_cannot_apply_are_refused_with_one_line() -> Non
     assert (hooks.returncode, orgs.returncode) == (2, 2)
     assert "--webhook-url: cliniko sends no webhooks (HIE and PPB do)" in hooks.stderr
     assert "--organizations must be between 1 and 100" in orgs.stderr
+    since = cli("sandbox", "--api", "hie-facilities", "--port", "0", "--updated-since", "supported")
+    assert since.returncode == 2 and "--updated-since: only ppb-premises has it (hie-facilities was given)" in since.stderr
+
+
+@pytest.mark.parametrize("mode", ["refused", "supported"])
+def test_the_ppb_sandbox_refuses_or_answers_updated_since_as_asked(mode: str) -> None:
+    """`sandbox --api ppb-premises --updated-since MODE`: today's catalogue (400) or the future one
+    (only the premises changed since then)."""
+    box = Running("sandbox", "--api", "ppb-premises", "--port", "0", "--records", "40", "--updated-since", mode)
+    try:
+        base = box.wait_for(r"serving on (http://127\.0\.0\.1:\d+)").group(1)
+        since = datetime.now(UTC).isoformat()
+        churned = httpx.post(f"{base}/_sandbox/churn", json={"creates": 0, "updates": 3, "deletes": 0}).json()
+        answer = httpx.post(f"{base}/catalogue-0.0.1/view/premisecatalogue", params={"updatedSince": since},
+                            json={"useremail": "sandbox-client", "userpassword": "sandbox-secret"})
+        if mode == "refused":
+            assert answer.status_code == 400 and "updatedSince" in answer.json()["message"]
+        else:
+            listed = {str(p["premiseid"]) for p in answer.json()["_embedded"]["vwApiCurrentPremiseList"]}
+            assert answer.status_code == 200 and listed == {c["id"] for c in churned["changes"]}
+    finally:
+        box.stop()
 
 
 def test_a_pems_sandbox_spreads_its_records_over_the_organizations_asked_for() -> None:

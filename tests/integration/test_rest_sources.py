@@ -96,8 +96,9 @@ def test_a_rest_source_is_mirrored_through_full_churn_incremental_and_full(engin
     assert {source_id for _, source_id, _ in difference.unexpected} <= {
         c["id"] for c in changes if c["action"] == "deleted"}
     changed = {c["id"] for c in changes if c["action"] != "deleted"}
-    if not tenant.rest_spec().entities[0].incremental:
-        # PPB lists everything: a diff writes only what changed.
+    if tenant.rest_spec().entities[0].updated_at is None:
+        # PPB lists everything (the sandbox refuses updatedSince, as today's catalogue would): a
+        # diff writes only what changed.
         assert second.processed == len(now_true)
         assert second.inserted + second.updated <= len(changed)
         assert second.unchanged >= len(now_true) - len(changed)
@@ -115,3 +116,29 @@ def test_a_rest_sandbox_takes_its_faults_at_run_time_and_refuses_bad_ones(box: R
     now = httpx.get(faults).json()
     assert changed.status_code == 200 and refused.status_code == 400
     assert (now["rate_limit"], box.limiter.limit, box.config.faults.error_rate) == (7, 7, 0.5)
+
+
+@pytest.mark.parametrize("updated_since", ["refused", "ignored", "supported"])
+def test_ppb_asks_for_changes_and_falls_back_to_a_full_diff_when_the_catalogue_cannot(
+        engine: Engine, updated_since: str) -> None:
+    """PPB's spec asks for ?updatedSince=; today's catalogue refuses it (400) or may ignore it:
+    then the incremental run lists everything and diffs it; once it is supported, only what
+    changed is listed. The mirror is right either way."""
+    api = build_api("ppb-premises", seed=6, records=120, anchor=NOW)
+    api.updated_since = updated_since  # type: ignore[attr-defined]
+    box = RestSandbox(api, RestConfig(rate_limit=0)).start()
+    try:
+        tenant = sample_tenant(box)
+        ensure_tables(engine, declare([tenant.rest_spec()]))
+        assert reconcile(engine, tenant, "full", datetime.now(UTC)).status == "completed"
+        changed = {c["id"] for c in churn(box, creates=3, updates=5, deletes=0)}
+        requests = box.requests
+        run = reconcile(engine, tenant, "incremental", datetime.now(UTC) + timedelta(minutes=5))
+        assert compare(rest_mirrored(engine, tenant), rest_truth(box.api, tenant)).summary() == EQUAL
+        assert (run.status, run.inserted) == ("completed", 3) and run.updated <= 5  # an update may change nothing
+        listed = {"refused": 123, "ignored": 123, "supported": len(changed)}[updated_since]
+        assert run.processed == listed  # the whole catalogue, or only what changed
+        # The sample tenant's pages hold 1,000: one request, plus the refused one first.
+        assert box.requests - requests == (2 if updated_since == "refused" else 1)
+    finally:
+        box.stop()

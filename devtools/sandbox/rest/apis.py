@@ -191,6 +191,10 @@ class PpbPremises(Api):
     name = "ppb-premises"
     entities = ("premises",)
     webhook_header = "x-ppb-signature"
+    # The change filter PPB will add (?updatedSince=ISO): "refused" (400, as an API that checks
+    # its parameters answers one it does not know), "ignored" (the whole catalogue), "supported"
+    # (premises changed since then).
+    updated_since = "refused"
 
     def populate(self, records: int, anchor: datetime) -> None:
         for n in range(records):
@@ -225,7 +229,12 @@ class PpbPremises(Api):
             return 405, {"error": "Method Not Allowed"}, {}
         size = req.integer("size", 20, 1, 5000)
         page = req.integer("page", 0, 0, 10**6)
-        records = sorted(self.store.live("premises"), key=lambda r: int(r.id))
+        since = req.one("updatedSince")
+        if since is not None and self.updated_since == "refused":
+            return 400, {"error": "Bad Request", "message": "unknown parameter: updatedSince"}, {}
+        cutoff = _since(since, "iso") if since is not None and self.updated_since == "supported" else None
+        records = sorted((r for r in self.store.live("premises") if cutoff is None or r.updated >= cutoff),
+                         key=lambda r: int(r.id))
         chunk = records[page * size:(page + 1) * size]
         pages = (len(records) + size - 1) // size
         return 200, {"_embedded": {"vwApiCurrentPremiseList": [r.record for r in chunk]},
