@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -131,10 +132,8 @@ def cmd_generate(_settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(_settings: Settings, args: argparse.Namespace) -> int:
-    import random
 
     from devtools.sandbox.data import SandboxData
-    from devtools.sandbox.gates import Faults
     from devtools.sandbox.notify import WebhookConfig
     from devtools.sandbox.server import Sandbox, SandboxConfig
     from devtools.synthetic import SyntheticCounts
@@ -142,12 +141,7 @@ def cmd_sandbox(_settings: Settings, args: argparse.Namespace) -> int:
 
     if args.api != "fhir":
         return _rest_sandbox(args)
-    rate = str(args.rate_limit or "500/min").removesuffix("/min")
-    if not rate.isdigit():
-        raise CliError(f"--rate-limit {args.rate_limit!r}: expected requests per minute, e.g. 300/min")
-    for name in ("fault_rate", "drop_rate"):
-        if not 0 <= getattr(args, name) <= 1:
-            raise CliError(f"--{name.replace('_', '-')} must be between 0 and 1")
+    rate, faults = _gates(args, 500)
     webhook = None
     if args.webhook_url:
         if not args.webhook_secret:
@@ -164,17 +158,39 @@ def cmd_sandbox(_settings: Settings, args: argparse.Namespace) -> int:
     data = SandboxData(counts, seed=args.seed, anchor=anchor)
     config = SandboxConfig(
         client_id=args.client_id, client_secret=args.client_secret, token_ttl=args.token_ttl,
-        rate_limit=int(rate), expired_style=args.expired_style, webhook=webhook,
-        faults=Faults(error_rate=args.fault_rate, drop_rate=args.drop_rate, latency_ms=args.latency_ms,
-                      rng=random.Random(args.seed)),
+        rate_limit=rate, expired_style=args.expired_style, webhook=webhook, faults=faults,
     )
-    try:
-        sandbox = Sandbox(data, config, port=args.port)
-    except OSError as exc:
-        raise CliError(f"cannot listen on 127.0.0.1:{args.port} ({exc.strerror}); choose another --port") from None
+    sandbox = _listening(lambda: Sandbox(data, config, port=args.port), args.port)
     total = sum(len(v) for v in data.by_type.values())
     print(f"sandbox: {total:,} resources generated in {time.monotonic() - started:.1f} s; "
           f"FHIR base {sandbox.base_url}, token endpoint {sandbox.base_url}/oauth/token", flush=True)
+    return _serve(sandbox)
+
+
+def _gates(args: argparse.Namespace, default_rate: int) -> tuple[int, Any]:
+    """--rate-limit (requests a minute) and the injected faults, checked; for either sandbox."""
+    import random
+
+    from devtools.sandbox.gates import Faults
+
+    rate = str(args.rate_limit or f"{default_rate}/min").removesuffix("/min")
+    if not rate.isdigit():
+        raise CliError(f"--rate-limit {args.rate_limit!r}: expected requests per minute, e.g. 300/min")
+    for name in ("fault_rate", "drop_rate"):
+        if not 0 <= getattr(args, name) <= 1:
+            raise CliError(f"--{name.replace('_', '-')} must be between 0 and 1")
+    return int(rate), Faults(error_rate=args.fault_rate, drop_rate=args.drop_rate, latency_ms=args.latency_ms,
+                             rng=random.Random(args.seed))
+
+
+def _listening(make: Callable[[], Any], port: int) -> Any:
+    try:
+        return make()
+    except OSError as exc:
+        raise CliError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}); choose another --port") from None
+
+
+def _serve(sandbox: Any) -> int:
     try:
         sandbox.serve()
     except KeyboardInterrupt:
@@ -183,17 +199,13 @@ def cmd_sandbox(_settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _rest_sandbox(args: argparse.Namespace) -> int:
-    import random
 
-    from devtools.sandbox.gates import Faults
     from devtools.sandbox.notify import require_loopback
     from devtools.sandbox.rest.apis import APIS, build_api
     from devtools.sandbox.rest.server import RestConfig, RestSandbox
     from devtools.synthetic import SyntheticCounts
 
-    rate = str(args.rate_limit or f"{APIS[args.api].default_rate_limit}/min").removesuffix("/min")
-    if not rate.isdigit():
-        raise CliError(f"--rate-limit {args.rate_limit!r}: expected requests per minute, e.g. 300/min")
+    rate, faults = _gates(args, APIS[args.api].default_rate_limit)
     if args.records is not None and args.records < 0:
         raise CliError("--records must not be negative")
     if not 1 <= args.organizations <= 100:
@@ -215,22 +227,13 @@ def _rest_sandbox(args: argparse.Namespace) -> int:
             require_loopback(args.webhook_url)
         except ValueError as exc:
             raise CliError(f"--webhook-url: {exc}") from None
-    config = RestConfig(rate_limit=int(rate), token_ttl=args.token_ttl, webhook_url=args.webhook_url,
-                        webhook_secret=args.webhook_secret or "",
-                        faults=Faults(error_rate=args.fault_rate, drop_rate=args.drop_rate,
-                                      latency_ms=args.latency_ms, rng=random.Random(args.seed)))
-    try:
-        sandbox = RestSandbox(api, config, port=args.port)
-    except OSError as exc:
-        raise CliError(f"cannot listen on 127.0.0.1:{args.port} ({exc.strerror}); choose another --port") from None
+    config = RestConfig(rate_limit=rate, token_ttl=args.token_ttl, webhook_url=args.webhook_url,
+                        webhook_secret=args.webhook_secret or "", faults=faults)
+    sandbox = _listening(lambda: RestSandbox(api, config, port=args.port), args.port)
     total = sum(len(v) for v in api.store.entities.values())
     print(f"sandbox {args.api}: {total:,} records generated in {time.monotonic() - started:.1f} s; "
           f"serving on {sandbox.base_url} (samples/tenants.{args.api}.json reads it on port 7072)", flush=True)
-    try:
-        sandbox.serve()
-    except KeyboardInterrupt:
-        sandbox.stop()
-    return EXIT_OK
+    return _serve(sandbox)
 
 
 def _anchor(text: str | None) -> datetime:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from devtools.sandbox.data import TYPES, SandboxData
@@ -70,8 +70,46 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class Sandbox:
-    """The server and its state; start() runs it in a background thread (tests), serve() in front."""
+class Served:
+    """A sandbox's loopback server: start() runs it in a background thread (tests), serve() in
+    front (the CLI); stop() also stops its webhook sender. Shared by the FHIR and REST sandboxes."""
+
+    httpd: _Server
+    thread_name = "sandbox"
+
+    def _listen(self, host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = _Server((host, port), handler)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name=self.thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    def serve(self) -> None:
+        self.httpd.serve_forever()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        sender = self.webhook_sender()
+        if sender is not None:
+            sender.close()
+
+    def webhook_sender(self) -> Notifier | None:
+        return None
+
+
+class Sandbox(Served):
+    """The FHIR sandbox's server and its state."""
 
     def __init__(self, data: SandboxData, config: SandboxConfig, *, host: str = "127.0.0.1", port: int = 0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -82,32 +120,15 @@ class Sandbox:
         self.hangs = 0  # requests held and dropped unanswered (Faults.hang_rate)
         self._expired_answers = 0
         self._lock = threading.Lock()
-        handler = type("Handler", (_Handler,), {"sandbox": self})
-        self.httpd = _Server((host, port), handler)
-        self._thread: threading.Thread | None = None
+        self._listen(host, port, type("Handler", (_Handler,), {"sandbox": self}))
         self.notifier = Notifier(config.webhook, self.base_url) if config.webhook else None
 
     @property
-    def port(self) -> int:
-        return self.httpd.server_address[1]
-
-    @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/main"
+        return f"{self.origin}/main"
 
-    def start(self) -> Sandbox:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="sandbox", daemon=True)
-        self._thread.start()
-        return self
-
-    def serve(self) -> None:
-        self.httpd.serve_forever()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        if self.notifier is not None:
-            self.notifier.close()
+    def webhook_sender(self) -> Notifier | None:
+        return self.notifier
 
     def next_expired_style(self) -> str:
         if self.config.expired_style != "mixed":

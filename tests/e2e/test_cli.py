@@ -392,6 +392,8 @@ def test_rest_sandbox_flags_that_cannot_apply_are_refused_with_one_line() -> Non
     assert (hooks.returncode, orgs.returncode) == (2, 2)
     assert "--webhook-url: cliniko sends no webhooks (HIE and PPB do)" in hooks.stderr
     assert "--organizations must be between 1 and 100" in orgs.stderr
+    faults = cli("sandbox", "--api", "pems", "--port", "0", "--fault-rate", "2")
+    assert faults.returncode == 2 and "--fault-rate must be between 0 and 1" in faults.stderr  # as the FHIR one
     since = cli("sandbox", "--api", "hie-facilities", "--port", "0", "--updated-since", "supported")
     assert since.returncode == 2 and "--updated-since: only ppb-premises has it (hie-facilities was given)" in since.stderr
 

@@ -23,7 +23,7 @@ from devtools.sandbox.rest.apis import Api, Req
 from devtools.sandbox.rest.hooks import EventSender
 from devtools.sandbox.rest.store import Change
 from devtools.sandbox.search import BadRequest
-from devtools.sandbox.server import _Handler, _number, _Server, fault_settings, log
+from devtools.sandbox.server import Served, _Handler, _number, fault_settings, log
 
 
 @dataclass
@@ -37,7 +37,7 @@ class RestConfig:
     webhook_options: dict[str, Any] = field(default_factory=dict)  # EventSender's (the fault harness)
 
 
-class RestSandbox:
+class RestSandbox(Served):
     def __init__(self, api: Api, config: RestConfig, *, host: str = "127.0.0.1", port: int = 0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.api, self.config = api, config
@@ -45,33 +45,18 @@ class RestSandbox:
         self.limiter = SlidingWindow(config.rate_limit, 60.0, clock)
         self.requests = self.hangs = 0
         self._lock = threading.Lock()
-        self.httpd = _Server((host, port), type("RestHandler", (_RestHandler,), {"sandbox": self}))
-        self._thread: threading.Thread | None = None
+        self.thread_name = f"sandbox-{api.name}"
+        self._listen(host, port, type("RestHandler", (_RestHandler,), {"sandbox": self}))
         self.sender = (EventSender(config.webhook_url, config.webhook_secret, api.webhook_header,
                                    **config.webhook_options)
                        if config.webhook_url and api.webhook_header else None)
 
     @property
-    def port(self) -> int:
-        return int(self.httpd.server_address[1])
-
-    @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.origin
 
-    def start(self) -> RestSandbox:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name=f"sandbox-{self.api.name}", daemon=True)
-        self._thread.start()
-        return self
-
-    def serve(self) -> None:
-        self.httpd.serve_forever()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        if self.sender is not None:
-            self.sender.close()
+    def webhook_sender(self) -> EventSender | None:
+        return self.sender
 
     def churn(self, creates: int, updates: int, deletes: int) -> list[Change]:
         api = self.api
