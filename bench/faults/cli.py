@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.list:
         for fault in FAULTS.values():
-            print(f"{fault.name:24} {fault.about}")
+            print(f"{fault.name:24} {fault.about}{' (with the two REST tenants)' if fault.rest else ''}")
         return 0
     faults = [FAULTS[name] for name in (args.fault or FAULTS)]
     outcomes: list[Outcome] = []

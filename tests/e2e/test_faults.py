@@ -161,3 +161,18 @@ def test_faults_that_did_not_bite_fail_their_run() -> None:
     catalogue._webhooks_were_dropped(bitten)  # type: ignore[arg-type]  # a stand-in Run
     assert len(calm.violations) == 3 and "no webhook was dropped" in calm.violations[2]
     assert (bitten.violations, bitten.counters["webhooks dropped"]) == ([], 1)
+
+
+def test_the_list_command_names_every_fault_and_those_with_rest_tenants() -> None:
+    """`python -m bench.faults --list`, as docs/faults.md shows it."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "bench.faults", "--list"], cwd=root, capture_output=True, text=True,
+                          timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    lines = {line.split()[0]: line for line in done.stdout.splitlines()}
+    assert set(lines) == set(FAULTS)
+    assert {name for name, line in lines.items() if line.endswith("(with the two REST tenants)")} == {
+        "none", "duplicates", "crash-after-commit", "crash-after-enqueue", "source-trouble", "rate-limit-storm"}
