@@ -175,7 +175,8 @@ def _runs_table(conn: Connection, tenants: list[TenantConfig], now: datetime) ->
     recent = recent_runs(conn, RECENT_RUNS)
     rows = "".join(
         f'<tr><td data-label="Run"><code title="{escape(x.id)}">{escape(x.id[:8])}</code></td>'
-        f'<td data-label="Tenant">{escape(x.tenant_id)}</td><td data-label="Kind">{escape(x.kind)}</td>'
+        f'<td data-label="Tenant">{escape(x.tenant_id)}</td><td data-label="Kind">{escape(x.kind)}'
+        f'{f" · {escape(x.mode)}" if x.mode else ""}</td>'
         f'<td data-label="Status"><span class="pill {escape(x.status)}">{escape(x.status)}</span></td>'
         f'<td data-label="Records" class="num">{x.processed:,}</td>'
         f'<td data-label="Started">{when(x.started_at, now, zones.get(x.tenant_id, ZoneInfo("UTC")))}</td>'

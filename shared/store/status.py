@@ -92,9 +92,11 @@ def latest_run(conn: Connection, tenant_id: str) -> AnyRow | None:
 
 
 def recent_runs(conn: Connection, limit: int) -> Sequence[AnyRow]:
-    """Every tenant's latest runs, newest first: (id, tenant_id, kind, status, processed, started_at, finished_at)."""
+    """Every tenant's latest runs, newest first: (id, tenant_id, kind, mode, status, processed, started_at,
+    finished_at)."""
     c = sync_runs.c
-    return conn.execute(select(c.id, c.tenant_id, c.kind, c.status, c.processed, c.started_at, c.finished_at)
+    return conn.execute(select(c.id, c.tenant_id, c.kind, c.mode, c.status, c.processed, c.started_at,
+                               c.finished_at)
                         .order_by(c.started_at.desc()).limit(limit)).all()
 
 

@@ -109,6 +109,14 @@ def test_the_sync_route_starts_a_mode_by_name_and_refuses_unknown_ones(cliniko: 
     with rt.engine.connect() as conn:
         assert conn.execute(select(sync_runs.c.mode, sync_runs.c.status).where(
             sync_runs.c.id == body["runId"])).one() == ("patients-only", "completed")
+    functions = registered_functions()
+    detail = functions["sync_run"].get_user_function()(func.HttpRequest(
+        "GET", f"http://localhost/api/tenants/cliniko/sync/runs/{body['runId']}", body=b"",
+        route_params={"tenant": "cliniko", "run_id": body["runId"]}))
+    assert json.loads(detail.get_body())["mode"] == "patients-only"
+    page = functions["status_page"].get_user_function()(func.HttpRequest("GET", "http://localhost/api/status",
+                                                                           body=b"")).get_body().decode()
+    assert '<td data-label="Kind">incremental · patients-only</td>' in page
 
 
 def test_modes_naming_entities_the_source_lacks_are_refused_at_start_up() -> None:
