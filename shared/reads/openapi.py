@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.sync.reconcile import TYPE_ORDER
+from shared.records import RESOURCE_TYPES
 
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 ANY_OBJECT = {"type": "object"}
@@ -99,7 +99,8 @@ def document() -> dict[str, Any]:
             "/tenants/{tenant}/sync/replay": {"post": _op(
                 "Re-read everything changed since a time", _answers(202, 400, 404, 409), params=[
                     TENANT, {"name": "type", "in": "query", "required": False, "schema": {"type": "string"},
-                             "description": "comma-separated: " + ", ".join(TYPE_ORDER)},
+                             "description": "comma-separated entities of the tenant's source (FHIR: "
+                                            + ", ".join(RESOURCE_TYPES) + "; a REST source: its spec's)"},
                     {"name": "since", "in": "query", "required": True,
                      "schema": {"type": "string", "format": "date-time"}}])},
             "/sync/cleanup": {"post": _op("Fail runs that went silent", _answers(200))},

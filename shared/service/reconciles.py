@@ -44,7 +44,7 @@ from shared.store.runs import (
     start_or_resume,
 )
 from shared.store.webhook_events import settle_gaps
-from shared.sync.reconcile import TYPE_ORDER, run_reconcile
+from shared.sync.reconcile import run_reconcile
 from shared.sync.schedule import due_modes, due_runs
 from shared.sync.silence import silence_check
 from shared.telemetry import telemetry
@@ -213,7 +213,8 @@ def reconcile_gaps(rt: Runtime, tenant_id: str, now: datetime) -> list[tuple[str
     with write_transaction(rt.engine) as conn:
         gaps = settle_gaps(conn, tenant_id, now, timedelta(seconds=rt.settings.webhook_gap_grace))
     for gap in gaps:
-        types: list[Any] | None = [t for t in gap.resource_types if t in TYPE_ORDER] or None
+        listed = rt.tenant(tenant_id).entities()
+        types: list[Any] | None = [t for t in gap.resource_types if t in listed] or None
         rt.queues.send(RECONCILE_QUEUE, encode(ReconcileMessage(tenant=tenant_id, reconcile="incremental",
                                                                 types=types)))
         rt.metrics.add(tenant_id, "webhook.gap_events", gap.missing)
