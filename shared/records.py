@@ -36,6 +36,9 @@ class MirrorRow:
     # listing page was asked for, or a webhook's event time). Such a row is written only when its
     # content changed (docs/sources.md, "Sources without a change filter").
     observed: bool = False
+    # ``source_version`` is when the record was seen, in microseconds (a REST source's rows): it
+    # breaks ties of an equal change time, and never rewrites the same content (guard.decide).
+    seen_version: bool = False
 
     @classmethod
     def tombstone(cls, table: str, source_id: str, at: datetime, version: str | None = None) -> MirrorRow:

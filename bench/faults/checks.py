@@ -54,16 +54,22 @@ def missing_rest_deliveries(run: Run, tenant: Tenant, *, note: bool = True) -> i
     settings = tenant.settings()
     declare([settings.rest_spec()])
     held: dict[tuple[str, str], str | None] = {}  # (entity, id) -> digest of the live record, None if deleted
+    stamps: dict[tuple[str, str], Any] = {}  # its stored version time, for the note
     with run.engine.connect() as conn:
         for entity in settings.rest_spec().entities:
             t = find_table(entity.table_name)
-            for sid, record, deleted in conn.execute(select(t.c.source_id, t.c.record, t.c.deleted_at.is_not(None))
-                                                     .where(t.c.tenant_id == tenant.id)):
+            for sid, record, deleted, stamp in conn.execute(
+                    select(t.c.source_id, t.c.record, t.c.deleted_at.is_not(None), t.c.source_updated_at)
+                    .where(t.c.tenant_id == tenant.id)):
                 held[(entity.name, sid)] = None if deleted else record_digest(json.loads(record))
+                stamps[(entity.name, sid)] = stamp
     since: dict[tuple[str, str], list[str | None]] = {}  # per record: its states from the last acknowledged event on
+    history: dict[tuple[str, str], list[str]] = {}  # per record: its changes, for the note
     for delivery, change in tenant.sandbox.sender.deliveries_with_changes():
         key = (change.entity, change.id)
         state = None if change.action == "deleted" else record_digest(change.record)
+        history.setdefault(key, []).append(f"{change.action} {change.at.isoformat()} {delivery['status']}"
+                                           f"{' (held)' if state is not None and state == held.get(key) else ''}")
         if delivery["status"] == "delivered":
             since[key] = [state]
         elif key in since:
@@ -76,7 +82,9 @@ def missing_rest_deliveries(run: Run, tenant: Tenant, *, note: bool = True) -> i
             missing += 1
             if note and len(run.notes) < 8:
                 run.notes.append(f"acknowledged, not applied: {tenant.id} {key[0]}/{key[1]} "
-                                 f"({'absent' if key not in held else 'deleted' if held[key] is None else 'other content'})")
+                                 f"({'absent' if key not in held else 'deleted' if held[key] is None else 'other content'}"
+                                 f", stored at {stamps[key].isoformat() if key in stamps else '-'}; its changes: "
+                                 f"{'; '.join(history.get(key, []))})")
     return missing
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,6 +19,9 @@ from shared.rest.paths import MISSING, lookup
 from shared.rest.spec import Entity
 
 MAX_ID_LENGTH = 64
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 
 
 class ShapeError(ValueError):
@@ -70,7 +73,9 @@ class EntityMapper:
 
     def row(self, record: dict[str, Any], observed_at: datetime) -> MirrorRow:
         """The record as a row; without an updated-at field its version is ``observed_at`` (when
-        the listing page was asked for, or a webhook's event time)."""
+        the listing page was asked for, or a webhook's event time). ``observed_at`` in
+        microseconds is its version number either way: at an equal updated-at (HIE's are to the
+        second) the copy seen or sent later wins (docs/sources.md, "the order of writes")."""
         rid = source_id(record, self.entity.id)
         updated_at = self._updated_at(record) or observed_at
         content: dict[str, Any] = {}
@@ -83,8 +88,8 @@ class EntityMapper:
             content.update(self.function(record, self.tenant_zone))
         if self.declared:
             content["record"] = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
-        return MirrorRow(self.entity.table_name, rid, updated_at, content=content,
-                         observed=self.entity.updated_at is None)
+        return MirrorRow(self.entity.table_name, rid, updated_at, str((observed_at - EPOCH) // MICROSECOND),
+                         content=content, observed=self.entity.updated_at is None, seen_version=True)
 
     def _updated_at(self, record: dict[str, Any]) -> datetime | None:
         spec = self.entity.updated_at

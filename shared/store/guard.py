@@ -65,11 +65,16 @@ def version_seq(version: str | None) -> int | None:
     return None
 
 
-def decide(incoming: StoredVersion, stored: StoredVersion | None, *, by_content: bool = False) -> Outcome:
+def decide(incoming: StoredVersion, stored: StoredVersion | None, *, by_content: bool = False,
+           seen_ties: bool = False) -> Outcome:
     """What writing ``incoming`` over ``stored`` does; the SQL guards in upsert.py agree.
 
     ``by_content``: the incoming version is only when the record was seen (a source without a
-    change time), so a live record whose content is unchanged is not rewritten however newer."""
+    change time), so a live record whose content is unchanged is not rewritten however newer.
+    ``seen_ties``: the version number is when the record was seen (a REST source's listing, or
+    its event's time), breaking ties of a coarse change time (HIE's, to the second): the copy seen
+    later wins, but at an equal change time the same content is not rewritten for being seen
+    again (the SQL guard would allow that write; it is only never asked for)."""
     if stored is None:
         return Outcome.DELETED if incoming.deleted_at else Outcome.INSERTED
     if (by_content and incoming.deleted_at is None and stored.deleted_at is None
@@ -84,6 +89,9 @@ def decide(incoming: StoredVersion, stored: StoredVersion | None, *, by_content:
     if stored.deleted_at is not None:
         return Outcome.RESURRECTED if new_key > old_key else Outcome.STALE
     if new_key > old_key:
+        if (seen_ties and incoming.updated_at == stored.updated_at
+                and incoming.content_hash == stored.content_hash):
+            return Outcome.UNCHANGED
         return Outcome.UPDATED
     if new_key == old_key:
         return Outcome.UNCHANGED if incoming.content_hash == stored.content_hash else Outcome.UPDATED

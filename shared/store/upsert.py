@@ -71,6 +71,7 @@ class PreparedTable:
     records: dict[str, dict[str, Any]]
     counts: UpsertCounts
     observed: set[str] = field(default_factory=set)  # ids whose version is when they were seen
+    seen_ties: set[str] = field(default_factory=set)  # ids whose version number is when they were seen
 
 
 @dataclass
@@ -103,6 +104,8 @@ def prepare_rows(tenant_id: str, rows: Iterable[MirrorRow], *, now: datetime | N
         previous = prepared.records.get(row.source_id)
         if row.observed:
             prepared.observed.add(row.source_id)
+        if row.seen_version:
+            prepared.seen_ties.add(row.source_id)
         if previous is None:
             prepared.records[row.source_id] = record
             continue
@@ -122,13 +125,15 @@ def apply_prepared(conn: Connection, batch: PreparedBatch, *,
     counts = UpsertCounts()
     for prepared in batch.tables:
         counts += prepared.counts
-        counts += _apply_table(conn, prepared.layout, batch.tenant_id, prepared.records, changed, prepared.observed)
+        counts += _apply_table(conn, prepared.layout, batch.tenant_id, prepared.records, changed, prepared.observed,
+                               prepared.seen_ties)
     return counts
 
 
 def _apply_table(conn: Connection, layout: TableLayout, tenant_id: str, batch: dict[str, dict[str, Any]],
                  changed: list[tuple[str, str, datetime]] | None = None,
-                 observed: set[str] | frozenset[str] = frozenset()) -> UpsertCounts:
+                 observed: set[str] | frozenset[str] = frozenset(),
+                 seen_ties: set[str] | frozenset[str] = frozenset()) -> UpsertCounts:
     counts = UpsertCounts()
     stored = _stored_versions(conn, layout.table, tenant_id, list(batch))
     planned: dict[str, Outcome] = {}
@@ -136,7 +141,8 @@ def _apply_table(conn: Connection, layout: TableLayout, tenant_id: str, batch: d
     dead: list[dict[str, Any]] = []
     for source_id in sorted(batch):
         record = batch[source_id]
-        outcome = decide(_version(record), stored.get(source_id), by_content=source_id in observed)
+        outcome = decide(_version(record), stored.get(source_id), by_content=source_id in observed,
+                         seen_ties=source_id in seen_ties)
         if outcome in (Outcome.UNCHANGED, Outcome.STALE):
             counts.add(outcome)
             continue

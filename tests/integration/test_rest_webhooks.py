@@ -122,6 +122,47 @@ def test_a_message_delivered_again_after_its_commit_does_not_put_back_an_older_r
     assert stored(engine, "7").premise_name == "B"
 
 
+def test_two_events_of_one_second_apply_in_the_order_they_were_sent_whatever_order_they_arrive(
+        engine: Engine) -> None:
+    """HIE's lastUpdated is to the second: two changes of a facility within one second look equal
+    to the guard's first key. Their events' times (microseconds) order them, so the later one wins
+    even when the earlier arrives last (a worker died holding it); and a listing page asked for
+    before the later event does not put the earlier content back."""
+    box = RestSandbox(build_api("hie-facilities", seed=3, records=5), RestConfig(rate_limit=0)).start()
+    try:
+        raw = json.loads((ROOT / "samples" / "tenants.hie-facilities.json").read_text())["tenants"][0]
+        raw.update(base_url=box.base_url, token_url=f"{box.base_url}/oauth2/token", webhook_secrets=[SECRET])
+        (tenant,) = parse_tenants(json.dumps([raw]), source="test")
+        ensure_tables(engine, declare([tenant.rest_spec()]))
+        queues = InMemoryQueues()
+        record = sorted(box.api.store.live("facilities"), key=lambda r: r.id)[0].record
+        second = "2026-12-03 09:00:00"
+        a = {"eventId": "a", "action": "updated", "timestamp": "2026-12-03T09:00:00.200000Z",
+             "data": {**record, "kephLevel": 2, "lastUpdated": second}}
+        b = {"eventId": "b", "action": "updated", "timestamp": "2026-12-03T09:00:00.700000Z",
+             "data": {**record, "kephLevel": 5, "lastUpdated": second}}
+
+        def send(event: dict[str, Any]) -> None:
+            body = json.dumps(event).encode()
+            answer = receive_webhook(engine, queues, tenant, "events", {
+                "Content-Type": "application/json", "x-hie-signature": hmac_sha256_hex(SECRET, body)},
+                body, datetime.now(UTC), Metrics())
+            assert answer.status == 202, answer.body
+        send(a)
+        (late,) = queues.pending(CHANGES_QUEUE)
+        queues.delete(CHANGES_QUEUE, queues.receive(CHANGES_QUEUE, max_messages=1, visibility_timeout=30)[0])
+        send(b)
+        assert apply_all(engine, queues, tenant) == ["applied"]  # b first
+        queues.send(CHANGES_QUEUE, late[0])
+        assert apply_all(engine, queues, tenant) == ["applied"]  # then a: not applied before, so not skipped
+        table = find_table("facilities")
+        with engine.connect() as conn:
+            keph = conn.execute(select(table.c.keph_level).where(table.c.source_id == record["id"])).scalar()
+        assert keph == 5
+    finally:
+        box.stop()
+
+
 def test_the_allowlist_refuses_other_addresses_before_anything_else(engine: Engine, box: RestSandbox) -> None:
     tenant = ppb_tenant(box, webhook_allowed_ips=["10.0.0.0/8"])
     queues = InMemoryQueues()

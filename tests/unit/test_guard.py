@@ -39,6 +39,18 @@ def test_decide(incoming: StoredVersion, stored: StoredVersion | None, outcome: 
     assert decide(incoming, stored) is outcome
 
 
+@pytest.mark.parametrize(("incoming", "stored", "outcome"), [
+    (v(0, 5), v(0, 3), Outcome.UNCHANGED),               # seen again later, the same content: no rewrite
+    (v(0, 5, "b"), v(0, 3), Outcome.UPDATED),            # same second, seen later, other content: it wins
+    (v(0, 3, "b"), v(0, 5), Outcome.STALE),              # same second, seen earlier: an older copy
+    (v(1, 3), v(0, 5), Outcome.UPDATED),                 # a later change time wins whenever it was seen
+    (v(0, 5, "b"), v(0, None), Outcome.UPDATED),         # over a row written before rows had a seen time
+])
+def test_decide_with_seen_ties(incoming: StoredVersion, stored: StoredVersion, outcome: Outcome) -> None:
+    """A REST row's version number is when it was seen (shared/rest/mapping.py)."""
+    assert decide(incoming, stored, seen_ties=True) is outcome
+
+
 @pytest.mark.parametrize(("version", "seq"), [("1", 1), ("42", 42), ("W/\"3\"", None), ("abc", None),
                                               (None, None), ("", None), ("9" * 19, None)])
 def test_version_seq(version: str | None, seq: int | None) -> None:
