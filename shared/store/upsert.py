@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table, bindparam, select, update
 
 from shared.records import MirrorRow
 from shared.store.declared import find_table
@@ -139,12 +139,16 @@ def _apply_table(conn: Connection, layout: TableLayout, tenant_id: str, batch: d
     planned: dict[str, Outcome] = {}
     live: list[dict[str, Any]] = []
     dead: list[dict[str, Any]] = []
+    seen_again: list[dict[str, Any]] = []
     for source_id in sorted(batch):
         record = batch[source_id]
-        outcome = decide(_version(record), stored.get(source_id), by_content=source_id in observed,
-                         seen_ties=source_id in seen_ties)
+        old = stored.get(source_id)
+        outcome = decide(_version(record), old, by_content=source_id in observed, seen_ties=source_id in seen_ties)
         if outcome in (Outcome.UNCHANGED, Outcome.STALE):
             counts.add(outcome)
+            if (outcome is Outcome.UNCHANGED and source_id in observed and old is not None and old.deleted_at is None
+                    and record["source_updated_at"] > old.updated_at):
+                seen_again.append(record)
             continue
         planned[source_id] = outcome
         (dead if record["deleted_at"] is not None else live).append(record)
@@ -156,6 +160,8 @@ def _apply_table(conn: Connection, layout: TableLayout, tenant_id: str, batch: d
         written.update(_write(conn, layout.table, dead, TOMBSTONE_UPDATE, tombstones=True))
     if dead or live:
         _after_write(conn, layout.table, sum(1 for v in written.values() if v))
+    if seen_again:
+        _seen_again(conn, layout.table, tenant_id, seen_again)
     for source_id, outcome in planned.items():
         if source_id not in written:
             # Not written: a concurrent writer stored an equal or newer version between our
@@ -167,6 +173,21 @@ def _apply_table(conn: Connection, layout: TableLayout, tenant_id: str, batch: d
             changed.append((layout.table.name, source_id, batch[source_id]["source_updated_at"]))
         counts.add(outcome)
     return counts
+
+
+def _seen_again(conn: Connection, table: Table, tenant_id: str, records: list[dict[str, Any]]) -> None:
+    """Rows of a source without a change time, seen again unchanged: only their version (when they
+    were seen) moves on, so that an event older than this sighting, applied after it, is stale —
+    not taken for a newer change (a listing or event that finds the same content would otherwise
+    leave the older time in place). Content, hash and counts stay as they are."""
+    c = table.c
+    conn.execute(
+        update(table).where(c.tenant_id == tenant_id, c.source_id == bindparam("b_id"), c.deleted_at.is_(None),
+                            c.source_updated_at < bindparam("b_at"))
+        .values(source_updated_at=bindparam("b_at"), source_version=bindparam("b_version"),
+                source_version_seq=bindparam("b_seq")),
+        [{"b_id": r["source_id"], "b_at": r["source_updated_at"], "b_version": r["source_version"],
+          "b_seq": r["source_version_seq"]} for r in records])
 
 
 def _record(layout: TableLayout, tenant_id: str, row: MirrorRow, now: datetime) -> dict[str, Any]:

@@ -163,6 +163,28 @@ def test_two_events_of_one_second_apply_in_the_order_they_were_sent_whatever_ord
         box.stop()
 
 
+def test_an_older_event_arriving_after_a_newer_one_that_changed_nothing_is_stale(engine: Engine,
+                                                                                 box: RestSandbox) -> None:
+    """PPB states no change time. A premise is changed to X1 and then back to X0; the second
+    event arrives first and changes nothing (the mirror holds X0), then the first arrives. It must
+    not win: the unchanged sighting moved the version on (the fault matrix's crash-after-commit
+    found a premise left at X1)."""
+    tenant = ppb_tenant(box)
+    ensure_tables(engine, declare([tenant.rest_spec()]))
+    queues = InMemoryQueues()
+    x0 = {"premiseid": 8, "premisename": "Original"}
+    first = {"action": "updated", "timestamp": "2026-12-03T09:00:00Z", "webhookId": "x0", "data": x0}
+    assert deliver(engine, queues, tenant, first).status == 202 and apply_all(engine, queues, tenant) == ["applied"]
+    to_x1 = {"action": "updated", "timestamp": "2026-12-03T09:01:00Z", "webhookId": "x1",
+             "data": {"premiseid": 8, "premisename": "Changed"}}
+    back = {"action": "updated", "timestamp": "2026-12-03T09:02:00Z", "webhookId": "back", "data": x0}
+    for event in (back, to_x1):  # the newer one first
+        assert deliver(engine, queues, tenant, event).status == 202
+        apply_all(engine, queues, tenant)
+    row = stored(engine, "8")
+    assert (row.premise_name, row.source_updated_at) == ("Original", datetime(2026, 12, 3, 9, 2, tzinfo=UTC))
+
+
 def test_the_allowlist_refuses_other_addresses_before_anything_else(engine: Engine, box: RestSandbox) -> None:
     tenant = ppb_tenant(box, webhook_allowed_ips=["10.0.0.0/8"])
     queues = InMemoryQueues()
