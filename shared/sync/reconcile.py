@@ -117,7 +117,8 @@ async def run_reconcile(engine: Engine, client: Source, tenant: TenantConfig, le
             # _read_window left ``position`` at the next type, as its last checkpoint says.
             if deadline is not None and clock() >= deadline and position["type"] < len(types):
                 return False
-        alert = await _detect_deletes(engine, client, tenant, lease, counts) if lease.kind == "full" else None
+        unsure = [types[i] for i in position.get("unsure", []) if i < len(types)]
+        alert = await _detect_deletes(engine, client, tenant, lease, counts, unsure) if lease.kind == "full" else None
     except Exception as exc:
         with write_transaction(engine) as conn:
             forget_seen(conn, lease.run_id)
@@ -130,13 +131,18 @@ async def run_reconcile(engine: Engine, client: Source, tenant: TenantConfig, le
 
 
 async def _detect_deletes(engine: Engine, client: Source, tenant: TenantConfig, lease: RunLease,
-                          counts: RunCounts) -> str | None:
-    """Runs after the whole listing succeeded; returns an alert when a cap refused deletions."""
+                          counts: RunCounts, unsure: Sequence[str] = ()) -> str | None:
+    """Runs after the whole listing succeeded; returns an alert when a cap refused deletions, or
+    when a type's listing kept shifting (``unsure``: it may have skipped records) and its
+    deletions were not looked for."""
     with engine.connect() as conn:
         started_at = run_started_at(conn, lease)
-    alerts = []
+    alerts = [f"{t}: the listing kept shifting while it was read; deletions not detected this run"
+              for t in unsure]
     types = client.entities("full")
     for resource_type in types:
+        if resource_type in unsure:
+            continue
         report = await detect_deletes(engine, client, tenant.id, lease.run_id, resource_type, started_at)
         counts.deleted += report.deleted
         counts.updated += report.restored
@@ -271,4 +277,8 @@ def _commit_page(engine: Engine, tenant: TenantConfig, lease: RunLease, resource
 
 def _next_type(position: dict[str, Any], counts: RunCounts) -> dict[str, Any]:
     following = {"type": position["type"] + 1, "base": counts.processed}
-    return {**following, **{k: position[k] for k in ("only", "since") if position.get(k)}}
+    # A window whose listing kept shifting past its restarts may have skipped records: a full run
+    # must not take them for deleted (the indices of such types, for _detect_deletes).
+    unsure = [*position.get("unsure", []), *([position["type"]] if position.get("suspect") else [])]
+    return {**following, **{k: position[k] for k in ("only", "since") if position.get(k)},
+            **({"unsure": unsure} if unsure else {})}

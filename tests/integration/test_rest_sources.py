@@ -8,6 +8,7 @@ record kept as JSON.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -140,5 +141,45 @@ def test_ppb_asks_for_changes_and_falls_back_to_a_full_diff_when_the_catalogue_c
         assert run.processed == listed  # the whole catalogue, or only what changed
         # The sample tenant's pages hold 1,000: one request, plus the refused one first.
         assert box.requests - requests == (2 if updated_since == "refused" else 1)
+    finally:
+        box.stop()
+
+
+def test_a_listing_that_keeps_shifting_takes_nothing_for_deleted(engine: Engine) -> None:
+    """PPB pages by number in premise order. A premise deleted at the source while the listing is
+    read shifts every later one back a place, so one is never listed; the stated total
+    (page.totalElements) drops and the listing is read again — up to MAX_WINDOW_RESTARTS times.
+    When deletions keep coming (the fault matrix's storm: a slow, rate-limited listing while
+    premises are deleted), the last read may still have skipped one: that full run must not take
+    it for deleted (it records why instead), and the next full settles everything."""
+    api = build_api("ppb-premises", seed=7, records=60, anchor=NOW)
+    box = RestSandbox(api, RestConfig(rate_limit=0)).start()
+    try:
+        raw = json.loads((ROOT / "samples" / "tenants.ppb-premises.json").read_text())["tenants"][0]
+        raw.update(base_url=box.base_url, page_size=10)
+        (tenant,) = parse_tenants(json.dumps([raw]), source="test")
+        ensure_tables(engine, declare([tenant.rest_spec()]))
+        assert reconcile(engine, tenant, "full", datetime.now(UTC)).status == "completed"
+        route = api.route
+
+        deletions = iter(range(8))  # two a read: past MAX_WINDOW_RESTARTS (3), under the deletion cap (10)
+
+        def deleting_after_each_page(req: Any) -> Any:
+            answer = route(req)
+            if next(deletions, None) is not None:
+                with api.store.lock:  # after a page is answered, the lowest live premise goes
+                    lowest = min(api.store.live("premises"), key=lambda r: int(r.id))
+                    lowest.deleted, lowest.updated = True, datetime.now(UTC)
+            return answer
+        api.route = deleting_after_each_page  # type: ignore[method-assign]
+        run = reconcile(engine, tenant, "full", datetime.now(UTC) + timedelta(minutes=5))
+        api.route = route  # type: ignore[method-assign]
+        difference = compare(rest_mirrored(engine, tenant), rest_truth(box.api, tenant))
+        assert difference.lost == [], difference.summary()  # no premise the source still has was deleted
+        assert (run.status, run.deleted) == ("completed", 0)
+        assert "premises: the listing kept shifting while it was read; deletions not detected" in run.error
+        settled = reconcile(engine, tenant, "full", datetime.now(UTC) + timedelta(minutes=6))
+        assert settled.deleted == len(difference.unexpected) > 0
+        assert compare(rest_mirrored(engine, tenant), rest_truth(box.api, tenant)).summary() == EQUAL
     finally:
         box.stop()
