@@ -87,8 +87,10 @@ def _storm(on: bool) -> Hook:
             refused = run.counters.get(f"429s {tenant.id}", 0)
             # The silent sources must refuse some (the app learns their limit no other way); t0's
             # may refuse none: the app can pace itself by the budget it advertises from the start.
-            # An unpaged REST source (HIE: a listing is one request) is asked too little to be refused.
-            if index > 0 and not refused and (not tenant.rest or tenant.page_size):
+            # A REST source is asked only by the fulls queued in the storm (its events carry the
+            # record): whether they meet the limit depends on when they run, so its 429s are
+            # reported, and only the Retry-After check below is asked of it.
+            if index > 0 and not refused and not tenant.rest:
                 run.violations.append(f"{tenant.id}: no request was answered 429: the storm did not bite")
             # Every worker in flight may meet the first 429 (a batch of 16 + 8); after that the
             # Retry-After is shared through the database (a process's copy is ≤ 1 s old), so a
