@@ -65,8 +65,13 @@ def reconcile(engine: Engine, tenant: TenantConfig, kind: str, now: datetime) ->
                 lease = start_run(conn, tenant.id, kind)
             assert await run_reconcile(engine, source, tenant, lease, now=lambda: now)
     asyncio.run(go())
+    return latest_run(engine, tenant.id)
+
+
+def latest_run(engine: Engine, tenant_id: str) -> Any:
+    """The tenant's latest run's row (status, counts, error)."""
     with engine.connect() as conn:
-        return conn.execute(select(sync_runs).where(sync_runs.c.tenant_id == tenant.id)
+        return conn.execute(select(sync_runs).where(sync_runs.c.tenant_id == tenant_id)
                             .order_by(sync_runs.c.started_at.desc())).first()
 
 

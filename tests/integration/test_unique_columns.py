@@ -21,15 +21,11 @@ from devtools.sandbox.rest.server import RestConfig, RestSandbox
 from shared.queues.messages import ChangeMessage
 from shared.settings import TenantConfig, parse_tenants
 from shared.source.breaker import MemoryBreakerStore
-from shared.source.budget import RateBudget
 from shared.source.errors import DuplicateKeys
 from shared.source.registry import SourceRegistry
 from shared.store.declared import declare, ensure_tables, find_table
-from shared.store.engine import write_transaction
-from shared.store.runs import start_run
-from shared.store.schema import sync_runs
 from shared.sync.apply import apply_change
-from shared.sync.reconcile import run_reconcile
+from tests.integration.test_rest_sources import latest_run, reconcile
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -46,19 +42,11 @@ def hie(engine: Engine) -> Iterator[tuple[RestSandbox, TenantConfig]]:
 
 
 def sync(engine: Engine, tenant: TenantConfig, kind: str) -> Any:
-    """Run a reconcile to its end; the run's row (status, error)."""
-    async def go() -> None:
-        async with httpx.AsyncClient() as http:
-            source = SourceRegistry(http, MemoryBreakerStore()).source(tenant)
-            source.budget = RateBudget(limit=10**9)  # type: ignore[attr-defined]
-            with write_transaction(engine) as conn:
-                lease = start_run(conn, tenant.id, kind)
-            await run_reconcile(engine, source, tenant, lease, now=lambda: datetime.now(UTC) + timedelta(seconds=2))
-    with contextlib.suppress(DuplicateKeys):  # the run records it; the row below says so
-        asyncio.run(go())
-    with engine.connect() as conn:
-        return conn.execute(select(sync_runs).where(sync_runs.c.tenant_id == tenant.id)
-                            .order_by(sync_runs.c.started_at.desc())).first()
+    """Run a reconcile to its end; the run's row (status, error) — a blocked run raises
+    DuplicateKeys after recording it."""
+    with contextlib.suppress(DuplicateKeys):
+        reconcile(engine, tenant, kind, datetime.now(UTC) + timedelta(seconds=2))
+    return latest_run(engine, tenant.id)
 
 
 def change(box: RestSandbox, rid: str, **fields: Any) -> dict[str, Any]:
