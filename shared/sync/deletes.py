@@ -3,8 +3,9 @@
 Candidates are live mirror rows the listing did not see and that did not change since the run
 started (a webhook may have brought a newer row in meanwhile). Each is confirmed by reading it
 from the source where it has a single-record read: 404/410 makes a tombstone, an answer means the
-listing missed it and the row is refreshed. A source without one is taken at its listing's word
-(the whole listing succeeded). Above a cap (a share of the table) nothing is deleted: a source
+listing missed it and the row is refreshed. For an entity without one, the full run listed it a
+second time when the first listing missed rows (shared.sync.reconcile), so the candidates are
+what both listings missed. Above a cap (a share of the table) nothing is deleted: a source
 listing too little looks exactly like mass deletion, so the run records an alert instead.
 """
 from __future__ import annotations

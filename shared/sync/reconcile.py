@@ -35,7 +35,7 @@ from shared.store.engine import write_transaction
 from shared.store.guard import UpsertCounts
 from shared.store.mirror import write_rows
 from shared.store.runs import RunCounts, RunLease, checkpoint, finish, load_position, run_started_at
-from shared.store.seen import forget_seen, record_seen
+from shared.store.seen import forget_seen, record_seen, unseen_live_ids
 from shared.store.silence import record_silence
 from shared.sync.deletes import detect_deletes
 from shared.sync.silence import SilenceCheck
@@ -103,22 +103,21 @@ async def run_reconcile(engine: Engine, client: Source, tenant: TenantConfig, le
     types = plan_types(client, lease.kind, position.get("only"))
     page_size = page_size or client.page_size()
     try:
-        while position["type"] < len(types):
-            resource_type = types[position["type"]]
-            if "end" not in position:
-                opened = _open_window(engine, tenant, lease.kind, resource_type, position, now())
-                if opened is None:  # nothing to read in this window
-                    position = _next_type(position, counts)
-                    continue
-                position = opened
-            if not await _read_window(engine, client, tenant, lease, resource_type, position, counts,
-                                      page_size, deadline, clock, on_progress, silence):
+        while True:
+            if not await _list_types(engine, client, tenant, lease, types, position, counts, page_size, deadline,
+                                     clock, now, on_progress, silence):
                 return False
-            # _read_window left ``position`` at the next type, as its last checkpoint says.
-            if deadline is not None and clock() >= deadline and position["type"] < len(types):
-                return False
-        unsure = [types[i] for i in position.get("unsure", []) if i < len(types)]
-        alert = await _detect_deletes(engine, client, tenant, lease, counts, unsure) if lease.kind == "full" else None
+            if lease.kind != "full" or "second" in position:
+                break
+            second = _needs_second_listing(engine, client, tenant, lease, types, position)
+            if not second:
+                break
+            position = {"type": 0, "base": counts.processed, "second": second,
+                        **({"unsure": position["unsure"]} if position.get("unsure") else {})}
+            with write_transaction(engine) as conn:
+                checkpoint(conn, lease, counts=counts, position=position,
+                           step=f"listing again: {', '.join(second)} (records missing from the first listing)")
+        alert = await _detect_deletes(engine, client, tenant, lease, counts, position) if lease.kind == "full" else None
     except Exception as exc:
         with write_transaction(engine) as conn:
             forget_seen(conn, lease.run_id)
@@ -130,16 +129,69 @@ async def run_reconcile(engine: Engine, client: Source, tenant: TenantConfig, le
     return True
 
 
+async def _list_types(engine: Engine, client: Source, tenant: TenantConfig, lease: RunLease,
+                      types: Sequence[str], position: dict[str, Any], counts: RunCounts, page_size: int,
+                      deadline: float | None, clock: Callable[[], float], now: Callable[[], datetime],
+                      on_progress: Callable[[Progress], None] | None, silence: SilenceCheck | None) -> bool:
+    """Read each type's window from ``position`` on (on a full run's second listing, only the
+    types it names); False when ``deadline`` passed after a checkpoint. Updates ``position``."""
+    while position["type"] < len(types):
+        resource_type = types[position["type"]]
+        if resource_type not in position.get("second", types):
+            _replace(position, _next_type(position, counts))
+            continue
+        if "end" not in position:
+            opened = _open_window(engine, tenant, lease.kind, resource_type, position, now())
+            if opened is None:  # nothing to read in this window
+                _replace(position, _next_type(position, counts))
+                continue
+            _replace(position, opened)
+        if not await _read_window(engine, client, tenant, lease, resource_type, position, counts,
+                                  page_size, deadline, clock, on_progress, silence):
+            return False
+        # _read_window left ``position`` at the next type, as its last checkpoint says.
+        if deadline is not None and clock() >= deadline and position["type"] < len(types):
+            return False
+    return True
+
+
+def _replace(position: dict[str, Any], new: dict[str, Any]) -> None:
+    position.clear()
+    position.update(new)
+
+
+def _needs_second_listing(engine: Engine, client: Source, tenant: TenantConfig, lease: RunLease,
+                          types: Sequence[str], position: dict[str, Any]) -> list[str]:
+    """The types a full run lists a second time before it detects deletions: those without a
+    single-record read whose first listing missed live rows. A paged listing can skip a record
+    without the source's total showing it (a deletion ahead of it while creates keep the total
+    up), and nothing else could confirm such a candidate: a record is taken for deleted only when
+    both listings missed it (docs/reconcile.md)."""
+    unsure = {types[i] for i in position.get("unsure", []) if i < len(types)}
+    second = []
+    with engine.connect() as conn:
+        started_at = run_started_at(conn, lease)
+        for resource_type in types:
+            if resource_type in unsure or client.readable(resource_type):
+                continue
+            ids, _ = unseen_live_ids(conn, tenant.id, lease.run_id, client.table(resource_type), resource_type,
+                                     started_at)
+            if ids:
+                second.append(resource_type)
+    return second
+
+
 async def _detect_deletes(engine: Engine, client: Source, tenant: TenantConfig, lease: RunLease,
-                          counts: RunCounts, unsure: Sequence[str] = ()) -> str | None:
+                          counts: RunCounts, position: dict[str, Any]) -> str | None:
     """Runs after the whole listing succeeded; returns an alert when a cap refused deletions, or
     when a type's listing kept shifting (``unsure``: it may have skipped records) and its
     deletions were not looked for."""
+    types = client.entities("full")
+    unsure = [types[i] for i in position.get("unsure", []) if i < len(types)]
     with engine.connect() as conn:
         started_at = run_started_at(conn, lease)
     alerts = [f"{t}: the listing kept shifting while it was read; deletions not detected this run"
               for t in unsure]
-    types = client.entities("full")
     for resource_type in types:
         if resource_type in unsure:
             continue
@@ -150,7 +202,7 @@ async def _detect_deletes(engine: Engine, client: Source, tenant: TenantConfig, 
         if report.refused:
             alerts.append(report.refused)
         with write_transaction(engine) as conn:
-            checkpoint(conn, lease, counts=counts, position={"type": len(types), "deletes": resource_type},
+            checkpoint(conn, lease, counts=counts, position={**position, "type": len(types), "deletes": resource_type},
                        step=f"delete detection: {resource_type}")
     return "; ".join(alerts) or None
 
@@ -243,7 +295,8 @@ def _commit_page(engine: Engine, tenant: TenantConfig, lease: RunLease, resource
         new_position = {**position, "next": None if restart else next_url,
                         "total": None if restart else (total if position["total"] is None else position["total"]),
                         "restarts": position["restarts"] + restart}
-    step = f"{resource_type}: {counts.processed - position.get('base', 0):,} of {total or '?'}"
+    again = " (listed again)" if position.get("second") else ""
+    step = f"{resource_type}{again}: {counts.processed - position.get('base', 0):,} of {total or '?'}"
     records_total = position.get("base", 0) + (total or 0)
     written: list[tuple[str, str, datetime]] | None = (
         [] if silence is not None and resource_type in silence.types else None)
@@ -280,5 +333,5 @@ def _next_type(position: dict[str, Any], counts: RunCounts) -> dict[str, Any]:
     # A window whose listing kept shifting past its restarts may have skipped records: a full run
     # must not take them for deleted (the indices of such types, for _detect_deletes).
     unsure = [*position.get("unsure", []), *([position["type"]] if position.get("suspect") else [])]
-    return {**following, **{k: position[k] for k in ("only", "since") if position.get(k)},
+    return {**following, **{k: position[k] for k in ("only", "since", "second") if position.get(k)},
             **({"unsure": unsure} if unsure else {})}
