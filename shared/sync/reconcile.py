@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from shared.sync.deletes import detect_deletes
 from shared.sync.silence import SilenceCheck
 from shared.telemetry import telemetry
 
+log = logging.getLogger("shared.sync")
 TYPE_ORDER = RESOURCE_TYPES  # a FHIR source's entities, in the order it lists them
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LAG = timedelta(minutes=2)
@@ -112,6 +114,8 @@ async def run_reconcile(engine: Engine, client: Source, tenant: TenantConfig, le
             second = _needs_second_listing(engine, client, tenant, lease, types, position)
             if not second:
                 break
+            log.info("reconcile tenant=%s kind=full run=%s outcome=listing-again entities=%s: live rows missing from "
+                     "the listing, and no single-record read to confirm them", tenant.id, lease.run_id, ",".join(second))
             position = {"type": 0, "base": counts.processed, "second": second,
                         **({"unsure": position["unsure"]} if position.get("unsure") else {})}
             with write_transaction(engine) as conn:
