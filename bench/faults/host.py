@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +20,11 @@ def serve_host(port: int) -> None:
     """``python -m bench.faults host``: the app on the local host, as the harness configures it."""
     from devtools.localhost.serve import boot
 
+    # The reconcile engine's lines (a full run's second listing: outcome=listing-again) go to the
+    # host's log, where the harness counts them; the rest of the app stays at WARNING.
+    sync_log = logging.getLogger("shared.sync")
+    sync_log.setLevel(logging.INFO)
+    sync_log.addHandler(logging.StreamHandler(sys.stderr))
     booted = boot(load_settings(), port=port, say=lambda _m: None, host_json=HOST_JSON, transport=hold_watch())
     booted.host.submit(_report_loop_lag())
     done = threading.Event()
