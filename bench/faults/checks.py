@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -54,15 +54,15 @@ def missing_rest_deliveries(run: Run, tenant: Tenant, *, note: bool = True) -> i
     settings = tenant.settings()
     declare([settings.rest_spec()])
     held: dict[tuple[str, str], str | None] = {}  # (entity, id) -> digest of the live record, None if deleted
-    stamps: dict[tuple[str, str], Any] = {}  # its stored version time, for the note
+    stamps: dict[tuple[str, str], Any] = {}  # its stored version (updated-at, seen), for the note
     with run.engine.connect() as conn:
         for entity in settings.rest_spec().entities:
             t = find_table(entity.table_name)
-            for sid, record, deleted, stamp in conn.execute(
-                    select(t.c.source_id, t.c.record, t.c.deleted_at.is_not(None), t.c.source_updated_at)
-                    .where(t.c.tenant_id == tenant.id)):
+            for sid, record, deleted, stamp, seen in conn.execute(
+                    select(t.c.source_id, t.c.record, t.c.deleted_at.is_not(None), t.c.source_updated_at,
+                           t.c.source_version).where(t.c.tenant_id == tenant.id)):
                 held[(entity.name, sid)] = None if deleted else record_digest(json.loads(record))
-                stamps[(entity.name, sid)] = stamp
+                stamps[(entity.name, sid)] = (stamp, seen)
     since: dict[tuple[str, str], list[str | None]] = {}  # per record: its states from the last acknowledged event on
     history: dict[tuple[str, str], list[str]] = {}  # per record: its changes, for the note
     for delivery, change in tenant.sandbox.sender.deliveries_with_changes():
@@ -83,9 +83,15 @@ def missing_rest_deliveries(run: Run, tenant: Tenant, *, note: bool = True) -> i
             if note and len(run.notes) < 8:
                 run.notes.append(f"acknowledged, not applied: {tenant.id} {key[0]}/{key[1]} "
                                  f"({'absent' if key not in held else 'deleted' if held[key] is None else 'other content'}"
-                                 f", stored at {stamps[key].isoformat() if key in stamps else '-'}; its changes: "
+                                 f", stored at {_stamp(*stamps[key]) if key in stamps else '-'}; its changes: "
                                  f"{'; '.join(history.get(key, []))})")
     return missing
+
+
+def _stamp(updated: datetime, seen: str | None) -> str:
+    """A stored REST row's version: its updated-at, and when it was seen (its version number, µs)."""
+    moment = datetime.fromtimestamp(int(seen) / 1e6, UTC).isoformat() if seen and seen.isdigit() else seen
+    return f"{updated.isoformat()}, seen {moment}"
 
 
 def overlapping_runs(run: Run) -> None:
