@@ -84,8 +84,8 @@ def decide(incoming: StoredVersion, stored: StoredVersion | None, *, by_content:
         if stored.deleted_at is not None:
             return Outcome.UNCHANGED
         return Outcome.DELETED if incoming.updated_at >= stored.updated_at else Outcome.STALE
-    new_key = (incoming.updated_at, _seq(incoming.version_seq))
-    old_key = (stored.updated_at, _seq(stored.version_seq))
+    new_key = version_key(incoming.updated_at, incoming.version_seq)
+    old_key = version_key(stored.updated_at, stored.version_seq)
     if stored.deleted_at is not None:
         return Outcome.RESURRECTED if new_key > old_key else Outcome.STALE
     if new_key > old_key:
@@ -98,5 +98,6 @@ def decide(incoming: StoredVersion, stored: StoredVersion | None, *, by_content:
     return Outcome.STALE
 
 
-def _seq(value: int | None) -> int:
-    return -1 if value is None else value
+def version_key(updated_at: datetime, seq: int | None) -> tuple[datetime, int]:
+    """What the guard orders versions by: the change time, then the version number (none first)."""
+    return updated_at, -1 if seq is None else seq

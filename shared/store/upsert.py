@@ -10,20 +10,22 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, overload
 
-from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, func, or_, select, update
 
 from shared.records import MirrorRow
 from shared.store.declared import find_table
-from shared.store.guard import Outcome, StoredVersion, UpsertCounts, decide, version_seq
+from shared.store.guard import Outcome, StoredVersion, UpsertCounts, decide, version_key, version_seq
 from shared.store.mssql import merge_rows
 from shared.store.postgres import analyze_if_young, select_by_ids, upsert_rows_copy
 from shared.store.schema import BOOKKEEPING, MIRRORED_TABLES
 from shared.store.sqlite import upsert_rows_executemany
 
 KEY_CHUNK = 1000  # keys per IN (...) — well under Azure SQL's 2,100 parameters
+# How long after a change time a late event of that time may still arrive (_tie_possible).
+TIE_SPAN = timedelta(days=1)
 TOMBSTONE_UPDATE = ("source_version", "source_version_seq", "source_updated_at", "content_hash",
                     "deleted_at", "last_synced_at")
 
@@ -146,8 +148,9 @@ def _apply_table(conn: Connection, layout: TableLayout, tenant_id: str, batch: d
         outcome = decide(_version(record), old, by_content=source_id in observed, seen_ties=source_id in seen_ties)
         if outcome in (Outcome.UNCHANGED, Outcome.STALE):
             counts.add(outcome)
-            if (outcome is Outcome.UNCHANGED and source_id in observed and old is not None and old.deleted_at is None
-                    and record["source_updated_at"] > old.updated_at):
+            if (outcome is Outcome.UNCHANGED and old is not None and old.deleted_at is None
+                    and record["content_hash"] == old.content_hash and _later(record, old)
+                    and (source_id in observed or (source_id in seen_ties and _tie_possible(old)))):
                 seen_again.append(record)
             continue
         planned[source_id] = outcome
@@ -175,19 +178,38 @@ def _apply_table(conn: Connection, layout: TableLayout, tenant_id: str, batch: d
     return counts
 
 
+def _tie_possible(old: StoredVersion) -> bool:
+    """Whether a late event of the stored row's change time could still be taken for newer: its
+    version number (when it was seen) is before that time's end — a day, the coarsest change time
+    a source states. Rows seen long after they changed (the steady state of a re-listing) are left
+    alone, so a full listing of an unchanged table writes nothing."""
+    return old.version_seq is None or old.version_seq / 1e6 < old.updated_at.timestamp() + TIE_SPAN.total_seconds()
+
+
+def _later(record: dict[str, Any], old: StoredVersion) -> bool:
+    return (version_key(record["source_updated_at"], record["source_version_seq"])
+            > version_key(old.updated_at, old.version_seq))
+
+
 def _seen_again(conn: Connection, table: Table, tenant_id: str, records: list[dict[str, Any]]) -> None:
-    """Rows of a source without a change time, seen again unchanged: only their version (when they
-    were seen) moves on, so that an event older than this sighting, applied after it, is stale —
-    not taken for a newer change (a listing or event that finds the same content would otherwise
-    leave the older time in place). Content, hash and counts stay as they are."""
+    """Rows of a REST source seen again with the same content (``observed``: a source without a
+    change time; ``seen_ties``: one whose change time is coarse, at an equal time): only their
+    version (when they were seen) moves on, so that an event older than this sighting, applied
+    after it, is stale — not taken for a newer change (a listing or event that finds the same
+    content would otherwise leave the older version in place: a listing answered after two changes
+    of one second, its version when it was asked for, let the first change's late event back).
+    Content, hash and counts stay as they are; a row whose content changed meanwhile is left."""
     c = table.c
+    at: BindParameter[datetime] = bindparam("b_at", type_=c.source_updated_at.type)
+    seq: BindParameter[int] = bindparam("b_seq", type_=c.source_version_seq.type)
     conn.execute(
         update(table).where(c.tenant_id == tenant_id, c.source_id == bindparam("b_id"), c.deleted_at.is_(None),
-                            c.source_updated_at < bindparam("b_at"))
-        .values(source_updated_at=bindparam("b_at"), source_version=bindparam("b_version"),
-                source_version_seq=bindparam("b_seq")),
+                            c.content_hash == bindparam("b_hash"),
+                            or_(c.source_updated_at < at,
+                                and_(c.source_updated_at == at, func.coalesce(c.source_version_seq, -1) < seq)))
+        .values(source_updated_at=at, source_version=bindparam("b_version"), source_version_seq=seq),
         [{"b_id": r["source_id"], "b_at": r["source_updated_at"], "b_version": r["source_version"],
-          "b_seq": r["source_version_seq"]} for r in records])
+          "b_seq": r["source_version_seq"], "b_hash": r["content_hash"]} for r in records])
 
 
 def _record(layout: TableLayout, tenant_id: str, row: MirrorRow, now: datetime) -> dict[str, Any]:

@@ -163,6 +163,64 @@ def test_two_events_of_one_second_apply_in_the_order_they_were_sent_whatever_ord
         box.stop()
 
 
+def test_a_listing_answered_after_two_changes_of_one_second_does_not_let_the_first_back(engine: Engine) -> None:
+    """The fault matrix's source-trouble found it: a listing page is asked for (its version: that
+    moment), the source then changes a facility twice within one second (a then b) and answers
+    with b's content; the page is written. Event b arrives and changes nothing (the same content),
+    then event a, whose time is after the page's. b's sighting must have moved the version on,
+    or a — older than b, newer than the page — would put its content back."""
+    box = RestSandbox(build_api("hie-facilities", seed=4, records=5), RestConfig(rate_limit=0)).start()
+    try:
+        raw = json.loads((ROOT / "samples" / "tenants.hie-facilities.json").read_text())["tenants"][0]
+        raw.update(base_url=box.base_url, token_url=f"{box.base_url}/oauth2/token", webhook_secrets=[SECRET])
+        (tenant,) = parse_tenants(json.dumps([raw]), source="test")
+        ensure_tables(engine, declare([tenant.rest_spec()]))
+        queues = InMemoryQueues()
+        facility = sorted(box.api.store.live("facilities"), key=lambda r: r.id)[0]
+        # Both changes come after the page is asked for: a second an hour ahead of now.
+        second = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+        a = {**facility.record, "kephLevel": 2, "lastUpdated": second.strftime("%Y-%m-%d %H:%M:%S")}
+        b = {**facility.record, "kephLevel": 5, "lastUpdated": second.strftime("%Y-%m-%d %H:%M:%S")}
+        facility.record = b  # what the source answers the listing with
+
+        async def listing() -> None:
+            async with httpx.AsyncClient() as http:
+                source = SourceRegistry(http, MemoryBreakerStore()).source(tenant)
+                source.budget = RateBudget(limit=10**9)  # type: ignore[attr-defined]
+                with write_transaction(engine) as conn:
+                    lease = start_run(conn, tenant.id, "full")
+                assert await run_reconcile(engine, source, tenant, lease)
+        table = find_table("facilities")
+
+        def versions() -> dict[str, str]:
+            with engine.connect() as conn:
+                return dict(conn.execute(select(table.c.source_id, table.c.source_version)
+                                         .where(table.c.tenant_id == tenant.id)).all())
+        asyncio.run(listing())
+        first = versions()
+        asyncio.run(listing())
+        # Listed again unchanged: rows seen long after they changed are not touched (no write);
+        # the one whose change time has not ended yet has its version moved on.
+        assert {k for k, v in versions().items() if v != first[k]} == {facility.id}
+
+        def send(event_id: str, data: dict[str, Any], at: datetime) -> None:
+            body = json.dumps({"eventId": event_id, "action": "updated", "timestamp": at.isoformat(),
+                               "data": data}).encode()
+            answer = receive_webhook(engine, queues, tenant, "events", {
+                "Content-Type": "application/json", "x-hie-signature": hmac_sha256_hex(SECRET, body)},
+                body, datetime.now(UTC), Metrics())
+            assert answer.status == 202, answer.body
+        send("b", b, second + timedelta(microseconds=557))
+        send("a", a, second + timedelta(microseconds=509))  # sent first, delivered last
+        apply_all(engine, queues, tenant)
+        with engine.connect() as conn:
+            keph = conn.execute(select(table.c.keph_level).where(table.c.tenant_id == tenant.id,
+                                                                 table.c.source_id == facility.id)).scalar()
+        assert keph == 5
+    finally:
+        box.stop()
+
+
 def test_an_older_event_arriving_after_a_newer_one_that_changed_nothing_is_stale(engine: Engine,
                                                                                  box: RestSandbox) -> None:
     """PPB states no change time. A premise is changed to X1 and then back to X0; the second
