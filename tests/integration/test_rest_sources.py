@@ -159,6 +159,15 @@ def test_ppb_asks_for_changes_and_falls_back_to_a_full_diff_when_the_catalogue_c
         box.stop()
 
 
+def paged_ppb_tenant(engine: Engine, box: RestSandbox) -> TenantConfig:
+    """The PPB sample tenant on ``box`` at 10 premises a page, its tables created."""
+    raw = json.loads((ROOT / "samples" / "tenants.ppb-premises.json").read_text())["tenants"][0]
+    raw.update(base_url=box.base_url, page_size=10)
+    (tenant,) = parse_tenants(json.dumps([raw]), source="test")
+    ensure_tables(engine, declare([tenant.rest_spec()]))
+    return tenant
+
+
 def test_a_listing_that_keeps_shifting_takes_nothing_for_deleted(engine: Engine) -> None:
     """PPB pages by number in premise order. A premise deleted at the source while the listing is
     read shifts every later one back a place, so one is never listed; the stated total
@@ -169,10 +178,7 @@ def test_a_listing_that_keeps_shifting_takes_nothing_for_deleted(engine: Engine)
     api = build_api("ppb-premises", seed=7, records=60, anchor=NOW)
     box = RestSandbox(api, RestConfig(rate_limit=0)).start()
     try:
-        raw = json.loads((ROOT / "samples" / "tenants.ppb-premises.json").read_text())["tenants"][0]
-        raw.update(base_url=box.base_url, page_size=10)
-        (tenant,) = parse_tenants(json.dumps([raw]), source="test")
-        ensure_tables(engine, declare([tenant.rest_spec()]))
+        tenant = paged_ppb_tenant(engine, box)
         assert reconcile(engine, tenant, "full", datetime.now(UTC)).status == "completed"
         route = api.route
 
@@ -210,10 +216,7 @@ def test_a_deletion_hidden_by_a_create_takes_nothing_for_deleted(engine: Engine)
     api = build_api("ppb-premises", seed=8, records=60, anchor=NOW)
     box = RestSandbox(api, RestConfig(rate_limit=0)).start()
     try:
-        raw = json.loads((ROOT / "samples" / "tenants.ppb-premises.json").read_text())["tenants"][0]
-        raw.update(base_url=box.base_url, page_size=10)
-        (tenant,) = parse_tenants(json.dumps([raw]), source="test")
-        ensure_tables(engine, declare([tenant.rest_spec()]))
+        tenant = paged_ppb_tenant(engine, box)
         assert reconcile(engine, tenant, "full", datetime.now(UTC)).status == "completed"
         route = api.route
         pages = iter(range(2))

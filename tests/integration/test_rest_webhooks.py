@@ -70,6 +70,23 @@ def apply_all(engine: Engine, queues: InMemoryQueues, tenant: TenantConfig) -> l
     return asyncio.run(go())
 
 
+def hie_tenant(engine: Engine, box: RestSandbox) -> TenantConfig:
+    """The HIE sample tenant on ``box``, its tables created."""
+    raw = json.loads((ROOT / "samples" / "tenants.hie-facilities.json").read_text())["tenants"][0]
+    raw.update(base_url=box.base_url, token_url=f"{box.base_url}/oauth2/token", webhook_secrets=[SECRET])
+    (tenant,) = parse_tenants(json.dumps([raw]), source="test")
+    ensure_tables(engine, declare([tenant.rest_spec()]))
+    return tenant
+
+
+def send_hie(engine: Engine, queues: InMemoryQueues, tenant: TenantConfig, event: dict[str, Any]) -> None:
+    body = json.dumps(event).encode()
+    answer = receive_webhook(engine, queues, tenant, "events", {
+        "Content-Type": "application/json", "x-hie-signature": hmac_sha256_hex(SECRET, body)},
+        body, datetime.now(UTC), Metrics())
+    assert answer.status == 202, answer.body
+
+
 def stored(engine: Engine, premise: str) -> Any:
     table = find_table("premises")
     with engine.connect() as conn:
@@ -130,10 +147,7 @@ def test_two_events_of_one_second_apply_in_the_order_they_were_sent_whatever_ord
     before the later event does not put the earlier content back."""
     box = RestSandbox(build_api("hie-facilities", seed=3, records=5), RestConfig(rate_limit=0)).start()
     try:
-        raw = json.loads((ROOT / "samples" / "tenants.hie-facilities.json").read_text())["tenants"][0]
-        raw.update(base_url=box.base_url, token_url=f"{box.base_url}/oauth2/token", webhook_secrets=[SECRET])
-        (tenant,) = parse_tenants(json.dumps([raw]), source="test")
-        ensure_tables(engine, declare([tenant.rest_spec()]))
+        tenant = hie_tenant(engine, box)
         queues = InMemoryQueues()
         record = sorted(box.api.store.live("facilities"), key=lambda r: r.id)[0].record
         second = "2026-12-03 09:00:00"
@@ -141,17 +155,10 @@ def test_two_events_of_one_second_apply_in_the_order_they_were_sent_whatever_ord
              "data": {**record, "kephLevel": 2, "lastUpdated": second}}
         b = {"eventId": "b", "action": "updated", "timestamp": "2026-12-03T09:00:00.700000Z",
              "data": {**record, "kephLevel": 5, "lastUpdated": second}}
-
-        def send(event: dict[str, Any]) -> None:
-            body = json.dumps(event).encode()
-            answer = receive_webhook(engine, queues, tenant, "events", {
-                "Content-Type": "application/json", "x-hie-signature": hmac_sha256_hex(SECRET, body)},
-                body, datetime.now(UTC), Metrics())
-            assert answer.status == 202, answer.body
-        send(a)
+        send_hie(engine, queues, tenant, a)
         (late,) = queues.pending(CHANGES_QUEUE)
         queues.delete(CHANGES_QUEUE, queues.receive(CHANGES_QUEUE, max_messages=1, visibility_timeout=30)[0])
-        send(b)
+        send_hie(engine, queues, tenant, b)
         assert apply_all(engine, queues, tenant) == ["applied"]  # b first
         queues.send(CHANGES_QUEUE, late[0])
         assert apply_all(engine, queues, tenant) == ["applied"]  # then a: not applied before, so not skipped
@@ -171,10 +178,7 @@ def test_a_listing_answered_after_two_changes_of_one_second_does_not_let_the_fir
     or a — older than b, newer than the page — would put its content back."""
     box = RestSandbox(build_api("hie-facilities", seed=4, records=5), RestConfig(rate_limit=0)).start()
     try:
-        raw = json.loads((ROOT / "samples" / "tenants.hie-facilities.json").read_text())["tenants"][0]
-        raw.update(base_url=box.base_url, token_url=f"{box.base_url}/oauth2/token", webhook_secrets=[SECRET])
-        (tenant,) = parse_tenants(json.dumps([raw]), source="test")
-        ensure_tables(engine, declare([tenant.rest_spec()]))
+        tenant = hie_tenant(engine, box)
         queues = InMemoryQueues()
         facility = sorted(box.api.store.live("facilities"), key=lambda r: r.id)[0]
         # Both changes come after the page is asked for: a second an hour ahead of now.
@@ -202,16 +206,9 @@ def test_a_listing_answered_after_two_changes_of_one_second_does_not_let_the_fir
         # Listed again unchanged: rows seen long after they changed are not touched (no write);
         # the one whose change time has not ended yet has its version moved on.
         assert {k for k, v in versions().items() if v != first[k]} == {facility.id}
-
-        def send(event_id: str, data: dict[str, Any], at: datetime) -> None:
-            body = json.dumps({"eventId": event_id, "action": "updated", "timestamp": at.isoformat(),
-                               "data": data}).encode()
-            answer = receive_webhook(engine, queues, tenant, "events", {
-                "Content-Type": "application/json", "x-hie-signature": hmac_sha256_hex(SECRET, body)},
-                body, datetime.now(UTC), Metrics())
-            assert answer.status == 202, answer.body
-        send("b", b, second + timedelta(microseconds=557))
-        send("a", a, second + timedelta(microseconds=509))  # sent first, delivered last
+        for event_id, data, micros in (("b", b, 557), ("a", a, 509)):  # a sent first, delivered last
+            send_hie(engine, queues, tenant, {"eventId": event_id, "action": "updated", "data": data,
+                                              "timestamp": (second + timedelta(microseconds=micros)).isoformat()})
         apply_all(engine, queues, tenant)
         with engine.connect() as conn:
             keph = conn.execute(select(table.c.keph_level).where(table.c.tenant_id == tenant.id,
