@@ -8,8 +8,9 @@ record kept as JSON.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -159,13 +160,39 @@ def test_ppb_asks_for_changes_and_falls_back_to_a_full_diff_when_the_catalogue_c
         box.stop()
 
 
-def paged_ppb_tenant(engine: Engine, box: RestSandbox) -> TenantConfig:
-    """The PPB sample tenant on ``box`` at 10 premises a page, its tables created."""
-    raw = json.loads((ROOT / "samples" / "tenants.ppb-premises.json").read_text())["tenants"][0]
-    raw.update(base_url=box.base_url, page_size=10)
-    (tenant,) = parse_tenants(json.dumps([raw]), source="test")
-    ensure_tables(engine, declare([tenant.rest_spec()]))
-    return tenant
+@contextlib.contextmanager
+def mirrored_paged_ppb(engine: Engine, seed: int) -> Iterator[tuple[Any, RestSandbox, TenantConfig]]:
+    """A 60-premise PPB sandbox and its sample tenant at 10 premises a page, mirrored by a first
+    full run: (the sandbox's API, the sandbox, the tenant)."""
+    api = build_api("ppb-premises", seed=seed, records=60, anchor=NOW)
+    box = RestSandbox(api, RestConfig(rate_limit=0)).start()
+    try:
+        raw = json.loads((ROOT / "samples" / "tenants.ppb-premises.json").read_text())["tenants"][0]
+        raw.update(base_url=box.base_url, page_size=10)
+        (tenant,) = parse_tenants(json.dumps([raw]), source="test")
+        ensure_tables(engine, declare([tenant.rest_spec()]))
+        assert reconcile(engine, tenant, "full", datetime.now(UTC)).status == "completed"
+        yield api, box, tenant
+    finally:
+        box.stop()
+
+
+def full_while_changing(engine: Engine, tenant: TenantConfig, api: Any, after_page: Callable[[int], None],
+                        now: datetime, **kwargs: Any) -> Any:
+    """A full run while the source changes: ``after_page(n)`` runs under the store's lock once
+    the n-th page (from 0) is answered."""
+    route, answered = api.route, iter(range(10**6))
+
+    def changing(req: Any) -> Any:
+        answer = route(req)
+        with api.store.lock:
+            after_page(next(answered))
+        return answer
+    api.route = changing
+    try:
+        return reconcile(engine, tenant, "full", now, **kwargs)
+    finally:
+        api.route = route
 
 
 def test_a_listing_that_keeps_shifting_takes_nothing_for_deleted(engine: Engine) -> None:
@@ -175,25 +202,12 @@ def test_a_listing_that_keeps_shifting_takes_nothing_for_deleted(engine: Engine)
     When deletions keep coming (the fault matrix's storm: a slow, rate-limited listing while
     premises are deleted), the last read may still have skipped one: that full run must not take
     it for deleted (it records why instead), and the next full settles everything."""
-    api = build_api("ppb-premises", seed=7, records=60, anchor=NOW)
-    box = RestSandbox(api, RestConfig(rate_limit=0)).start()
-    try:
-        tenant = paged_ppb_tenant(engine, box)
-        assert reconcile(engine, tenant, "full", datetime.now(UTC)).status == "completed"
-        route = api.route
-
-        deletions = iter(range(8))  # two a read: past MAX_WINDOW_RESTARTS (3), under the deletion cap (10)
-
-        def deleting_after_each_page(req: Any) -> Any:
-            answer = route(req)
-            if next(deletions, None) is not None:
-                with api.store.lock:  # after a page is answered, the lowest live premise goes
-                    lowest = min(api.store.live("premises"), key=lambda r: int(r.id))
-                    lowest.deleted, lowest.updated = True, datetime.now(UTC)
-            return answer
-        api.route = deleting_after_each_page  # type: ignore[method-assign]
-        run = reconcile(engine, tenant, "full", datetime.now(UTC) + timedelta(minutes=5))
-        api.route = route  # type: ignore[method-assign]
+    with mirrored_paged_ppb(engine, seed=7) as (api, box, tenant):
+        def delete_the_lowest(page: int) -> None:  # two a read: past MAX_WINDOW_RESTARTS (3), under the cap (10)
+            if page < 8:
+                lowest = min(api.store.live("premises"), key=lambda r: int(r.id))
+                lowest.deleted, lowest.updated = True, datetime.now(UTC)
+        run = full_while_changing(engine, tenant, api, delete_the_lowest, datetime.now(UTC) + timedelta(minutes=5))
         difference = compare(rest_mirrored(engine, tenant), rest_truth(box.api, tenant))
         assert difference.lost == [], difference.summary()  # no premise the source still has was deleted
         assert (run.status, run.deleted) == ("completed", 0)
@@ -201,8 +215,6 @@ def test_a_listing_that_keeps_shifting_takes_nothing_for_deleted(engine: Engine)
         settled = reconcile(engine, tenant, "full", datetime.now(UTC) + timedelta(minutes=6))
         assert settled.deleted == len(difference.unexpected) > 0
         assert compare(rest_mirrored(engine, tenant), rest_truth(box.api, tenant)).summary() == EQUAL
-    finally:
-        box.stop()
 
 
 def test_a_deletion_hidden_by_a_create_takes_nothing_for_deleted(engine: Engine) -> None:
@@ -213,26 +225,16 @@ def test_a_deletion_hidden_by_a_create_takes_nothing_for_deleted(engine: Engine)
     premises a second time and takes for deleted only what neither listing saw: the real deletion
     is found by the next full (it had been listed before it went), the skipped premise stays
     (docs/reconcile.md)."""
-    api = build_api("ppb-premises", seed=8, records=60, anchor=NOW)
-    box = RestSandbox(api, RestConfig(rate_limit=0)).start()
-    try:
-        tenant = paged_ppb_tenant(engine, box)
-        assert reconcile(engine, tenant, "full", datetime.now(UTC)).status == "completed"
-        route = api.route
-        pages = iter(range(2))
+    with mirrored_paged_ppb(engine, seed=8) as (api, box, tenant):
         lowest = min(api.store.live("premises"), key=lambda r: int(r.id))
 
-        def deleting_and_creating_after_the_second_page(req: Any) -> Any:
-            answer = route(req)
-            if next(pages, None) == 1:
-                with api.store.lock:
-                    lowest.deleted, lowest.updated = True, datetime.now(UTC)
-                    box.churn(creates=1, updates=0, deletes=0)
-            return answer
-        api.route = deleting_and_creating_after_the_second_page  # type: ignore[method-assign]
+        def delete_the_lowest_and_create_one(page: int) -> None:
+            if page == 1:  # after the second page
+                lowest.deleted, lowest.updated = True, datetime.now(UTC)
+                box.churn(creates=1, updates=0, deletes=0)
         requests = box.requests
-        run = reconcile(engine, tenant, "full", datetime.now(UTC) + timedelta(minutes=5))
-        api.route = route  # type: ignore[method-assign]
+        run = full_while_changing(engine, tenant, api, delete_the_lowest_and_create_one,
+                                  datetime.now(UTC) + timedelta(minutes=5))
         difference = compare(rest_mirrored(engine, tenant), rest_truth(box.api, tenant))
         assert difference.lost == [], difference.summary()  # the skipped premise was not taken for deleted
         # The deleted premise had been listed before it went: the next full finds it missing.
@@ -248,5 +250,3 @@ def test_a_deletion_hidden_by_a_create_takes_nothing_for_deleted(engine: Engine)
         requests = box.requests
         assert reconcile(engine, tenant, "full", datetime.now(UTC) + timedelta(minutes=7)).deleted == 0
         assert box.requests - requests == 6  # nothing missing: listed once
-    finally:
-        box.stop()
